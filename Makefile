@@ -1,0 +1,36 @@
+# The two commands a newcomer runs: `make drill` and `make test`.
+# Each bootstraps what it needs: Debian packages, a virtualenv, the Python packages.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: drill test bench deps sysdeps clean
+
+drill: deps
+	$(PY) -m flows.drill
+
+test: deps
+	$(PY) -m pytest -q
+
+bench: deps
+	$(PY) -m bench
+
+deps: sysdeps $(STAMP)
+
+# openssh-server gives the tests a real sshd on loopback.
+sysdeps:
+	@command -v /usr/sbin/sshd >/dev/null 2>&1 || { \
+	  echo "installing openssh-server (real sshd for the SSH tests)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,75 @@
+"""The pair's shared state: who is authoritative (with an epoch), the health
+counters, maintenance pause and hold-down acknowledgement, the lastid replica.
+
+It is stored where every flow can read it even when MS is gone (a Prefect
+variable, see tasks/state.py); copies of the authority go to each reachable
+site (``ha/authority``) so a site can refuse to start dbids on a stale epoch.
+"""
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+
+MAX_DECISIONS = 20
+
+
+class Authority(BaseModel):
+    site: str
+    epoch: int = Field(ge=1)
+    since: float
+    flow_run: str | None = None
+    reason: str = ""
+
+    def marker(self) -> dict:
+        """What is written to a site's ha/authority file."""
+        return {"site": self.site, "epoch": self.epoch}
+
+
+class Decision(BaseModel):
+    at: float
+    action: str  # stay | failover | fence | hold
+    reason: str
+
+
+class Pause(BaseModel):
+    by: str
+    reason: str
+    since: float
+
+
+class Replica(BaseModel):
+    taken_at: float
+    values: dict[str, int]
+
+
+class HAState(BaseModel):
+    authority: Authority
+    history: list[Authority] = Field(default_factory=list, description="earlier authorities, oldest first")
+    consecutive_failures: int = 0
+    decisions: list[Decision] = Field(default_factory=list)
+    pause: Pause | None = None
+    hold_down_ack: float | None = Field(None, description="when a person acknowledged the hold-down")
+    replica: Replica | None = None
+    fallback_in_progress: bool = False
+
+    @classmethod
+    def initial(cls, main_site: str) -> HAState:
+        return cls(authority=Authority(site=main_site, epoch=1, since=time.time(), reason="initial"))
+
+    def with_authority(self, site: str, flow_run: str | None, reason: str, now: float | None = None) -> HAState:
+        """A new epoch for ``site``; the old authority goes to history."""
+        new = Authority(site=site, epoch=self.authority.epoch + 1, since=now or time.time(),
+                        flow_run=flow_run, reason=reason)
+        return self.model_copy(update={"authority": new, "history": [*self.history, self.authority],
+                                       "consecutive_failures": 0})
+
+    def record(self, decision: Decision) -> HAState:
+        return self.model_copy(update={"decisions": [*self.decisions, decision][-MAX_DECISIONS:]})
+
+    def last_failover(self, backup_site: str) -> Authority | None:
+        """The most recent epoch that made the backup authoritative."""
+        for a in reversed([*self.history, self.authority]):
+            if a.site == backup_site:
+                return a
+        return None

@@ -1,0 +1,1 @@
+"""One flow per procedure: health, failover, fallback, recovery, replicate, drill."""

@@ -1,0 +1,91 @@
+"""The health decision, case by case: every outcome has its reason."""
+import pytest
+
+from antelope_ha.config import PairConfig, PairPolicy
+from antelope_ha.decide import Probes, decide
+from antelope_ha.state import HAState, Pause
+
+SITE = dict(host="h", transport="local", rtexec_dir="/rt", idserver_address="h:2498")
+PAIR = PairConfig(main=dict(SITE, name="ms"), backup=dict(SITE, name="bus"), witness=dict(host="w"),
+                  policy=PairPolicy(failures_before_failover=3, hold_down_s=600))
+DOWN = Probes(False, "refused", witness_ok=True, witness_detail="ok", main_self_idserver_ok=None)
+UP = Probes(True, "pong ms", witness_ok=True, witness_detail="ok")
+T0 = 1_000_000.0
+
+
+def cycles(state, probes, n, now=T0):
+    decisions = []
+    for i in range(n):
+        d, state = decide(state, probes, PAIR, now + i)
+        decisions.append(d)
+    return decisions, state
+
+
+def test_k_consecutive_failures_then_failover():
+    ds, state = cycles(HAState.initial("ms"), DOWN, 3)
+    assert [d.action for d in ds] == ["stay", "stay", "failover"]
+    assert "3/3" in ds[-1].reason and "witness reachable" in ds[-1].reason
+    assert state.consecutive_failures == 3
+
+
+def test_a_good_probe_resets_the_count():
+    _, state = cycles(HAState.initial("ms"), DOWN, 2)
+    d, state = decide(state, UP, PAIR, T0)
+    assert d.action == "stay" and state.consecutive_failures == 0
+    ds, _ = cycles(state, DOWN, 2)
+    assert [d.action for d in ds] == ["stay", "stay"]
+
+
+def test_isolated_backup_does_not_fail_over():
+    probes = Probes(False, "timeout", witness_ok=False, witness_detail="100% packet loss")
+    ds, _ = cycles(HAState.initial("ms"), probes, 5)
+    assert all(d.action == "stay" for d in ds)
+    assert "isolated" in ds[-1].reason and "witness" in ds[-1].reason
+
+
+def test_cut_link_with_main_answering_itself_does_not_fail_over():
+    probes = Probes(False, "timeout", witness_ok=True, witness_detail="ok", main_self_idserver_ok=True)
+    ds, _ = cycles(HAState.initial("ms"), probes, 4)
+    assert all(d.action == "stay" for d in ds)
+    assert "only the link" in ds[-1].reason
+
+
+def test_maintenance_pause_blocks_failover_with_who_and_why():
+    state = HAState.initial("ms").model_copy(update={"pause": Pause(by="ana", reason="UPS work", since=T0)})
+    ds, _ = cycles(state, DOWN, 4)
+    assert all(d.action == "stay" for d in ds)
+    assert "paused by ana: UPS work" in ds[-1].reason
+
+
+def test_hold_down_after_a_recent_failover_needs_an_acknowledgement():
+    state = HAState.initial("ms").with_authority("bus", None, "test", now=T0)
+    state = state.with_authority("ms", None, "fallback", now=T0 + 100)
+    ds, held = cycles(state, DOWN, 3, now=T0 + 200)
+    assert ds[-1].action == "hold" and "acknowledge" in ds[-1].reason
+    acked = held.model_copy(update={"hold_down_ack": T0 + 250, "consecutive_failures": 0})
+    ds, _ = cycles(acked, DOWN, 3, now=T0 + 300)
+    assert ds[-1].action == "failover"
+    ds, _ = cycles(state, DOWN, 3, now=T0 + 100 + 601)  # hold-down over
+    assert ds[-1].action == "failover"
+
+
+def test_backup_authoritative_fences_dbids_on_main():
+    state = HAState.initial("ms").with_authority("bus", None, "test", now=T0)
+    d, _ = decide(state, Probes(False, "", True, "", main_dbids_pids=(4242,)), PAIR, T0 + 1)
+    assert d.action == "fence" and "4242" in d.reason and "split brain" in d.reason
+    d, _ = decide(state, Probes(False, "", True, ""), PAIR, T0 + 1)
+    assert d.action == "stay" and "armed" in d.reason
+
+
+def test_decisions_are_kept_bounded():
+    _, state = cycles(HAState.initial("ms"), UP, 50)
+    assert 0 < len(state.decisions) <= 20
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_with_authority_increments_epoch_and_keeps_history(epochs):
+    state = HAState.initial("ms")
+    for i in range(epochs):
+        state = state.with_authority("bus" if i % 2 == 0 else "ms", "run", "r", now=T0 + i)
+    assert state.authority.epoch == 1 + epochs
+    assert [a.epoch for a in state.history] == list(range(1, 1 + epochs))
