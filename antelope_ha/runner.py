@@ -120,15 +120,15 @@ class LocalRunner:
         start = time.monotonic()
         try:
             proc = subprocess.run(
-                list(argv), cwd=self.cwd, env=env, input=stdin, capture_output=True,
-                text=True, timeout=timeout,
+                list(argv), cwd=self.cwd, env=env, input=stdin.encode() if stdin is not None else None,
+                capture_output=True, timeout=timeout,
             )
         except subprocess.TimeoutExpired as exc:
             raise CommandTimeout(self.host, argv, timeout, _text(exc.stdout)) from None
         except FileNotFoundError as exc:
             return CommandResult(self.host, tuple(argv), 127, "", str(exc), time.monotonic() - start)
         return CommandResult(
-            self.host, tuple(argv), proc.returncode, proc.stdout, proc.stderr,
+            self.host, tuple(argv), proc.returncode, _text(proc.stdout), _text(proc.stderr),
             time.monotonic() - start,
         )
 
