@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: drill test bench deps sysdeps clean
 
+# The drill runs on embedded Prefect, with its own Prefect home under var/.
 drill: deps
-	$(PY) -m flows.drill
+	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_LOGGING_LEVEL=WARNING $(PY) -m flows.drill
 
 test: deps
 	$(PY) -m pytest -q

@@ -43,12 +43,13 @@ def stop_rtexec() -> Command:
 
 
 def list_processes() -> Command:
-    """POSIX ps: one line per process, pid then the full command line."""
-    return cmd("list running processes", "ps", "-eo", "pid=,args=")
+    """ps: one line per process, pid then the full command line (-ww: never cut
+    at the terminal width)."""
+    return cmd("list running processes", "ps", "-ww", "-eo", "pid=,args=")
 
 
 def process_args(pid: int) -> Command:
-    return cmd(f"check process {pid}", "ps", "-p", str(pid), "-o", "args=")
+    return cmd(f"check process {pid}", "ps", "-ww", "-p", str(pid), "-o", "args=")
 
 
 def signal_process(pid: int, purpose: str) -> Command:
@@ -158,10 +159,10 @@ def find_gap(python: str, db: str, around_start: float, around_end: float) -> Co
     )
 
 
-def count_window(python: str, db: str, start: float, end: float) -> Command:
+def overlap(python: str, db: str, excerpt: str) -> Command:
     return cmd(
-        f"count rows of {db} in {fmt_time(start)} .. {fmt_time(end)}",
-        python, "-m", "antelope_ha.idscan", "count", db, fmt_epoch(start), fmt_epoch(end),
+        f"how many rows of {excerpt} {db} already holds",
+        python, "-m", "antelope_ha.idscan", "overlap", db, excerpt,
     )
 
 

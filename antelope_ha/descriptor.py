@@ -130,6 +130,12 @@ def set_dbidserver(text: str, server: str, source: str | os.PathLike[str]) -> st
     return "".join(lines)
 
 
+def backup_name(name: str) -> str:
+    """``<name>-<UTC time>.bak``: not ``<name>.bak``, which Datascope would take for a table."""
+    now = time.time_ns()
+    return time.strftime(f"{name}-%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z.bak"
+
+
 def rewrite_dbidserver(path: str | os.PathLike[str], server: str) -> bool:
     """Point a descriptor file at ``server``. Returns False, touching nothing, if it already does.
 
@@ -142,8 +148,6 @@ def rewrite_dbidserver(path: str | os.PathLike[str], server: str) -> bool:
     if parse_descriptor(text, path).dbidserver == server:
         return False
     new = set_dbidserver(text, server, path)
-    now = time.time_ns()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z"
-    shutil.copy2(path, path.with_name(f"{path.name}-{stamp}.bak"))
+    shutil.copy2(path, path.with_name(backup_name(path.name)))
     atomic_write(path, new.encode("latin-1"))
     return True

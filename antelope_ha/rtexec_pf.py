@@ -62,8 +62,8 @@ def _entries(lines: list[str], block: _Block) -> list[tuple[int, str, str]]:
         content = lines[i].strip()
         if not content or content.startswith("#"):
             continue
-        name, _, rest = content.partition(" ") if " " in content else content.partition("\t")
-        out.append((i, name.strip(), rest.strip()))
+        name, *rest = content.split(None, 1)
+        out.append((i, name, rest[0].strip() if rest else ""))
     return out
 
 

@@ -1,7 +1,6 @@
 """pytest fixtures for a real sshd on loopback.
 
-Enable them in a test module with ``pytest_plugins = ["tests.fixtures_ssh"]``
-(or once for the whole suite in tests/conftest.py).
+They are enabled for every test module by tests/conftest.py.
 """
 from __future__ import annotations
 

@@ -63,3 +63,9 @@ def test_malformed_pf_is_refused_naming_the_problem(text, words):
 def test_unknown_task_is_refused():
     with pytest.raises(RtexecPfError, match="not in Processes"):
         set_task_run(PF, "orb2wf", True)
+
+
+def test_tab_separated_process_lines():
+    pf = "Processes &Tbl{\nrtrun\tmatlab -display :0 -r x\n}\nRun &Arr{\nrtrun\tyes\n}\n"
+    (task,) = parse_rtexec_pf(pf)
+    assert task.name == "rtrun" and task.command == ("matlab", "-display", ":0", "-r", "x") and task.run

@@ -29,7 +29,6 @@ from antelope_ha.runner import (
 from antelope_ha.ssh import SSHRunner, remote_command_line
 from tests.sshd import SshdHandle
 
-pytest_plugins = ["tests.fixtures_ssh"]
 StartSshd = Callable[..., SshdHandle]
 
 MARGIN_S = 3.0

@@ -1,0 +1,260 @@
+"""What the procedures do on one site, each step converging: check, act only
+if needed, verify.
+
+``Site`` knows Antelope (rtexec.pf, ps, descriptors, lastid tables) but not
+Prefect. In a dry run it still reads what it can, and records every command
+or file write that would change the site instead of running it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from antelope_ha import commands as C
+from antelope_ha.config import SiteConfig
+from antelope_ha.descriptor import backup_name, parse_descriptor, set_dbidserver
+from antelope_ha.lastid import format_lastid, parse_lastid
+from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
+from antelope_ha.runner import CommandResult, Runner, RunnerError
+
+
+class StepFailed(RuntimeError):
+    """A step acted but the site did not reach the state it should have."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a converging step found and did; ``changed`` is False when it only checked."""
+
+    site: str
+    step: str
+    changed: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.site}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Planned:
+    site: str
+    action: str  # the command line, or "write <path>"
+    purpose: str
+
+
+@dataclass
+class Site:
+    config: SiteConfig
+    runner: Runner
+    dry_run: bool = False
+    wait_s: float = 30.0
+    poll_s: float = 0.2
+    plan: list[Planned] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def path(self, relative: str) -> str:
+        return self.config.path(relative)
+
+    # --- running commands and writing files ------------------------------------
+    def run(self, command: C.Command, *, check: bool = True, timeout_s: float | None = None) -> CommandResult:
+        if self.dry_run and command.changes:
+            self.plan.append(Planned(self.name, str(command), command.purpose))
+            return CommandResult(self.config.host, command.argv, 0, "", "", 0.0)
+        result = self.runner.run(command.argv, timeout_s=timeout_s)
+        return result.check() if check else result
+
+    def read_text(self, relative: str) -> str:
+        return self.runner.read_file(self.path(relative)).decode()
+
+    def write_text(self, relative: str, text: str, purpose: str) -> None:
+        if self.dry_run:
+            self.plan.append(Planned(self.name, f"write {self.path(relative)}", purpose))
+            return
+        self.runner.write_file(self.path(relative), text.encode())
+
+    def _wait(self, what: str, ready: Callable[[], bool]) -> None:
+        if self.dry_run:
+            return
+        deadline = time.monotonic() + self.wait_s
+        while not ready():
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{self.name}: {what} did not happen within {self.wait_s:g} s")
+            time.sleep(self.poll_s)
+
+    # --- the real-time system --------------------------------------------------
+    def rtexec_running(self) -> bool:
+        try:
+            pid = int(self.read_text(C.RTEXEC_PID_FILE).split()[0])
+        except (FileNotFoundError, IndexError, ValueError, OSError):
+            return False
+        result = self.run(C.process_args(pid), check=False)
+        # A dead rtexec not yet reaped shows as "[rtexec] <defunct>": not running.
+        return result.ok and any(w.rsplit("/", 1)[-1] == "rtexec" for w in result.stdout.split())
+
+    def ensure_rtexec_running(self) -> Outcome:
+        if self.rtexec_running():
+            return Outcome(self.name, "rtexec", False, "rtexec already running")
+        self.run(C.start_rtexec())
+        self._wait("rtexec start", self.rtexec_running)
+        return Outcome(self.name, "rtexec", True, "started rtexec")
+
+    def tasks(self) -> dict[str, RtexecTask]:
+        text = self.read_text("rtexec.pf")
+        return {t.name: t for t in parse_rtexec_pf(text, f"{self.name}:{self.path('rtexec.pf')}")}
+
+    def task(self, name: str) -> RtexecTask:
+        tasks = self.tasks()
+        if name not in tasks:
+            raise StepFailed(f"{self.name}: task {name!r} is not in rtexec.pf Processes")
+        return tasks[name]
+
+    def task_pids(self, name: str, task: RtexecTask | None = None) -> list[int]:
+        task = task or self.task(name)
+        procs = C.parse_ps(self.run(C.list_processes()).stdout)
+        return C.task_pids(procs, task.command)
+
+    def ensure_task(self, name: str, run: bool) -> Outcome:
+        """Set the task's Run line and wait until rtexec has started or stopped it."""
+        task = self.task(name)
+        pids = self.task_pids(name, task)
+        want = "running" if run else "stopped"
+        if task.run == run and bool(pids) == run:
+            return Outcome(self.name, name, False, f"{name} already {want}" + (f" (pid {pids[0]})" if pids else ""))
+        if task.run != run:
+            text = self.read_text("rtexec.pf")
+            self.write_text("rtexec.pf", set_task_run(text, name, run), f"set {name} Run {'yes' if run else 'no'}")
+        self._wait(f"{name} {want}", lambda: bool(self.task_pids(name, task)) == run)
+        return Outcome(self.name, name, True, f"{'started' if run else 'stopped'} {name}")
+
+    def stop_everywhere(self, name: str) -> Outcome:
+        """Stop the task under rtexec and any copy of it started by hand."""
+        outcome = self.ensure_task(name, False)
+        strays = self.task_pids(name)
+        for pid in strays:
+            self.run(C.signal_process(pid, f"stop {name} (pid {pid}) started outside rtexec"))
+        self._wait(f"{name} stopped", lambda: not self.task_pids(name))
+        if strays:
+            return Outcome(self.name, name, True, f"stopped {name} started by hand (pid {', '.join(map(str, strays))})")
+        return outcome
+
+    def restart_task(self, name: str, since: float | None = None) -> Outcome:
+        """Make the task run a process started after ``since`` (default now).
+
+        rtexec restarts a task that dies, so stopping its process restarts it.
+        A process already younger than ``since`` is left alone: a rerun after a
+        crash does not restart the writers twice.
+        """
+        task = self.task(name)
+        if not task.run:
+            return self.ensure_task(name, True)
+        old = set(self.task_pids(name, task))
+        if since is not None and old and all(self._started_after(p, since) for p in old):
+            return Outcome(self.name, name, False, f"{name} already restarted")
+        for pid in sorted(old):
+            self.run(C.signal_process(pid, f"stop {name} (pid {pid}) so rtexec restarts it"), check=False)
+        self._wait(f"{name} restart", lambda: bool(set(self.task_pids(name, task)) - old))
+        return Outcome(self.name, name, True, f"restarted {name}")
+
+    def _started_after(self, pid: int, since: float) -> bool:
+        result = self.run(C.cmd("process age", "ps", "-p", str(pid), "-o", "etimes="), check=False)
+        try:
+            return time.time() - int(result.stdout.strip()) >= since - 1
+        except ValueError:
+            return False
+
+    # --- ID server, descriptor, lastid -----------------------------------------
+    def dbidserver(self) -> str | None:
+        source = f"{self.name}:{self.path(self.config.db)}"
+        return parse_descriptor(self.read_text(self.config.db), source).dbidserver
+
+    def ensure_dbidserver(self, address: str) -> Outcome:
+        source = f"{self.name}:{self.path(self.config.db)}"
+        text = self.read_text(self.config.db)
+        current = parse_descriptor(text, source).dbidserver
+        if current == address:
+            return Outcome(self.name, "descriptor", False, f"{self.config.db} already uses dbidserver {address}")
+        self.write_text(backup_name(self.config.db), text, "keep the previous descriptor")
+        self.write_text(self.config.db, set_dbidserver(text, address, source), f"dbidserver {address}")
+        return Outcome(self.name, "descriptor", True, f"{self.config.db}: dbidserver {current} -> {address}")
+
+    def lastid_path(self) -> str:
+        return self.config.dbids + ".lastid"
+
+    def read_lastid(self) -> dict[str, int]:
+        return parse_lastid(self.read_text(self.lastid_path()), f"{self.name}:{self.path(self.lastid_path())}")
+
+    def raise_lastid(self, values: Mapping[str, int], purpose: str) -> Outcome:
+        """Make each key's lastid at least ``values[key]``; never lower one."""
+        try:
+            current = self.read_lastid()
+        except FileNotFoundError:
+            current = {}
+        merged = {k: max(current.get(k, 0), v) for k, v in values.items()} | {
+            k: v for k, v in current.items() if k not in values
+        }
+        if merged == current:
+            return Outcome(self.name, "lastid", False, "lastid already covers every key")
+        self.write_text(self.lastid_path(), format_lastid(merged, time.time()), purpose)
+        raised = {k: (current.get(k), v) for k, v in merged.items() if current.get(k) != v}
+        return Outcome(self.name, "lastid", True, "lastid raised: " + ", ".join(
+            f"{k} {old} -> {new}" for k, (old, new) in sorted(raised.items())))
+
+    def probe_idserver(self, address: str, timeout_s: float) -> tuple[bool, str]:
+        """Ask the ID server at ``address`` from this site."""
+        try:
+            r = self.run(C.probe_idserver(address), check=False, timeout_s=timeout_s)
+        except RunnerError as exc:
+            return False, str(exc)
+        return r.ok, (r.stdout.strip() or r.stderr.strip())
+
+    def ping(self, host: str, timeout_s: float) -> tuple[bool, str]:
+        try:
+            r = self.run(C.ping(host, timeout_s), check=False, timeout_s=timeout_s + 2)
+        except RunnerError as exc:
+            return False, str(exc)
+        return r.ok, (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
+
+    def orb_latency(self) -> float | None:
+        """Latency of the freshest ORB source in seconds; None if orbstat failed."""
+        r = self.run(C.orb_sources(self.config.orb), check=False)
+        lat = C.parse_orb_latencies(r.stdout) if r.ok else {}
+        return min(lat.values()) if lat else None
+
+    def scan_ids(self) -> dict:
+        r = self.run(C.scan_ids(self.config.python, self.config.db, self.config.dbids), timeout_s=3600)
+        return json.loads(r.stdout)
+
+    # --- authority and fence markers ------------------------------------------
+    def authority_marker(self) -> dict | None:
+        try:
+            return json.loads(self.read_text(f"{self.config.ha_dir}/authority"))
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError) as exc:
+            raise StepFailed(f"{self.name}: cannot read {self.config.ha_dir}/authority: {exc}") from None
+
+    def write_authority_marker(self, record: Mapping) -> Outcome:
+        if self.authority_marker() == dict(record):
+            return Outcome(self.name, "authority", False, f"already holds epoch {record['epoch']}")
+        self.write_text(f"{self.config.ha_dir}/authority", json.dumps(dict(record), sort_keys=True),
+                        f"authority epoch {record['epoch']} ({record['site']})")
+        return Outcome(self.name, "authority", True, f"records authority {record['site']} epoch {record['epoch']}")
+
+    def armed(self) -> bool:
+        return self.runner.exists(self.path(f"{self.config.ha_dir}/armed"))
+
+    def set_armed(self, armed: bool, reason: str) -> Outcome:
+        if self.armed() == armed:
+            return Outcome(self.name, "fence", False, "already armed" if armed else "not armed")
+        if armed:
+            self.write_text(f"{self.config.ha_dir}/armed", reason + "\n", "arm: no dbids may start here")
+        elif self.dry_run:
+            self.plan.append(Planned(self.name, f"rm {self.path(self.config.ha_dir + '/armed')}", "disarm"))
+        else:
+            self.run(C.cmd("disarm", "rm", "-f", self.path(f"{self.config.ha_dir}/armed"), changes=True))
+        return Outcome(self.name, "fence", True, f"{'armed' if armed else 'disarmed'}: {reason}")

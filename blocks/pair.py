@@ -1,0 +1,73 @@
+"""Blocks for a site, the pair with its policy and notification targets, and
+the pair's state record.
+
+The fields and their validation come from ``antelope_ha.config``; a block adds
+only what Prefect needs to store it and show it in the UI.
+"""
+from __future__ import annotations
+
+from prefect.blocks.core import Block
+from pydantic import ConfigDict, Field
+
+from antelope_ha.config import PairConfig, SiteConfig
+from antelope_ha.state import HAState
+
+
+class AntelopeSite(Block, SiteConfig):
+    """One data centre's Antelope host: how to reach it and where things are."""
+
+    _block_type_name = "Antelope Site"
+    _block_type_slug = "antelope-site"
+    _description = "An Antelope real-time system host (MS or BUS) and how to reach it."
+    # Prefect adds its own keys (block_type_slug) when it nests a block document.
+    model_config = ConfigDict(extra="ignore")
+
+
+class NotifyTargets(Block):
+    """Who hears about decisions, failures and approvals.
+
+    Each entry is the document name of a saved notification block, e.g.
+    ``email-server-credentials/ops-smtp`` (prefect-email) or
+    ``apprise-notification-block/sms-gateway`` (Prefect's Apprise block).
+    """
+
+    _block_type_name = "Antelope HA Notify Targets"
+    _block_type_slug = "antelope-ha-notify-targets"
+
+    email_server: str | None = Field(None, description="name of a saved EmailServerCredentials block")
+    email_from: str = Field("antelope-ha@localhost", description="sender address")
+    email_to: list[str] = Field(default_factory=list, description="operators' addresses")
+    webhooks: list[str] = Field(
+        default_factory=list, description="saved notification blocks (slug/name), e.g. an SMS gateway"
+    )
+    ui_url: str | None = Field(None, description="Prefect UI base URL, for links to runs")
+
+
+class AntelopePair(Block, PairConfig):
+    """MS, BUS, the witness, the failover policy and who to notify."""
+
+    _block_type_name = "Antelope Pair"
+    _block_type_slug = "antelope-pair"
+    _description = "The redundant pair of Antelope data centres and its failover policy."
+
+    main: AntelopeSite = Field(..., description="the Main System (MS)")
+    backup: AntelopeSite = Field(..., description="the Backup System (BUS)")
+    notify: NotifyTargets | None = Field(None, description="notification targets")
+
+    def config(self) -> PairConfig:
+        """The plain configuration, with secrets readable, for the Antelope layer."""
+        data = {name: getattr(self, name) for name in PairConfig.model_fields}
+        data["main"], data["backup"] = (
+            SiteConfig.model_validate({f: getattr(s, f) for f in SiteConfig.model_fields})
+            for s in (self.main, self.backup)
+        )
+        return PairConfig.model_validate(data)
+
+
+class PairState(Block):
+    """Who is authoritative and the health counters: written by the flows."""
+
+    _block_type_name = "Antelope Pair State"
+    _block_type_slug = "antelope-pair-state"
+
+    state: HAState

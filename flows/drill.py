@@ -1,0 +1,260 @@
+"""The drill: the whole cycle on a simulated pair, measured.
+
+  writers running at both sites -> MS crashes -> health detects it -> automatic
+  failover -> BUS writes with its own ids -> MS restored (and fenced) ->
+  fallback (two approvals) -> recovery of MS's gap -> final checks
+
+Run with ``make drill`` (or ``python -m flows.drill [--json] [--interactive]``).
+Exit status 1 if any row was lost or any id used twice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+
+from antelope_ha.config import PairPolicy
+from antelope_ha.css30 import TABLES, read_table, scan_ids
+from blocks.pair import AntelopePair
+from flows.fallback import fallback
+from flows.health import health
+from flows.recovery import recovery
+from flows.replicate import replicate_lastid
+from simsite.orb import read_packets
+from simsite.pair import SimPair
+from antelope_ha.state import HAState
+from tasks.sites import close_all
+from tasks.state import save_state
+
+DRILL_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=1.0, probe_timeout_s=1.0,
+                          hold_down_s=3600, lastid_margin=1000, lastid_max_age_s=600,
+                          approval_timeout_s=300, approval_poll_s=1)
+
+
+@dataclass
+class Step:
+    name: str
+    start: float
+    end: float | None = None
+    outcome: str = "running"
+
+
+@dataclass
+class DrillReport:
+    steps: list[Step] = field(default_factory=list)
+    detection_s: float | None = None
+    failover_s: float | None = None
+    fallback_s: float | None = None
+    recovery_s: float | None = None
+    rows_written: int = 0
+    rows_lost: int = -1
+    duplicate_ids: int = -1
+    approvals: list[dict] = field(default_factory=list)
+    passed: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+class Timeline:
+    """Steps as they happen, printed live for the person watching."""
+
+    def __init__(self, report: DrillReport, quiet: bool):
+        self.report, self.quiet, self.t0 = report, quiet, time.time()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"[{time.time() - self.t0:7.2f} s] {text}", flush=True)
+
+    def step(self, name: str, action: Callable[[], str | None]) -> str | None:
+        step = Step(name, time.time())
+        self.report.steps.append(step)
+        self.say(f"▶ {name}")
+        try:
+            result = action()
+        except BaseException as exc:
+            step.end, step.outcome = time.time(), f"failed: {exc}"
+            self.say(f"✗ {name}: {exc}")
+            raise
+        step.end, step.outcome = time.time(), result or "done"
+        self.say(f"✓ {name} ({step.end - step.start:.2f} s){': ' + result if result else ''}")
+        return result
+
+
+def origin_times(site_dir: Path) -> list[float]:
+    path = site_dir / "db" / "db.origin"
+    return [float(r["time"]) for r in read_table(path, TABLES["origin"])] if path.exists() else []
+
+
+def rows_in(site_dir: Path) -> int:
+    return sum(sum(1 for _ in open(p)) for t in ("origin", "event", "arrival", "assoc", "wfdisc")
+               if (p := site_dir / "db" / f"db.{t}").exists())
+
+
+def answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.3) as s:
+            s.sendall(b"ping\n")
+            return s.recv(64).startswith(b"pong")
+    except OSError:
+        return False
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 60.0, poll_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"drill: {what} did not happen within {timeout_s:g} s")
+        time.sleep(poll_s)
+
+
+def approve_paused_fallbacks(stop: threading.Event, site: str, interactive: bool, records: list[dict]) -> None:
+    """Answer each approval of the fallback through Prefect's resume API."""
+    seen: set = set()
+    while not stop.is_set():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["fallback"])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+        for run in runs:
+            key = (run.id, run.state.state_details.pause_key if run.state else None)
+            if key in seen:
+                continue
+            seen.add(key)
+            answer = ask_terminal(site) if interactive else {
+                "operator": "drill", "decision": "approve", "reason": "scheduled drill", "confirm_site": site}
+            resume_flow_run(run.id, run_input=answer)
+            records.append({"run": str(run.id), **answer, "at": time.time()})
+        stop.wait(0.5)
+
+
+def ask_terminal(site: str) -> dict:
+    print(f"\nThe fallback is waiting for approval (site {site}).", flush=True)
+    return {"operator": input("your name: ").strip(), "decision": input("approve or reject: ").strip(),
+            "reason": input("reason: ").strip(), "confirm_site": input("type the site to confirm: ").strip()}
+
+
+@flow(name="drill", description="Failover, recovery and fallback on a simulated pair, measured.")
+def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> DrillReport:
+    report = DrillReport()
+    tl = Timeline(report, quiet)
+    pair = SimPair.create(Path(workdir) / "pair")
+    ms_dir, bus_dir = pair.paths("ms").dir, pair.paths("bus").dir
+    interval = pair.settings.packet_interval_s
+    try:
+        tl.step("start the simulated pair (MS, BUS, witness), each site behind its own sshd",
+                lambda: (pair.serve_ssh(), pair.start()) and None)
+        cfg = pair.pair_config(DRILL_POLICY)
+        AntelopePair(main=cfg.main.model_dump(), backup=cfg.backup.model_dump(), witness=cfg.witness,
+                     policy=cfg.policy).save("drill", overwrite=True)
+        save_state("drill", HAState.initial(cfg.main.name))  # a new pair starts at epoch 1
+        tl.step("ids flowing at both sites", lambda: wait_until(
+            "rows at both sites", lambda: len(origin_times(ms_dir)) >= 5 and len(origin_times(bus_dir)) >= 5)
+            or f"MS {len(origin_times(ms_dir))} origins, BUS {len(origin_times(bus_dir))} origins")
+        tl.step("replicate lastid MS -> BUS", lambda: replicate_lastid(pair_name="drill"))
+        tl.step("health check, MS healthy", lambda: health(pair_name="drill"))
+
+        t_fail = time.time()
+        tl.step("MS crashes (power off)", lambda: pair.power_off("ms") or None)
+        first_id: list[float] = []
+        watcher = threading.Thread(target=lambda: wait_until(
+            "BUS ID server answers", lambda: answers(cfg.backup.idserver_address), 120, 0.05)
+            or first_id.append(time.time()), daemon=True)
+        watcher.start()
+
+        def detect_and_fail_over() -> str:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                started = time.time()
+                decision = health(pair_name="drill", failover_inline=True)
+                if decision.startswith("failover"):
+                    report.detection_s = round(started - t_fail, 2)
+                    return decision
+                time.sleep(max(0.0, DRILL_POLICY.probe_interval_s - (time.time() - started)))
+            raise TimeoutError(f"no failover within 60 s of MS's crash; last decision: {decision}")
+        tl.step("health detects the failure and fails over, without a person", detect_and_fail_over)
+        watcher.join(10)
+        report.failover_s = round(first_id[0] - t_fail, 2) if first_id else None
+        t_failover = time.time()
+        tl.step("BUS writes with its own ids", lambda: wait_until(
+            "BUS rows after the failover", lambda: max(origin_times(bus_dir), default=0) > t_failover) or None)
+
+        tl.step("MS repaired and powered on (rtexec not started)", lambda: pair.power_on("ms", start_rtexec=False) or None)
+        tl.step("health fences MS as soon as it is back", lambda: health(pair_name="drill"))
+
+        stop = threading.Event()
+        approver = threading.Thread(target=approve_paused_fallbacks,
+                                    args=(stop, cfg.main.name, interactive, report.approvals), daemon=True)
+        approver.start()
+        t0 = time.time()
+        try:
+            tl.step("fallback to MS (two approvals)", lambda: fallback(pair_name="drill"))
+        finally:
+            stop.set()
+            approver.join(5)
+        report.fallback_s = round(time.time() - t0, 2)
+        t_fallback = time.time()
+        tl.step("MS writers catch up", lambda: wait_until(
+            "MS rows after the fallback", lambda: max(origin_times(ms_dir), default=0) > t_fallback) or None)
+
+        t0 = time.time()
+        tl.step("recover MS's gap from BUS", lambda: recovery(pair_name="drill"))
+        report.recovery_s = round(time.time() - t0, 2)
+        tl.step("final checks", lambda: final_checks(report, ms_dir, bus_dir, interval))
+    finally:
+        close_all()
+        tl.step("stop the simulated pair", lambda: pair.stop() or None)
+    return report
+
+
+def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: float) -> str:
+    """No row lost: every packet BUS received between MS's first and last row is on
+    MS. No id used twice on either site."""
+    ms_seqs = {round(t / interval) for t in origin_times(ms_dir)}
+    first, last = min(ms_seqs), max(ms_seqs)
+    expected = {p.seq for p in read_packets(bus_dir / "orb" / "packets") if first <= p.seq <= last}
+    report.rows_lost = len(expected - ms_seqs)
+    report.rows_written = rows_in(ms_dir)
+    report.duplicate_ids = sum(s.duplicated_values for d in (ms_dir, bus_dir)
+                               for s in scan_ids(d / "db" / "db").keys.values())
+    report.passed = report.rows_lost == 0 and report.duplicate_ids == 0
+    return (f"{report.rows_written} rows on MS, {report.rows_lost} packets missing, "
+            f"{report.duplicate_ids} ids used twice")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="drill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--interactive", action="store_true", help="answer the approvals at the terminal")
+    parser.add_argument("--workdir", help="where to build the simulated pair (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="antelope-ha-drill-") as tmp:
+        report = drill(workdir=args.workdir or tmp, interactive=args.interactive, quiet=args.json)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(f"\ndetection {report.detection_s} s, failover {report.failover_s} s (MS failure to BUS "
+              f"handing out ids), fallback {report.fallback_s} s, recovery {report.recovery_s} s")
+        print(f"rows written {report.rows_written}, rows lost {report.rows_lost}, "
+              f"ids used twice {report.duplicate_ids}: {'PASSED' if report.passed else 'FAILED'}")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

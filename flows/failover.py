@@ -1,0 +1,98 @@
+"""Failover: BUS takes over ids, the authoritative database and the
+information systems. Automatic (started by the health flow's decision) or
+started by hand from the UI.
+
+The steps, in the operators' order:
+  0. fence MS where it can be reached (arm it, stop any dbids there)
+  1. synchronise BUS dbids.lastid (replica + margin, never below BUS's own ids)
+  2. record BUS as the authority (a new epoch), on the record and on the sites
+  3. activate dbids on BUS (refused unless BUS holds the current epoch)
+  4. point BUS's db descriptor at the local dbids
+  5. restart BUS's db writers so they take ids from it
+  6. activate the information systems on BUS
+  7. notify the operators
+Every step converges: rerunning after a crash finishes the job.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from antelope_ha.config import PairConfig
+from antelope_ha.state import HAState
+from tasks import authority, ids, realtime
+from tasks.approval import ask_approval
+from tasks.lock import procedure_lock
+from tasks.notify import notify
+from tasks.pair import load_pair
+from tasks.report import publish_plan, publish_timeline
+from tasks.sites import plans
+from tasks.state import read_state
+
+
+@flow(name="failover", log_prints=True,
+      description="BUS takes over the ID server, the authoritative db and the information systems.")
+def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False) -> str:
+    pair, targets = load_pair(pair_name)
+    ms, bus = pair.main, pair.backup
+    with nullcontext() if dry_run else procedure_lock(pair_name, "failover"):
+        state = read_state(pair_name, ms.name)
+        taken = state.authority.site == bus.name
+        if taken:
+            get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
+                                  bus.name, state.authority.epoch)
+        lastid = None if taken else lastid_targets(pair, state, dry_run)
+        if not taken and lastid is None:
+            summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
+                       f"using it; nothing was changed on either site")
+            notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
+            return summary
+
+        fenced = authority.fence(ms, f"{bus.name} takes over: {reason}", dry_run)
+        if lastid is not None:
+            ids.raise_lastid(bus, lastid, "failover: replica + margin, above every id in the local db", dry_run)
+        state = authority.take_authority(pair_name, ms.name, bus, [ms], reason, dry_run)
+        authority.activate_idserver(pair_name, ms.name, bus, dry_run)
+        ids.set_dbidserver(bus, bus.idserver_address, dry_run)
+        for writer in bus.writer_tasks:
+            realtime.restart_task(bus, writer, state.authority.since, dry_run)
+        for infosys in bus.infosys_tasks:
+            realtime.start_task(bus, infosys, dry_run)
+
+        if dry_run:
+            return publish_plan("failover", plans(str(flow_run.get_id())))
+        summary = (f"{bus.name} is authoritative (epoch {state.authority.epoch}): it serves ids, "
+                   f"holds the authoritative db and feeds the world. {ms.name}: {fenced.detail}. Reason: {reason}")
+        notify(targets, f"FAILOVER to {bus.name} done", summary)
+        publish_timeline("failover")
+        return summary
+
+
+def lastid_targets(pair: PairConfig, state: HAState, dry_run: bool) -> dict[str, int] | None:
+    """Step 1's numbers: replica + margin, never below BUS's own ids. When the
+    replica is older than the policy allows, a person approves them first;
+    None means they did not."""
+    bus, policy = pair.backup, pair.policy
+    replica = ids.read_lastid(bus)
+    scan = ids.scan_ids(bus)
+    targets = ids.failover_targets(replica, policy.lastid_margin, scan)
+    age = None if state.replica is None else time.time() - state.replica.taken_at
+    if age is not None and age <= policy.lastid_max_age_s:
+        return targets
+    rows = "\n".join(f"| {k} | {replica.get(k, '-')} | {scan['keys'].get(k, {}).get('max', '-')} | {v} |"
+                     for k, v in sorted(targets.items()))
+    findings = (
+        f"The lastid replica on {bus.name} is {'of unknown age' if age is None else f'{age:.0f} s old'} "
+        f"(policy: at most {policy.lastid_max_age_s:g} s): MS may have issued more ids than the margin since.\n\n"
+        f"Proposed lastid (replica + margin {policy.lastid_margin}, never below {bus.name}'s own ids):\n\n"
+        f"| key | replica | {bus.name} max | proposed |\n|---|---|---|---|\n{rows}"
+    )
+    answer = ask_approval("failover with a stale lastid replica", bus.name, findings,
+                          policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    if answer.outcome in ("approved", "skipped (dry run)"):
+        return targets
+    get_run_logger().error("failover stopped before acting: lastid approval %s", answer.outcome)
+    return None

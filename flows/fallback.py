@@ -1,0 +1,159 @@
+"""Fallback: hand authority back from BUS to MS once MS is repaired.
+
+Started by hand. Two people-approved gates: before the point of no return
+(stopping BUS's writers) and before dbids starts on MS. On rejection or
+timeout at the first gate nothing has changed; at the second, BUS is put back
+exactly as it was (authoritative, writers running, MS armed).
+
+  On MS:   (still fenced) check db consistency; start rtexec if not running;
+           verify data flow
+  -- approval 1 --
+  On BUS:  stop db writers; stop dbids; replicate dbids.lastid to MS;
+           point the descriptor back at MS's dbids; stop monitoring (disarm) MS
+  On MS:   check db consistency against dbids.lastid
+  -- approval 2 --
+  On MS:   record MS as the authority; start dbids; start db writers
+  On BUS:  start db writers against MS's dbids; start monitoring MS;
+           stop information systems
+  On MS:   start information systems
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from antelope_ha.config import PairConfig, SiteConfig
+from tasks import authority, data, ids, realtime
+from tasks.approval import ApprovalRecord, ask_approval
+from tasks.lock import procedure_lock
+from tasks.notify import notify
+from tasks.pair import load_pair
+from tasks.report import publish_plan, publish_timeline
+from tasks.sites import plans
+from tasks.state import read_state, set_fallback_in_progress
+
+
+@flow(name="fallback", description="Hand authority back from BUS to MS, with two approvals.")
+def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
+    log = get_run_logger()
+    pair, targets = load_pair(pair_name)
+    ms, bus, policy = pair.main, pair.backup, pair.policy
+    with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):
+        state = read_state(pair_name, ms.name)
+        if state.authority.site == ms.name and not state.fallback_in_progress:
+            msg = f"{ms.name} already authoritative (epoch {state.authority.epoch}): nothing to fall back"
+            log.info(msg)
+            return msg
+        approvals: list[ApprovalRecord] = []
+        if state.authority.site == bus.name:
+            stopped_because = hand_over(pair, pair_name, state.fallback_in_progress, approvals, dry_run)
+            if stopped_because:
+                return stopped(pair, targets, approvals, stopped_because)
+
+        # On MS: take authority back.
+        authority.take_authority(pair_name, ms.name, ms, [bus], "fallback approved", dry_run)
+        authority.activate_idserver(pair_name, ms.name, ms, dry_run)
+        for writer in ms.writer_tasks:
+            realtime.start_task(ms, writer, dry_run)
+        # On BUS: follow MS again.
+        for writer in bus.writer_tasks:
+            realtime.start_task(bus, writer, dry_run)
+        set_fallback_in_progress(pair_name, ms.name, False, dry_run)
+        for infosys in bus.infosys_tasks:
+            realtime.stop_task(bus, infosys, dry_run)
+        # On MS: feed the world.
+        for infosys in ms.infosys_tasks:
+            realtime.start_task(ms, infosys, dry_run)
+
+        if dry_run:
+            return publish_plan("fallback", plans(str(flow_run.get_id())))
+        publish_approvals(approvals)
+        summary = f"{ms.name} is authoritative again; {bus.name} follows it. " + approved_by(approvals)
+        notify(targets, f"FALLBACK to {ms.name} done", summary)
+        publish_timeline("fallback")
+        return summary
+
+
+def hand_over(pair: PairConfig, pair_name: str, passed_gate1: bool, approvals: list[ApprovalRecord],
+              dry_run: bool) -> str | None:
+    """Everything up to the second approval; returns why it stopped, or None to go on.
+
+    A rerun after the first approval (fallback already in progress) does not ask
+    again: BUS's writers may already be stopped, so "nothing changed" would be false.
+    """
+    ms, bus, policy = pair.main, pair.backup, pair.policy
+    # On MS: is it fit to take over again? (kept fenced until approved)
+    authority.fence(ms, f"{bus.name} authoritative until the fallback is approved", dry_run)
+    ms_ids = ids.scan_ids(ms)
+    realtime.ensure_rtexec(ms, dry_run)
+    flowing = data.check_data_flow(ms)
+    if not passed_gate1:
+        gate1 = ask_approval(
+            f"fallback to {ms.name}: stop {bus.name}'s db writers (point of no return)", ms.name,
+            findings(ms, ms_ids, flowing, bus), policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+        approvals.append(gate1)
+        if gate1.outcome not in ("approved", "skipped (dry run)"):
+            return f"{bus.name} stays authoritative; nothing was changed"
+        set_fallback_in_progress(pair_name, ms.name, True, dry_run)
+
+    # On BUS: stop issuing ids and hand the lastid over.
+    for writer in bus.writer_tasks:
+        realtime.stop_task(bus, writer, dry_run)
+    realtime.stop_task(bus, bus.idserver_task, dry_run)
+    ids.raise_lastid(ms, ids.read_lastid(bus), f"lastid from {bus.name} at fallback", dry_run)
+    ids.set_dbidserver(bus, ms.idserver_address, dry_run)
+    authority.disarm(ms, "fallback in progress", dry_run)
+
+    # On MS: every id in its db is below the lastid it will serve from.
+    ms_ids = ids.scan_ids(ms)
+    gate2 = ask_approval(
+        f"fallback to {ms.name}: start dbids on {ms.name}", ms.name,
+        findings(ms, ms_ids, flowing, bus), policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    approvals.append(gate2)
+    if gate2.outcome not in ("approved", "skipped (dry run)") or not (ms_ids["ok"] or dry_run):
+        restore_backup(pair, pair_name, dry_run)
+        why = "" if ms_ids["ok"] else f" ({ms.name} ids are not consistent: {'; '.join(ms_ids['problems'])})"
+        return f"{bus.name} restored as authority{why}"
+    return None
+
+
+def restore_backup(pair: PairConfig, pair_name: str, dry_run: bool) -> None:
+    """Undo the BUS side of a fallback that was not approved to finish."""
+    ms, bus = pair.main, pair.backup
+    authority.fence(ms, f"fallback not approved: {bus.name} stays authoritative", dry_run)
+    ids.set_dbidserver(bus, bus.idserver_address, dry_run)
+    authority.activate_idserver(pair_name, ms.name, bus, dry_run)
+    for writer in bus.writer_tasks:
+        realtime.start_task(bus, writer, dry_run)
+    set_fallback_in_progress(pair_name, ms.name, False, dry_run)
+
+
+def findings(ms: SiteConfig, scan: dict, flowing: str, bus: SiteConfig) -> str:
+    problems = "\n".join(f"- {p}" for p in scan["problems"]) or "- none"
+    keys = "\n".join(f"| {k} | {v['max']} | {v.get('lastid')} | {v['duplicates']} |"
+                     for k, v in sorted(scan["keys"].items()))
+    return (f"**{ms.name} data flow:** {flowing}\n\n**{ms.name} ids** (max in db, lastid, values used twice):\n\n"
+            f"| key | max | lastid | used twice |\n|---|---|---|---|\n{keys}\n\n**Problems:**\n{problems}\n\n"
+            f"{bus.name} keeps serving ids until this is approved.")
+
+
+def approved_by(approvals: list[ApprovalRecord]) -> str:
+    return "; ".join(f"{a.gate}: {a.outcome}" + (f" by {a.operator} ({a.reason})" if a.operator else "")
+                     for a in approvals)
+
+
+def publish_approvals(approvals: list[ApprovalRecord]) -> None:
+    rows = "\n".join(f"| {a.gate} | {a.outcome} | {a.operator or ''} | {a.reason or ''} |" for a in approvals)
+    create_markdown_artifact(f"| gate | outcome | operator | reason |\n|---|---|---|---|\n{rows}",
+                             key="fallback-approvals", description="who approved what")
+
+
+def stopped(pair: PairConfig, targets, approvals: list[ApprovalRecord], state: str) -> str:
+    publish_approvals(approvals)
+    summary = f"fallback to {pair.main.name} stopped: {approved_by(approvals)}. {state}."
+    get_run_logger().warning(summary)
+    notify(targets, f"FALLBACK to {pair.main.name} stopped", summary)
+    return summary

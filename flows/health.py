@@ -1,0 +1,63 @@
+"""Health: the scheduled check run at BUS. It probes MS and the witness,
+decides (stay, fail over, hold, fence) with the reason written down, and keeps
+MS armed while BUS is authoritative.
+
+Failover is started by the event this flow emits (a deployment trigger on
+the failover deployment); with ``failover_inline`` the flow runs it itself,
+which is how the drill and embedded Prefect work without a server.
+"""
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from antelope_ha.decide import Probes, decide
+from flows.failover import failover
+from tasks import authority, ids
+from tasks.health import ping_witness, probe_main_on_main
+from tasks.notify import notify
+from tasks.pair import load_pair
+from tasks.state import read_state, write_state
+
+FAILOVER_EVENT = "antelope-ha.failover.requested"
+
+
+@flow(name="health", description="Probe MS and the witness from BUS and decide: stay, fail over, hold or fence.")
+def health(pair_name: str = "default", failover_inline: bool = False, dry_run: bool = False) -> str:
+    log = get_run_logger()
+    pair, targets = load_pair(pair_name)
+    ms, bus, policy = pair.main, pair.backup, pair.policy
+    state = read_state(pair_name, ms.name)
+
+    if state.authority.site == bus.name and not state.fallback_in_progress:
+        fenced = authority.fence(ms, f"{bus.name} authoritative (epoch {state.authority.epoch})", dry_run)
+        probes = Probes(main_idserver_ok=False, main_idserver_detail="not probed: BUS authoritative",
+                        witness_ok=True, witness_detail="", main_dbids_pids=fenced.stopped_pids)
+    else:
+        ok, detail = ids.probe_idserver(bus, ms.idserver_address, policy.probe_timeout_s)
+        witness_ok, witness_detail = (True, "not needed") if ok else ping_witness(bus, pair.witness.host,
+                                                                                   policy.probe_timeout_s)
+        self_ok = None if ok else probe_main_on_main(ms, policy.probe_timeout_s)
+        probes = Probes(ok, detail, witness_ok, witness_detail, main_self_idserver_ok=self_ok)
+        fenced = None
+
+    decision, new_state = decide(state, probes, pair, time.time())
+    log.log(20 if decision.action == "stay" and new_state.consecutive_failures == 0 else 30,
+            "decision: %s: %s", decision.action.upper(), decision.reason)
+    if not dry_run:
+        write_state(pair_name, new_state)
+
+    if decision.action == "fence":
+        notify(targets, f"SPLIT BRAIN stopped on {ms.name}", f"{decision.reason}. {fenced.detail if fenced else ''}")
+    elif decision.action == "hold" or (decision.action == "stay" and new_state.consecutive_failures >= policy.failures_before_failover):
+        notify(targets, f"did NOT fail over to {bus.name}", decision.reason)
+    elif decision.action == "failover" and not dry_run:
+        notify(targets, f"FAILOVER to {bus.name} starting", decision.reason)
+        emit_event(event=FAILOVER_EVENT,
+                   resource={"prefect.resource.id": f"antelope-ha.pair.{pair_name}", "antelope-ha.pair": pair_name},
+                   payload={"reason": decision.reason})
+        if failover_inline:
+            failover(pair_name=pair_name, reason=decision.reason)
+    return f"{decision.action}: {decision.reason}"

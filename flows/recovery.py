@@ -1,0 +1,97 @@
+"""Data recovery: merge into MS what BUS recorded while MS was down.
+
+  On BUS: extract the outage window   (trexcerpt -v -e db/db <excerpt> <start> <end>)
+          and move the excerpt to MS  (SFTP)
+  On MS:  stop the db writers; merge  (trexcerpt -v -a -e <excerpt> db/db <start> <end>);
+          start the db writers
+  Then:   every row of the window is on MS, and no id is used twice.
+
+By default the window is MS's own gap: the rows strictly between MS's last
+row before the failover and its first row after the fallback. Rerunning
+merges nothing twice: a window already on MS is left alone.
+"""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from antelope_ha.commands import fmt_time
+from antelope_ha.config import SiteConfig
+from antelope_ha.site import StepFailed
+from tasks import data, ids, realtime
+from tasks.notify import notify
+from tasks.pair import load_pair
+from tasks.report import publish_plan, publish_timeline
+from tasks.sites import plans
+from tasks.state import read_state
+
+
+class WindowError(ValueError):
+    """The recovery window is missing, empty or reversed."""
+
+
+@flow(name="recovery", description="Merge the outage window from BUS into MS, once.")
+def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
+             dry_run: bool = False) -> str:
+    log = get_run_logger()
+    pair, targets = load_pair(pair_name)
+    ms, bus = pair.main, pair.backup
+    start, end = window(pair_name, ms, bus.name, start, end)
+    log.info("recovery window: %s .. %s (%.1f s)", fmt_time(start), fmt_time(end), end - start)
+
+    label = f"recovery/{int(start)}-{int(end)}"
+    excerpt = f"{label}/db"
+    data.extract(bus, excerpt, start, end, dry_run)
+    data.move_excerpt(bus, ms, excerpt, dry_run)
+    if dry_run:
+        for writer in ms.writer_tasks:
+            realtime.stop_task(ms, writer, dry_run)
+        data.merge(ms, excerpt, start, end, dry_run)
+        for writer in ms.writer_tasks:
+            realtime.start_task(ms, writer, dry_run)
+        return publish_plan("recovery", plans(str(flow_run.get_id())))
+
+    seen = data.overlap(ms, excerpt)
+    wanted, present = sum(seen["excerpt"].values()), sum(seen["present"].values())
+    if wanted and present == wanted:
+        result = f"the window is already on {ms.name} ({wanted} rows): nothing merged"
+    elif present:
+        raise StepFailed(f"{ms.name} already holds {present} of the {wanted} rows of the window ({seen}): "
+                         f"a merge was interrupted; compare the two by hand before merging again")
+    else:
+        for writer in ms.writer_tasks:
+            realtime.stop_task(ms, writer)
+        data.merge(ms, excerpt, start, end)
+        for writer in ms.writer_tasks:
+            realtime.start_task(ms, writer)
+        result = f"merged {wanted} rows into {ms.name}"
+
+    seen = data.overlap(ms, excerpt)
+    scan = ids.scan_ids(ms)
+    if seen["present"] != seen["excerpt"] or scan["duplicates"]:
+        raise StepFailed(f"verification failed on {ms.name}: rows of the window present {seen['present']}, "
+                         f"expected {seen['excerpt']}; ids used twice: {scan['duplicates']}")
+    summary = f"{result}; verified: every row of the window is on {ms.name} and no id is used twice"
+    notify(targets, f"RECOVERY into {ms.name} done", summary)
+    publish_timeline("recovery")
+    return summary
+
+
+def window(pair_name: str, ms: SiteConfig, backup: str, start: float | None,
+           end: float | None) -> tuple[float, float]:
+    """The operator's window, or MS's gap around the last BUS epoch."""
+    if start is None or end is None:
+        state = read_state(pair_name, ms.name)
+        took = state.last_failover(backup)
+        if took is None:
+            raise WindowError(f"no failover to {backup} on record: give start and end (epoch seconds)")
+        after = [a for a in state.history + [state.authority] if a.site == ms.name and a.since > took.since]
+        if not after:
+            raise WindowError(f"{backup} is still authoritative: run the fallback first, then the recovery "
+                              f"(or give start and end)")
+        start, end = data.find_gap(ms, took.since, after[0].since)
+    if not end > start:
+        raise WindowError(f"recovery window is empty or reversed: start {fmt_time(start)} is not before "
+                          f"end {fmt_time(end)}; give start < end (epoch seconds)")
+    return start, end
+

@@ -1,0 +1,34 @@
+"""Replicate lastid: copy MS's dbids.lastid to BUS on a schedule and record
+when, so failover knows how fresh its replica is.
+
+Values on BUS are only ever raised, never lowered: an id BUS once knew to be
+taken stays taken.
+"""
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from antelope_ha.state import Replica
+from tasks import ids
+from tasks.pair import load_pair
+from tasks.state import read_state, write_state
+
+
+@flow(name="replicate-lastid", description="Copy MS dbids.lastid to BUS and record the replica's time.")
+def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
+    pair, _ = load_pair(pair_name)
+    ms, bus = pair.main, pair.backup
+    state = read_state(pair_name, ms.name)
+    if state.authority.site != ms.name:
+        msg = f"{state.authority.site} is authoritative: nothing to replicate from {ms.name}"
+        get_run_logger().info(msg)
+        return msg
+    taken_at = time.time()
+    values = ids.read_lastid(ms)
+    outcome = ids.raise_lastid(bus, values, f"replica of {ms.name} dbids.lastid", dry_run)
+    if not dry_run:
+        write_state(pair_name, read_state(pair_name, ms.name).model_copy(
+            update={"replica": Replica(taken_at=taken_at, values=values)}))
+    return f"replica of {ms.name} lastid taken at {time.strftime('%H:%M:%S', time.gmtime(taken_at))} UTC: {outcome.detail}"

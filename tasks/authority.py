@@ -1,0 +1,102 @@
+"""Tasks on authority: the epoch record, the markers on the sites, fencing,
+and the guarded start of an ID server."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from antelope_ha.config import SiteConfig
+from antelope_ha.runner import RunnerError
+from antelope_ha.site import Outcome, StepFailed
+from antelope_ha.state import HAState
+from tasks.realtime import STEP, logged
+from tasks.sites import site
+from tasks.state import load_state, save_state
+
+
+class EpochRefused(StepFailed):
+    """A site asked to serve ids does not hold the current epoch."""
+
+
+@task(name="Take authority", task_run_name="make {cfg.name} authoritative", **STEP)
+def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list[SiteConfig],
+                   reason: str, dry_run: bool = False) -> HAState:
+    """Record a new epoch for ``cfg`` (once), then mark it on every reachable site."""
+    log = get_run_logger()
+    state = load_state(pair_name, main_site)
+    if state.authority.site != cfg.name:
+        state = state.with_authority(cfg.name, flow_run.get_id(), reason)
+        if dry_run:
+            log.info("DRY RUN: would record %s authoritative at epoch %d", cfg.name, state.authority.epoch)
+            return state
+        save_state(pair_name, state)
+        log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
+    else:
+        log.info("authority: %s already holds epoch %d", cfg.name, state.authority.epoch)
+    logged(site(cfg, dry_run).write_authority_marker(state.authority.marker()))
+    for other in others:
+        try:
+            logged(site(other, dry_run).write_authority_marker(state.authority.marker()))
+        except (RunnerError, OSError) as exc:
+            log.warning("%s unreachable, its authority marker is stale until it is back: %s", other.name, exc)
+    return state
+
+
+@task(name="Start the ID server", task_run_name="start dbids on {cfg.name}", **STEP)
+def activate_idserver(pair_name: str, main_site: str, cfg: SiteConfig, dry_run: bool = False) -> Outcome:
+    """Start dbids only on the site that holds the current epoch and is not armed."""
+    s = site(cfg, dry_run)
+    if not dry_run:  # a dry run has not recorded the epoch it would take
+        current = load_state(pair_name, main_site).authority
+        if current.site != cfg.name:
+            raise EpochRefused(f"refusing to start dbids on {cfg.name}: epoch {current.epoch} "
+                               f"belongs to {current.site}")
+        marker = s.authority_marker()
+        if marker != current.marker():
+            raise EpochRefused(f"refusing to start dbids on {cfg.name}: its marker says {marker}, "
+                               f"the current authority is {current.marker()}")
+        if s.armed():
+            raise EpochRefused(f"refusing to start dbids on {cfg.name}: the site is armed (fenced)")
+    return logged(s.ensure_task(cfg.idserver_task, True))
+
+
+class FenceResult(BaseModel):
+    reachable: bool
+    stopped_pids: tuple[int, ...] = ()
+    lastid: dict[str, int] = {}
+    detail: str
+
+
+@task(name="Fence a site", task_run_name="fence {cfg.name}", cache_policy=NO_CACHE, timeout_seconds=180)
+def fence(cfg: SiteConfig, reason: str, dry_run: bool = False) -> FenceResult:
+    """Arm the site and stop its dbids (including one started by hand), its db
+    writers and its information systems, reporting the lastid its dbids
+    reached so that no id it handed out is lost track of. An unreachable site is
+    reported, not fatal: the health flow fences it as soon as it is back."""
+    log = get_run_logger()
+    try:
+        s = site(cfg, dry_run)
+        running = tuple(s.task_pids(cfg.idserver_task))
+        armed = logged(s.set_armed(True, reason))
+        stopped = [logged(s.stop_everywhere(t)) for t in (cfg.idserver_task, *cfg.writer_tasks, *cfg.infosys_tasks)]
+        lastid = s.read_lastid() if running else {}
+    except (RunnerError, OSError) as exc:
+        log.warning("cannot fence %s now (%s); the health flow fences it when it is back", cfg.name, exc)
+        return FenceResult(reachable=False, detail=f"{cfg.name} unreachable, not fenced yet")
+    changed = [o.detail for o in stopped if o.changed]
+    detail = f"{armed.detail}; " + ("; ".join(changed) if changed else "dbids, writers and information systems already stopped")
+    if running:
+        detail += f"; its dbids had reached lastid {lastid}"
+    return FenceResult(reachable=True, stopped_pids=running, lastid=lastid, detail=detail)
+
+
+@task(name="Disarm a site", task_run_name="disarm {cfg.name}", **STEP)
+def disarm(cfg: SiteConfig, reason: str, dry_run: bool = False) -> Outcome:
+    return logged(site(cfg, dry_run).set_armed(False, reason))
+
+
+@task(name="Find dbids", task_run_name="find dbids on {cfg.name}", cache_policy=NO_CACHE, timeout_seconds=60)
+def dbids_pids(cfg: SiteConfig) -> tuple[int, ...]:
+    return tuple(site(cfg).task_pids(cfg.idserver_task))

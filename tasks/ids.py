@@ -1,0 +1,45 @@
+"""Tasks on ids: the lastid table, the ID server, the descriptor, id scans."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from antelope_ha.config import SiteConfig
+from antelope_ha.lastid import failover_lastid
+from antelope_ha.site import Outcome
+from tasks.realtime import STEP, logged
+from tasks.sites import site
+
+
+@task(name="Read lastid", task_run_name="read dbids.lastid on {cfg.name}", **STEP)
+def read_lastid(cfg: SiteConfig) -> dict[str, int]:
+    return site(cfg).read_lastid()
+
+
+@task(name="Check ids", task_run_name="check ids of {cfg.name} against its lastid",
+      cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=3600)
+def scan_ids(cfg: SiteConfig) -> dict:
+    """Max id and duplicates per key of the site's db, checked against its lastid."""
+    return site(cfg).scan_ids()
+
+
+@task(name="Raise lastid", task_run_name="raise dbids.lastid on {cfg.name}", **STEP)
+def raise_lastid(cfg: SiteConfig, values: dict[str, int], purpose: str, dry_run: bool = False) -> Outcome:
+    return logged(site(cfg, dry_run).raise_lastid(values, purpose))
+
+
+def failover_targets(replica: dict[str, int], margin: int, scan: dict) -> dict[str, int]:
+    own_max = {k: v["max"] for k, v in scan["keys"].items() if v["max"] is not None}
+    return failover_lastid(replica, margin, own_max)
+
+
+@task(name="Point the descriptor at an ID server",
+      task_run_name="set dbidserver {address} in {cfg.name}:{cfg.db}", **STEP)
+def set_dbidserver(cfg: SiteConfig, address: str, dry_run: bool = False) -> Outcome:
+    return logged(site(cfg, dry_run).ensure_dbidserver(address))
+
+
+@task(name="Probe an ID server", task_run_name="probe ID server {address} from {cfg.name}",
+      cache_policy=NO_CACHE, timeout_seconds=60)
+def probe_idserver(cfg: SiteConfig, address: str, timeout_s: float) -> tuple[bool, str]:
+    return site(cfg).probe_idserver(address, timeout_s)

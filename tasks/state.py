@@ -1,0 +1,44 @@
+"""Read and write the pair's state record (a block, so every flow and worker
+sees the same record, wherever MS is)."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from antelope_ha.state import HAState
+from blocks.pair import PairState
+
+
+def state_block_name(pair_name: str) -> str:
+    return f"{pair_name}-state"
+
+
+def load_state(pair_name: str, main_site: str) -> HAState:
+    """The stored state, or the initial one (MS authoritative, epoch 1)."""
+    try:
+        return PairState.load(state_block_name(pair_name)).state
+    except ValueError:
+        return HAState.initial(main_site)
+
+
+def save_state(pair_name: str, state: HAState) -> None:
+    PairState(state=state).save(state_block_name(pair_name), overwrite=True)
+
+
+@task(name="Read the pair state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def read_state(pair_name: str, main_site: str) -> HAState:
+    return load_state(pair_name, main_site)
+
+
+@task(name="Write the pair state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def write_state(pair_name: str, state: HAState) -> None:
+    save_state(pair_name, state)
+
+
+@task(name="Mark fallback in progress", task_run_name="fallback in progress: {value}",
+      cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_run: bool = False) -> None:
+    """While set, the health flow does not fence MS (its dbids is about to start)."""
+    if not dry_run:
+        state = load_state(pair_name, main_site)
+        save_state(pair_name, state.model_copy(update={"fallback_in_progress": value}))
