@@ -122,25 +122,26 @@ def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 60.0
         time.sleep(poll_s)
 
 
-def approve_paused_fallbacks(stop: threading.Event, site: str, interactive: bool, records: list[dict]) -> None:
-    """Answer each approval of the fallback through Prefect's resume API."""
+def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[int], dict],
+                       records: list[dict]) -> None:
+    """Answer each pause of ``flow_name`` runs through Prefect's resume API;
+    ``answer(n)`` gives the input for the n-th pause seen (0-based)."""
     seen: set = set()
     while not stop.is_set():
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["fallback"])),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
                     type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
         for run in runs:
             key = (run.id, run.state.state_details.pause_key if run.state else None)
             if key in seen:
                 continue
+            given = answer(len(seen))
             seen.add(key)
-            answer = ask_terminal(site) if interactive else {
-                "operator": "drill", "decision": "approve", "reason": "scheduled drill", "confirm_site": site}
-            resume_flow_run(run.id, run_input=answer)
-            records.append({"run": str(run.id), **answer, "at": time.time()})
-        stop.wait(0.5)
+            resume_flow_run(run.id, run_input=given)
+            records.append({"run": str(run.id), **given, "at": time.time()})
+        stop.wait(0.3)
 
 
 def ask_terminal(site: str) -> dict:
@@ -198,8 +199,13 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
         tl.step("health fences MS as soon as it is back", lambda: health(pair_name="drill"))
 
         stop = threading.Event()
-        approver = threading.Thread(target=approve_paused_fallbacks,
-                                    args=(stop, cfg.main.name, interactive, report.approvals), daemon=True)
+        def answer(_: int) -> dict:
+            if interactive:
+                return ask_terminal(cfg.main.name)
+            return {"operator": "drill", "decision": "approve", "reason": "scheduled drill",
+                    "confirm_site": cfg.main.name}
+        approver = threading.Thread(target=answer_paused_runs,
+                                    args=(stop, "fallback", answer, report.approvals), daemon=True)
         approver.start()
         t0 = time.time()
         try:

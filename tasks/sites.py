@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from prefect.context import get_run_context
+from prefect.exceptions import MissingContextError
 
 from antelope_ha.config import SiteConfig
 from antelope_ha.connect import make_runner
@@ -25,7 +26,10 @@ def runner_for(config: SiteConfig) -> Runner:
 
 
 def _flow_run_id() -> str:
-    ctx = get_run_context()
+    try:
+        ctx = get_run_context()
+    except MissingContextError:  # a task's .fn called directly, as tests and the CLI do
+        return "outside a flow run"
     run = getattr(ctx, "flow_run", None) or getattr(getattr(ctx, "task_run", None), "flow_run_id", None)
     return str(getattr(run, "id", run))
 

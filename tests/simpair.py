@@ -1,0 +1,87 @@
+"""A simulated pair for flow tests: each site behind its own sshd, the pair's
+block saved under a name of its own and its state reset to epoch 1."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from antelope_ha.config import PairConfig, PairPolicy
+from antelope_ha.state import HAState
+from blocks.pair import AntelopePair
+from flows.drill import answer_paused_runs, origin_times
+from simsite.pair import SimPair
+from tasks.sites import close_all
+from tasks.state import load_state, save_state
+
+FAST = PairPolicy(failures_before_failover=2, probe_interval_s=0.5, probe_timeout_s=1.0, hold_down_s=3600,
+                  lastid_margin=1000, lastid_max_age_s=600, approval_timeout_s=60, approval_poll_s=1)
+
+
+@dataclass
+class Sim:
+    pair: SimPair
+    name: str
+    cfg: PairConfig
+
+    def state(self) -> HAState:
+        return load_state(self.name, "ms")
+
+    def set_state(self, state: HAState) -> None:
+        save_state(self.name, state)
+
+    def origins(self, site: str) -> list[float]:
+        return origin_times(self.pair.paths(site).dir)
+
+    def wait_rows(self, site: str, after: float, timeout_s: float = 30) -> None:
+        SimPair.wait_for(lambda: max(self.origins(site), default=0) > after, timeout_s,
+                         f"{site} writes rows after {after}")
+
+    def snapshot(self, *relative: str) -> dict[str, bytes | None]:
+        """Bytes of the given files of both sites (None when absent)."""
+        out = {}
+        for site in ("ms", "bus"):
+            for rel in relative:
+                p = self.pair.paths(site).dir / rel
+                out[f"{site}:{rel}"] = p.read_bytes() if p.exists() else None
+        return out
+
+
+@contextmanager
+def sim_pair(tmp: Path, name: str, policy: PairPolicy = FAST) -> Iterator[Sim]:
+    pair = SimPair.create(tmp / "pair")
+    try:
+        pair.serve_ssh()
+        pair.start()
+        cfg = pair.pair_config(policy)
+        AntelopePair(main=cfg.main.model_dump(), backup=cfg.backup.model_dump(), witness=cfg.witness,
+                     policy=cfg.policy).save(name, overwrite=True)
+        save_state(name, HAState.initial("ms"))
+        sim = Sim(pair, name, cfg)
+        sim.wait_rows("ms", 0)
+        sim.wait_rows("bus", 0)
+        yield sim
+    finally:
+        close_all()
+        pair.stop()
+
+
+@contextmanager
+def answering(flow_name: str, answer: Callable[[int], dict]) -> Iterator[list[dict]]:
+    """Answer the pauses of ``flow_name`` runs in a background thread."""
+    records: list[dict] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=answer_paused_runs, args=(stop, flow_name, answer, records), daemon=True)
+    thread.start()
+    try:
+        yield records
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def approve(site: str = "ms", decision: str = "approve") -> dict:
+    return {"operator": "tester", "decision": decision, "reason": "flow test", "confirm_site": site}
+

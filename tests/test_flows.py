@@ -1,0 +1,227 @@
+"""The flows on the simulated pair, each site behind a real sshd, on a real
+(test) Prefect server."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from flows.drill import drill
+from flows.failover import failover
+from flows.fallback import fallback
+from flows.health import health
+from flows.recovery import WindowError, recovery, window
+from flows.replicate import replicate_lastid
+from tasks.authority import EpochRefused, activate_idserver
+from tasks.lock import ProcedureInProgress
+from tests.simpair import Sim, answering, approve, sim_pair
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+CONFIG_FILES = ("rtexec.pf", "db/db", "ha/authority", "ha/armed")
+
+
+def running(sim: Sim, site: str, task: str) -> bool:
+    return bool(sim.pair.task_pids(site, task))
+
+
+def dbidserver(sim: Sim, site: str) -> str:
+    text = (sim.pair.paths(site).dir / "db" / "db").read_text()
+    return next(line.split()[1] for line in text.splitlines() if line.startswith("dbidserver"))
+
+
+def fail_over(sim: Sim) -> None:
+    """MS dies; health cycles until the automatic failover has run."""
+    sim.pair.power_off("ms")
+    for _ in range(sim.cfg.policy.failures_before_failover + 2):
+        if health(pair_name=sim.name, failover_inline=True).startswith("failover"):
+            return
+    raise AssertionError(f"no failover; last decisions: {sim.state().decisions[-3:]}")
+
+
+def assert_bus_authoritative(sim: Sim) -> None:
+    state = sim.state()
+    assert state.authority.site == "bus" and not state.fallback_in_progress
+    assert running(sim, "bus", "dbids") and not running(sim, "ms", "dbids")
+    assert dbidserver(sim, "bus") == sim.cfg.backup.idserver_address
+    assert running(sim, "bus", "orb2dbt") and running(sim, "bus", "orb2wf")
+
+
+def test_drill_passes_without_a_person_and_loses_nothing(tmp_path):
+    report = drill(workdir=str(tmp_path), quiet=True)
+    assert report.passed, report
+    assert report.rows_lost == 0 and report.duplicate_ids == 0 and report.rows_written > 0
+    assert report.detection_s is not None and report.failover_s is not None
+    names = [s.name for s in report.steps]
+    assert "health detects the failure and fails over, without a person" in names
+    assert all(s.outcome != "running" and not s.outcome.startswith("failed") for s in report.steps)
+    # the only approvals answered were the fallback's two gates
+    assert len(report.approvals) == 2
+
+
+def test_failover_then_rerun_changes_nothing(tmp_path):
+    with sim_pair(tmp_path, "rerun") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        assert_bus_authoritative(sim)
+        epoch = sim.state().authority.epoch
+        before = sim.snapshot(*CONFIG_FILES)
+        pids = {t: sim.pair.task_pids("bus", t) for t in ("dbids", "orb2dbt", "orb2wf", "pub2web")}
+        failover(pair_name=sim.name, reason="rerun")
+        assert sim.snapshot(*CONFIG_FILES) == before
+        assert {t: sim.pair.task_pids("bus", t) for t in pids} == pids
+        assert sim.state().authority.epoch == epoch
+
+
+def test_failover_refuses_dbids_on_a_site_without_the_epoch(tmp_path):
+    with sim_pair(tmp_path, "epoch") as sim:
+        with pytest.raises(EpochRefused, match="epoch 1 belongs to ms"):
+            activate_idserver.fn(sim.name, "ms", sim.cfg.backup)
+        state = sim.state().with_authority("bus", None, "test")
+        sim.set_state(state)  # on the record, but BUS's own marker was never written
+        with pytest.raises(EpochRefused, match="its marker says None"):
+            activate_idserver.fn(sim.name, "ms", sim.cfg.backup)
+        assert not running(sim, "bus", "dbids")
+
+
+def test_isolated_backup_and_cut_link_do_not_fail_over(tmp_path):
+    with sim_pair(tmp_path, "isolated") as sim:
+        sim.pair.isolate("bus")
+        sim.pair.heal_link("orchestrator", "bus")  # the flows still reach BUS; BUS reaches no one
+        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(3)]
+        assert all(d.startswith("stay") for d in decisions)
+        assert "isolated" in decisions[-1]
+        sim.pair.rejoin("bus")
+        sim.pair.cut_link("bus", "ms")  # MS healthy, only BUS -> MS is cut
+        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(3)]
+        assert all(d.startswith("stay") for d in decisions)
+        assert "only the link bus -> ms is down" in decisions[-1]
+        assert sim.state().authority.site == "ms" and running(sim, "ms", "dbids")
+
+
+def test_fallback_rejected_at_first_gate_leaves_everything(tmp_path):
+    with sim_pair(tmp_path, "reject1") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+        health(pair_name=sim.name)  # fences MS now that it is back
+        before = sim.snapshot("db/db", "ha/authority", "ha/armed")
+        with answering("fallback", lambda n: approve(decision="reject")) as answers:
+            result = fallback(pair_name=sim.name)
+        assert len(answers) == 1 and "stopped" in result and "nothing was changed" in result
+        assert sim.snapshot("db/db", "ha/authority", "ha/armed") == before
+        assert_bus_authoritative(sim)
+
+
+def test_fallback_rejected_at_second_gate_restores_backup(tmp_path):
+    with sim_pair(tmp_path, "reject2") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+        with answering("fallback", lambda n: approve(decision="approve" if n == 0 else "reject")) as answers:
+            result = fallback(pair_name=sim.name)
+        assert len(answers) == 2 and "restored as authority" in result
+        assert_bus_authoritative(sim)
+        assert (sim.pair.paths("ms").dir / "ha" / "armed").exists()
+        t = time.time()
+        sim.wait_rows("bus", t)  # BUS writes again, with its own ids
+
+
+def test_wrong_site_confirmation_is_asked_again(tmp_path):
+    with sim_pair(tmp_path, "confirm") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+        answers_given = [approve(site="bus"), approve(decision="reject")]
+        with answering("fallback", lambda n: answers_given[min(n, 1)]) as answers:
+            result = fallback(pair_name=sim.name)
+        assert len(answers) == 2 and "nothing was changed" in result
+        assert_bus_authoritative(sim)
+
+
+def test_full_cycle_and_recovery_merges_once(tmp_path):
+    with sim_pair(tmp_path, "recovery") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        t_failover = time.time()
+        sim.wait_rows("bus", t_failover)
+        with pytest.raises(WindowError, match="still authoritative"):
+            window(sim.name, sim.cfg.main, "bus", None, None)
+        sim.pair.power_on("ms", start_rtexec=False)
+        with answering("fallback", lambda n: approve()):
+            fallback(pair_name=sim.name)
+        state = sim.state()
+        assert state.authority.site == "ms" and state.authority.epoch == 3
+        assert running(sim, "ms", "dbids") and not running(sim, "bus", "dbids")
+        assert dbidserver(sim, "bus") == sim.cfg.main.idserver_address
+        sim.wait_rows("ms", time.time())
+        first = recovery(pair_name=sim.name)
+        assert first.startswith("merged ")
+        rows = len(sim.origins("ms"))
+        second = recovery(pair_name=sim.name)
+        assert "nothing merged" in second
+        assert len(sim.origins("ms")) >= rows  # writers go on; the window is not merged again
+        with pytest.raises(WindowError, match="empty or reversed"):
+            recovery(pair_name=sim.name, start=2000.0, end=1000.0)
+
+
+def test_stale_replica_asks_a_person_and_rejection_changes_nothing(tmp_path):
+    with sim_pair(tmp_path, "stale") as sim:  # never replicated: the replica's age is unknown
+        sim.pair.power_off("ms")
+        before = sim.snapshot("rtexec.pf", "db/db", "dbids/dbids.lastid")
+        with answering("failover", lambda n: approve(site="bus", decision="reject")) as answers:
+            result = failover(pair_name=sim.name, reason="test")
+        assert len(answers) == 1 and "did not fail over" in result
+        assert sim.snapshot("rtexec.pf", "db/db", "dbids/dbids.lastid") == before
+        assert sim.state().authority.site == "ms"
+        with answering("failover", lambda n: approve(site="bus")):
+            failover(pair_name=sim.name, reason="approved despite the stale replica")
+        assert_bus_authoritative(sim)
+
+
+def test_second_procedure_is_refused_naming_the_first(tmp_path):
+    with sim_pair(tmp_path, "twice") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+        paused = threading.Event()
+        results: list = []
+
+        def hold(n: int) -> dict:
+            paused.set()
+            time.sleep(8)  # keep the fallback paused while the second request comes
+            return approve(decision="reject")
+
+        with answering("fallback", hold):
+            t = threading.Thread(target=lambda: results.append(fallback(pair_name=sim.name)))
+            t.start()
+            assert paused.wait(60)
+            with pytest.raises(ProcedureInProgress, match="fallback run"):
+                failover(pair_name=sim.name, reason="second request")
+            t.join(60)
+        assert results and "nothing was changed" in results[0]
+
+
+def test_split_brain_is_stopped_within_one_health_cycle(tmp_path):
+    with sim_pair(tmp_path, "split") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=True)  # MS boots with its old rtexec.pf: dbids starts
+        sim.pair.wait_for(lambda: running(sim, "ms", "dbids"), 20, "dbids starts on MS")
+        decision = health(pair_name=sim.name)
+        assert decision.startswith("fence") and "split brain" in decision
+        assert not running(sim, "ms", "dbids")
+        assert health(pair_name=sim.name).startswith("stay")
+
+
+def test_dry_runs_print_the_plan_and_change_nothing(tmp_path):
+    with sim_pair(tmp_path, "dry") as sim:
+        before = sim.snapshot(*CONFIG_FILES, "dbids/dbids.lastid")
+        plan = failover(pair_name=sim.name, dry_run=True)
+        assert "## on ms" in plan and "## on bus" in plan
+        assert "write " + str(sim.pair.paths("bus").dir / "rtexec.pf") in plan
+        assert "write " + str(sim.pair.paths("bus").dir / "db" / "db") in plan
+        assert sim.snapshot("rtexec.pf", "db/db", "ha/authority", "ha/armed") == {
+            k: v for k, v in before.items() if not k.endswith("lastid")}
+        assert sim.state().authority.site == "ms"
