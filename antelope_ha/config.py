@@ -132,8 +132,7 @@ class WitnessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(..., min_length=1, description="witness host name or address")
-    port: int = Field(22, ge=1, le=65535, description="a TCP port that answers on the witness")
+    host: str = Field(..., min_length=1, description="witness host name or address, pinged from BUS")
 
 
 class PairConfig(BaseModel):

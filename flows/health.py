@@ -51,8 +51,10 @@ def health(pair_name: str = "default", failover_inline: bool = False, dry_run: b
 
     if decision.action == "fence":
         notify(targets, f"SPLIT BRAIN stopped on {ms.name}", f"{decision.reason}. {fenced.detail if fenced else ''}")
-    elif decision.action == "hold" or (decision.action == "stay" and new_state.consecutive_failures >= policy.failures_before_failover):
-        notify(targets, f"did NOT fail over to {bus.name}", decision.reason)
+    elif blocked(decision.action, new_state.consecutive_failures, policy.failures_before_failover) and not blocked(
+            state.decisions[-1].action if state.decisions else "stay", state.consecutive_failures,
+            policy.failures_before_failover):
+        notify(targets, f"did NOT fail over to {bus.name}", decision.reason)  # once, when it starts
     elif decision.action == "failover" and not dry_run:
         notify(targets, f"FAILOVER to {bus.name} starting", decision.reason)
         emit_event(event=FAILOVER_EVENT,
@@ -61,3 +63,8 @@ def health(pair_name: str = "default", failover_inline: bool = False, dry_run: b
         if failover_inline:
             failover(pair_name=pair_name, reason=decision.reason)
     return f"{decision.action}: {decision.reason}"
+
+
+def blocked(action: str, failures: int, k: int) -> bool:
+    """MS looks failed but a rule holds the failover back (witness, link, pause, hold-down)."""
+    return action == "hold" or (action == "stay" and failures >= k)

@@ -135,7 +135,7 @@ class SimPair:
     def pair_config(self, policy: PairPolicy | None = None) -> PairConfig:
         return PairConfig(
             main=self.site_config("ms"), backup=self.site_config("bus"),
-            witness=WitnessConfig(host=self.settings.witness_address, port=self.settings.witness_port),
+            witness=WitnessConfig(host=self.settings.witness_address),
             policy=policy or PairPolicy(),
         )
 
