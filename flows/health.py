@@ -12,6 +12,7 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 
 from antelope_ha.decide import Probes, decide
 from flows.failover import failover
@@ -19,6 +20,8 @@ from tasks import authority, ids
 from tasks.health import ping_witness, probe_main_on_main
 from tasks.notify import notify
 from tasks.pair import load_pair
+from tasks.report import publish_plan
+from tasks.sites import plans
 from tasks.state import read_state, write_state
 
 FAILOVER_EVENT = "antelope-ha.failover.requested"
@@ -46,8 +49,10 @@ def health(pair_name: str = "default", failover_inline: bool = False, dry_run: b
     decision, new_state = decide(state, probes, pair, time.time())
     log.log(20 if decision.action == "stay" and new_state.consecutive_failures == 0 else 30,
             "decision: %s: %s", decision.action.upper(), decision.reason)
-    if not dry_run:
-        write_state(pair_name, new_state)
+    if dry_run:
+        plan = publish_plan("health", plans(str(flow_run.get_id())))
+        return f"{decision.action}: {decision.reason} (dry run: nothing stored, nobody notified)\n\n{plan}"
+    write_state(pair_name, new_state)
 
     if decision.action == "fence":
         notify(targets, f"SPLIT BRAIN stopped on {ms.name}", f"{decision.reason}. {fenced.detail if fenced else ''}")
@@ -55,7 +60,7 @@ def health(pair_name: str = "default", failover_inline: bool = False, dry_run: b
             state.decisions[-1].action if state.decisions else "stay", state.consecutive_failures,
             policy.failures_before_failover):
         notify(targets, f"did NOT fail over to {bus.name}", decision.reason)  # once, when it starts
-    elif decision.action == "failover" and not dry_run:
+    elif decision.action == "failover":
         notify(targets, f"FAILOVER to {bus.name} starting", decision.reason)
         emit_event(event=FAILOVER_EVENT,
                    resource={"prefect.resource.id": f"antelope-ha.pair.{pair_name}", "antelope-ha.pair": pair_name},
