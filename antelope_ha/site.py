@@ -134,6 +134,8 @@ class Site:
     def stop_everywhere(self, name: str) -> Outcome:
         """Stop the task under rtexec and any copy of it started by hand."""
         outcome = self.ensure_task(name, False)
+        if self.dry_run:  # rtexec has not been told yet: every process would still show
+            return outcome
         strays = self.task_pids(name)
         for pid in strays:
             self.run(C.signal_process(pid, f"stop {name} (pid {pid}) started outside rtexec"))

@@ -26,18 +26,20 @@ from antelope_ha.state import HAState
 from tasks import authority, ids, realtime
 from tasks.approval import ask_approval
 from tasks.lock import procedure_lock
-from tasks.notify import notify
+from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_plan, publish_timeline
+from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times
 from tasks.sites import plans
 from tasks.state import read_state
 
 
 @flow(name="failover", log_prints=True,
+      on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="BUS takes over the ID server, the authoritative db and the information systems.")
 def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False) -> str:
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
+    marks = {"failover started": time.time()}
     with nullcontext() if dry_run else procedure_lock(pair_name, "failover"):
         state = read_state(pair_name, ms.name)
         taken = state.authority.site == bus.name
@@ -56,6 +58,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             ids.raise_lastid(bus, lastid, "failover: replica + margin, above every id in the local db", dry_run)
         state = authority.take_authority(pair_name, ms.name, bus, [ms], reason, dry_run)
         authority.activate_idserver(pair_name, ms.name, bus, dry_run)
+        marks[f"dbids serving on {bus.name}"] = time.time()
         ids.set_dbidserver(bus, bus.idserver_address, dry_run)
         for writer in bus.writer_tasks:
             realtime.restart_task(bus, writer, state.authority.since, dry_run)
@@ -67,7 +70,11 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         summary = (f"{bus.name} is authoritative (epoch {state.authority.epoch}): it serves ids, "
                    f"holds the authoritative db and feeds the world. {ms.name}: {fenced.detail}. Reason: {reason}")
         notify(targets, f"FAILOVER to {bus.name} done", summary)
-        publish_timeline("failover")
+        publish_timeline("failover", [ms.name, bus.name])
+        decided = [d.at for d in state.decisions[-1:] if d.action == "failover"]
+        publish_times("failover", ({"health decided to fail over": decided[0]} if decided else {})
+                      | marks | {"every step done": time.time()})
+        publish_incident("failover", pair_name, state.authority.epoch, targets.ui_url if targets else None)
         return summary
 
 

@@ -29,14 +29,15 @@ from antelope_ha.config import PairConfig, SiteConfig
 from tasks import authority, data, ids, realtime
 from tasks.approval import ApprovalRecord, ask_approval
 from tasks.lock import procedure_lock
-from tasks.notify import notify
+from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_plan, publish_timeline
+from tasks.report import publish_incident, publish_plan, publish_timeline
 from tasks.sites import plans
 from tasks.state import read_state, set_fallback_in_progress
 
 
-@flow(name="fallback", description="Hand authority back from BUS to MS, with two approvals.")
+@flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+      description="Hand authority back from BUS to MS, with two approvals.")
 def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
@@ -51,6 +52,7 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
         if state.authority.site == bus.name:
             stopped_because = hand_over(pair, pair_name, state.fallback_in_progress, approvals, dry_run)
             if stopped_because:
+                publish_incident("fallback", pair_name, state.authority.epoch, targets.ui_url if targets else None)
                 return stopped(pair, targets, approvals, stopped_because)
 
         # On MS: take authority back.
@@ -73,7 +75,10 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
         publish_approvals(approvals)
         summary = f"{ms.name} is authoritative again; {bus.name} follows it. " + approved_by(approvals)
         notify(targets, f"FALLBACK to {ms.name} done", summary)
-        publish_timeline("fallback")
+        publish_timeline("fallback", [ms.name, bus.name])
+        took = state.last_failover(bus.name)
+        if took is not None:
+            publish_incident("fallback", pair_name, took.epoch, targets.ui_url if targets else None)
         return summary
 
 
@@ -153,6 +158,7 @@ def publish_approvals(approvals: list[ApprovalRecord]) -> None:
 
 def stopped(pair: PairConfig, targets, approvals: list[ApprovalRecord], state: str) -> str:
     publish_approvals(approvals)
+    publish_timeline("fallback", [pair.main.name, pair.backup.name])
     summary = f"fallback to {pair.main.name} stopped: {approved_by(approvals)}. {state}."
     get_run_logger().warning(summary)
     notify(targets, f"FALLBACK to {pair.main.name} stopped", summary)

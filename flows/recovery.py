@@ -19,18 +19,19 @@ from antelope_ha.commands import fmt_time
 from antelope_ha.config import SiteConfig
 from antelope_ha.site import StepFailed
 from tasks import data, ids, realtime
-from tasks.notify import notify
+from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_plan, publish_timeline
+from tasks.report import publish_incident, publish_plan, publish_timeline
 from tasks.sites import plans
-from tasks.state import read_state
+from tasks.state import load_state, read_state
 
 
 class WindowError(ValueError):
     """The recovery window is missing, empty or reversed."""
 
 
-@flow(name="recovery", description="Merge the outage window from BUS into MS, once.")
+@flow(name="recovery", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+      description="Merge the outage window from BUS into MS, once.")
 def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
              dry_run: bool = False) -> str:
     log = get_run_logger()
@@ -73,7 +74,10 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
                          f"expected {seen['excerpt']}; ids used twice: {scan['duplicates']}")
     summary = f"{result}; verified: every row of the window is on {ms.name} and no id is used twice"
     notify(targets, f"RECOVERY into {ms.name} done", summary)
-    publish_timeline("recovery")
+    publish_timeline("recovery", [ms.name, bus.name])
+    took = load_state(pair_name, ms.name).last_failover(bus.name)
+    if took is not None:
+        publish_incident("recovery", pair_name, took.epoch, targets.ui_url if targets else None)
     return summary
 
 

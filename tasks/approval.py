@@ -14,6 +14,8 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
+from tasks.notify import notify, targets_of_this_run
+
 
 class Approval(RunInput):
     """What the operator answers in the UI."""
@@ -53,6 +55,9 @@ def ask_approval(gate: str, site: str, findings: str, timeout_s: float, poll_s: 
             f"Times out in {remaining:.0f} s; on timeout or rejection nothing further changes."
         )
         log.warning("waiting for approval: %s on %s", gate, site)
+        notify(targets_of_this_run(), f"APPROVAL NEEDED on {site}: {gate}",
+               f"{note}Open the run, Resume, and answer (type {site} as confirm_site). "
+               f"Times out in {remaining:.0f} s.")
         try:
             answer = pause_flow_run(
                 wait_for_input=Approval.with_initial_data(description=description, confirm_site=""),
@@ -69,10 +74,14 @@ def ask_approval(gate: str, site: str, findings: str, timeout_s: float, poll_s: 
             continue
         outcome = "approved" if answer.decision == "approve" else "rejected"
         log.warning("%s %s by %s: %s", gate, outcome, answer.operator, answer.reason)
+        notify(targets_of_this_run(), f"{outcome.upper()} on {site}: {gate}",
+               f"{gate} {outcome} by {answer.operator}: {answer.reason}")
         return ApprovalRecord(gate=gate, site=site, outcome=outcome, operator=answer.operator,
                               reason=answer.reason, at=time.time())
 
 
 def _timed_out(gate: str, site: str, timeout_s: float) -> ApprovalRecord:
     get_run_logger().error("no answer for %s within %.0f s", gate, timeout_s)
+    notify(targets_of_this_run(), f"APPROVAL TIMED OUT on {site}: {gate}",
+           f"no answer within {timeout_s:.0f} s: nothing further changes")
     return ApprovalRecord(gate=gate, site=site, outcome="timed out", at=time.time())

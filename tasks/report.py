@@ -1,14 +1,24 @@
 """What a run leaves behind for people: the step timeline, the dry-run plan,
-the approval records, as Prefect artifacts."""
+the measured times, the incident link, as Prefect artifacts.
+
+The runs of one incident (the failover, then the fallback and the recovery
+that undo it) share the key ``incident-<pair>-epoch-<n>``, ``n`` being the
+epoch the failover gave BUS: the artifact's history under that key lists
+every run of the incident, with links.
+"""
 from __future__ import annotations
 
 import datetime as dt
 
+import re
+from collections.abc import Mapping, Sequence
+
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 
 from antelope_ha.site import Planned
 
@@ -17,26 +27,32 @@ def _t(value: dt.datetime | None) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3] if value else ""
 
 
-def step_timeline(flow_run_id: str) -> list[dict]:
-    """Each task run of the flow run, in start order: step, start, end, outcome."""
+def sites_named(step: str, sites: Sequence[str]) -> str:
+    """The sites a step's name mentions, in the order it mentions them."""
+    words = re.findall(r"[a-z0-9_-]+", step)
+    return " -> ".join(dict.fromkeys(w for w in words if w in sites))
+
+
+def step_timeline(flow_run_id: str, sites: Sequence[str] = ()) -> list[dict]:
+    """Each task run of the flow run, in start order: step, site, start, end, outcome."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     runs.sort(key=lambda r: r.start_time or r.expected_start_time or dt.datetime.max.replace(tzinfo=dt.timezone.utc))
     return [
-        {"step": r.name, "start": _t(r.start_time), "end": _t(r.end_time),
+        {"step": r.name, "site": sites_named(r.name, sites), "start": _t(r.start_time), "end": _t(r.end_time),
          "outcome": r.state.name if r.state else "?"}
         for r in runs
     ]
 
 
-def publish_timeline(procedure: str) -> list[dict]:
-    rows = step_timeline(str(flow_run.get_id()))
+def publish_timeline(procedure: str, sites: Sequence[str] = ()) -> list[dict]:
+    rows = step_timeline(str(flow_run.get_id()), sites)
     create_table_artifact(rows, key=f"{procedure}-timeline", description=f"{procedure}: steps in order")
     return rows
 
 
-def publish_plan(procedure: str, plan: list[Planned]) -> str:
-    """Log and publish the commands a dry run would have run, site by site."""
+def format_plan(procedure: str, plan: list[Planned]) -> str:
+    """The commands a dry run would have run, site by site, as Markdown."""
     lines = [f"# Dry run of {procedure}: what would change", ""]
     for site in dict.fromkeys(p.site for p in plan):
         lines += [f"## on {site}", ""]
@@ -44,7 +60,47 @@ def publish_plan(procedure: str, plan: list[Planned]) -> str:
         lines.append("")
     if not plan:
         lines.append("Nothing would change: every step is already in its target state.")
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def publish_plan(procedure: str, plan: list[Planned]) -> str:
+    """Log and publish the commands a dry run would have run, site by site."""
+    text = format_plan(procedure, plan)
     get_run_logger().info("%s", text)
     create_markdown_artifact(text, key=f"{procedure}-plan", description=f"dry run of {procedure}")
     return text
+
+
+def publish_times(procedure: str, marks: Mapping[str, float]) -> list[dict]:
+    """Measured moments of the run (epoch seconds), each with its offset from the first."""
+    t0 = min(marks.values())
+    rows = [{"moment": name, "at": _t(dt.datetime.fromtimestamp(at, dt.timezone.utc)),
+             "after_s": round(at - t0, 2)} for name, at in marks.items()]
+    create_table_artifact(rows, key=f"{procedure}-times", description=f"{procedure}: measured times")
+    return rows
+
+
+def incident_key(pair_name: str, backup_epoch: int) -> str:
+    """Artifact keys allow only lowercase letters, digits and dashes."""
+    return f"incident-{re.sub(r'[^a-z0-9-]+', '-', pair_name.lower())}-epoch-{backup_epoch}"
+
+
+def run_url(run_id: str, ui_url: str | None) -> str:
+    base = (ui_url or PREFECT_UI_URL.value() or "").rstrip("/")
+    return f"{base}/runs/flow-run/{run_id}"
+
+
+def publish_incident(procedure: str, pair_name: str, backup_epoch: int, ui_url: str | None = None) -> str:
+    """Add this run to the incident's artifact: a table of every run of the
+    incident so far (each a link), published under the shared key."""
+    key, this_run = incident_key(pair_name, backup_epoch), str(flow_run.get_id())
+    with get_client(sync_client=True) as client:
+        earlier = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    runs = {str(a.flow_run_id): (a.description or "?") for a in sorted(earlier, key=lambda a: a.created)
+            if a.flow_run_id is not None}
+    runs[this_run] = procedure
+    rows = "\n".join(f"| {proc} | [{run_id}]({run_url(run_id, ui_url)}) |" for run_id, proc in runs.items())
+    text = (f"# Incident on {pair_name}: epoch {backup_epoch}\n\nEvery run of this incident (the failover that opened epoch "
+            f"{backup_epoch}, and the fallback and recovery after it):\n\n| procedure | flow run |\n|---|---|\n{rows}")
+    create_markdown_artifact(text, key=key, description=procedure)
+    return key

@@ -225,3 +225,23 @@ def test_dry_runs_print_the_plan_and_change_nothing(tmp_path):
         assert sim.snapshot("rtexec.pf", "db/db", "ha/authority", "ha/armed") == {
             k: v for k, v in before.items() if not k.endswith("lastid")}
         assert sim.state().authority.site == "ms"
+
+
+def test_flapping_main_fails_over_once_then_holds_until_acknowledged(tmp_path):
+    with sim_pair(tmp_path, "flap") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+        with answering("fallback", lambda n: approve()):
+            fallback(pair_name=sim.name)
+        sim.wait_rows("ms", time.time())
+        replicate_lastid(pair_name=sim.name)
+        sim.pair.power_off("ms")  # down again, well within the hold-down
+        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(4)]
+        assert decisions[-1].startswith("hold") and "acknowledge" in decisions[-1]
+        assert sim.state().authority.site == "ms"  # no second failover
+        state = sim.state()
+        sim.set_state(state.model_copy(update={"hold_down_ack": time.time()}))
+        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(3)]
+        assert any(d.startswith("failover") for d in decisions)
+        assert_bus_authoritative(sim)

@@ -1,0 +1,308 @@
+"""Runbooks: one document per procedure, written from what a dry run of its
+flow did, so the written procedure cannot drift from the code.
+
+This module holds the document model, the hand-written knowledge per kind of
+step (``STEP_GUIDE``, keyed by the Prefect task name: what the step is for,
+what it checks, what to do by hand when it fails) and the Markdown and HTML
+renderers. It does not import Prefect: ``flows/runbook.py`` runs the dry runs
+and fills the model.
+"""
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+APPROVAL = "Approval"  # the kind of a person-approved gate (a flow pause, not a task)
+
+
+@dataclass(frozen=True)
+class StepGuide:
+    purpose: str
+    checks: str
+    by_hand: str
+    acts: bool = True  # False: the step only reads (the record, a site, a probe)
+
+
+@dataclass(frozen=True)
+class Command:
+    site: str
+    action: str
+    purpose: str
+
+
+@dataclass
+class RunbookStep:
+    title: str  # the task run's name as the UI shows it, e.g. "start dbids on bus"
+    kind: str  # the task's name, a key of STEP_GUIDE
+    sites: list[str]
+    commands: list[Command] = field(default_factory=list)
+
+
+@dataclass
+class Scenario:
+    title: str
+    situation: str
+    steps: list[RunbookStep]
+    result: str
+
+
+@dataclass
+class Runbook:
+    slug: str  # file name without suffix, e.g. "replicate-lastid"
+    title: str
+    flow_name: str
+    description: str
+    procedure: str  # the flow module's docstring
+    scenarios: list[Scenario]
+
+
+class MissingGuide(KeyError):
+    """A step kind with no entry in STEP_GUIDE: a new task needs its runbook text."""
+
+
+GATE = StepGuide(
+    purpose="A person decides before the flow goes on: the run pauses and shows what its checks found.",
+    checks="The answer names the operator, the decision (approve or reject), a reason, and the site typed "
+           "back; a wrong site asks again. After the answer the flow re-checks the state before acting.",
+    by_hand="Open the paused run in the Prefect UI (Runs > the run > Resume) and fill the form. On rejection "
+            "or timeout the flow stops as its docstring says; nothing further changes.",
+)
+
+STEP_GUIDE: dict[str, StepGuide] = {
+    "Read the pair state": StepGuide(
+        "Read the authority record (site, epoch), health counters, pause and replica age.",
+        "The record is the `<pair>-state` block; a missing one means MS holds epoch 1.",
+        "`antelope-ha status --pair <pair>` shows the record next to what the sites say. If the Prefect "
+        "server is down, read `ha/authority` on both sites and stop: act only with a readable record.", acts=False),
+    "Write the pair state": StepGuide(
+        "Store the decision and the updated counters.",
+        "The block is written through the Prefect API (retried twice).",
+        "Check the Prefect server (`prefect server` health, disk space); rerun the flow: it converges.", acts=False),
+    "Mark fallback in progress": StepGuide(
+        "Tell the health flow a fallback is under way, so it does not fence MS while dbids starts there.",
+        "The flag in the state record.",
+        "`antelope-ha status` shows the flag; rerun the fallback, which clears it at the end.", acts=False),
+    "Read lastid": StepGuide(
+        "Read a site's `dbids.lastid`: the last id given per key.",
+        "The file parses as a CSS3.0 lastid table.",
+        "`cat <rtexec_dir>/dbids/dbids.lastid` on the site; if it is damaged, restore it from the replica "
+        "or backup, never lower any value.", acts=False),
+    "Check ids": StepGuide(
+        "Scan the site's database: max id per key and any id used twice, against its lastid.",
+        "Every max id is <= lastid, and no key is used twice.",
+        "Run the same command on the site (`<python> -m antelope_ha.idscan ids db/db --lastid "
+        "dbids/dbids.lastid`); raise lastid above the max ids before any dbids starts there.", acts=False),
+    "Raise lastid": StepGuide(
+        "Raise `dbids.lastid` so the next ids are above every id that may have been given; never lowers "
+        "a value.",
+        "The file is rewritten only if a key must go up.",
+        "Edit `dbids/dbids.lastid` on the site (dbids stopped): set each key to the value shown in the flow "
+        "log, keeping any higher value."),
+    "Point the descriptor at an ID server": StepGuide(
+        "Make the database descriptor's `dbidserver` line name the ID server that is authoritative.",
+        "The previous descriptor is kept as `db/db-<timestamp>.bak`; the line is replaced only if different.",
+        "Edit `db/db` on the site: `dbidserver <host:port>`; restart the db writers so they read it."),
+    "Probe an ID server": StepGuide(
+        "Ask an ID server for a `ping` from a site, within the probe timeout.",
+        "The answer is `pong`.",
+        "`idserver_connect -p <host:port>` from the site; check the dbids process and the network path.", acts=False),
+    "Ping the witness": StepGuide(
+        "Check that BUS still sees the rest of the network, so an isolated BUS never promotes itself.",
+        "One ping of the witness host answers within the probe timeout.",
+        "`ping -c 1 <witness>` from BUS; if it fails, BUS is the one cut off: do not fail over.", acts=False),
+    "Probe the ID server on its own host": StepGuide(
+        "Ask MS's ID server from MS itself, to tell a dead MS from a cut BUS -> MS link.",
+        "The probe answers on MS (True), fails (False) or MS cannot be reached (None).",
+        "Log in to MS and run `idserver_connect -p <ms_idserver>`.", acts=False),
+    "Fence a site": StepGuide(
+        "Arm the site (`ha/armed`: no dbids may start there) and stop its dbids, db writers and "
+        "information systems, including copies started by hand.",
+        "After it, no dbids runs there; an unreachable site is reported and fenced when it is back.",
+        "On the site: `touch <rtexec_dir>/ha/armed`, set `Run no` for dbids, the writers and information "
+        "systems in `rtexec.pf`, and `kill -TERM` any copy left in `ps -ww -eo pid=,args=`."),
+    "Disarm a site": StepGuide(
+        "Remove the fence marker so dbids may start there again.",
+        "`ha/armed` is gone.",
+        "`rm -f <rtexec_dir>/ha/armed` on the site, only once its epoch is recorded."),
+    "Take authority": StepGuide(
+        "Record a new authority epoch for the site (once), then write it to `ha/authority` on every "
+        "reachable site.",
+        "The record changes only if another site held authority; a site that cannot be reached keeps a "
+        "stale marker until it is back.",
+        "`antelope-ha status` shows record and markers; write `{\"epoch\": N, \"site\": \"<site>\"}` to "
+        "`ha/authority` on the site by hand only with the epoch of the record."),
+    "Start the ID server": StepGuide(
+        "Start dbids on the authoritative site.",
+        "Refused unless the site holds the current epoch (record and marker agree) and is not armed.",
+        "Set `Run yes` for dbids in `rtexec.pf`; check `ps` shows it and `idserver_connect -p` answers. "
+        "Never start dbids on an armed site."),
+    "Start rtexec": StepGuide(
+        "Start the real-time system if it is not running.",
+        "`logs/rtexec.pid` names a live rtexec process.",
+        "`rtexec -fs` in the rtexec directory; read `logs/rtexec` for the reason it did not start."),
+    "Start an rtexec task": StepGuide(
+        "Make rtexec run the task.",
+        "`Run yes` in `rtexec.pf`, and the task's process appears in `ps`.",
+        "Set `Run yes` for the task in `rtexec.pf`; rtexec starts it within its Start_period. Read "
+        "`logs/<task>` if it keeps dying."),
+    "Stop an rtexec task": StepGuide(
+        "Make rtexec stop the task.",
+        "`Run no` in `rtexec.pf`, and no process of the task in `ps`.",
+        "Set `Run no` for the task in `rtexec.pf`; if a process stays, `kill -TERM <pid>`."),
+    "Restart an rtexec task": StepGuide(
+        "Restart the task so it reads its configuration again (writers read the descriptor once).",
+        "A process of the task started after the authority change runs; a newer one is left alone.",
+        "`kill -TERM <pid>` of the task: rtexec restarts it; check `ps` shows a new pid."),
+    "Verify data flow": StepGuide(
+        "Check the ORB receives data.",
+        "The newest packet is younger than the site's `max_orb_latency_s`.",
+        "`orbstat -s <orb>` on the site; check the acquisition links before going on.", acts=False),
+    "Find the outage window": StepGuide(
+        "Find the rows MS lacks: strictly between its last row before the outage and its first after it.",
+        "MS has rows after the fallback (its writers caught up).",
+        "Give `start` and `end` (epoch seconds) to the recovery flow yourself.", acts=False),
+    "Extract the window": StepGuide(
+        "Extract the outage window from BUS's database into an excerpt.",
+        "trexcerpt exits 0.",
+        "`trexcerpt -v -e db/db <excerpt> <start> <end>` on BUS; check free disk space."),
+    "Move the excerpt": StepGuide(
+        "Copy the excerpt's descriptor and tables from BUS to MS (SFTP).",
+        "Every table file of the excerpt is copied.",
+        "`scp` the excerpt directory from BUS to the same path on MS."),
+    "Compare the excerpt with the db": StepGuide(
+        "Count which rows of the excerpt MS already holds, to merge once and never twice.",
+        "All present: nothing to merge; none present: merge; some present: stop.",
+        "`<python> -m antelope_ha.idscan overlap db/db <excerpt>` on MS; compare by hand before merging.", acts=False),
+    "Merge the window": StepGuide(
+        "Append the excerpt into MS's database (not retried: a half-done append must be looked at).",
+        "trexcerpt exits 0; afterwards every row of the window is on MS and no id is used twice.",
+        "Compare with `idscan overlap`; `trexcerpt -v -a -e <excerpt> db/db <start> <end>` on MS with the "
+        "writers stopped."),
+    "Notify operators": StepGuide(
+        "Tell the operators what was decided or done (email, SMS gateway).",
+        "A failed notification is logged and never stops the procedure.",
+        "Check the notification blocks; tell the on-call operator by phone.", acts=False),
+    "Find dbids": StepGuide(
+        "List dbids processes on a site.",
+        "`ps -ww -eo pid=,args=` matches the dbids command of `rtexec.pf`.",
+        "`ps -ww -eo pid=,args= | grep dbids` on the site.", acts=False),
+}
+
+
+def guide(kind: str) -> StepGuide:
+    if kind == APPROVAL:
+        return GATE
+    try:
+        return STEP_GUIDE[kind]
+    except KeyError:
+        raise MissingGuide(f"no runbook text for step kind {kind!r}: add it to STEP_GUIDE in "
+                           f"antelope_ha/runbook.py") from None
+
+
+# --- making generated text independent of the machine it was generated on ---------
+_PID = re.compile(r"\b(kill -TERM |pid )\d+")
+_STAMP = re.compile(r"\d{8}T\d{6}(\.\d+)?Z")
+
+
+def normalizer(replacements: dict[str, str]) -> Callable[[str], str]:
+    """Replace machine-specific strings (longest first), pids and timestamps."""
+    ordered = sorted(((k, v) for k, v in replacements.items() if k), key=lambda kv: -len(kv[0]))
+
+    def normalize(text: str) -> str:
+        for old, new in ordered:
+            text = text.replace(old, new)
+        text = _PID.sub(lambda m: f"{m.group(1)}<pid>", text)
+        return _STAMP.sub("<timestamp>", text)
+
+    return normalize
+
+
+# --- Markdown -------------------------------------------------------------------------
+GENERATED = ("Generated by `antelope-ha runbook` from dry runs of the `{flow}` flow on a freshly created "
+             "simulated pair: the steps and commands are the ones the flow runs. Do not edit; regenerate.")
+READS_ONLY = "none that change a site: this step only reads and checks."
+DRY_RUN_NOTE = ("No command in the dry run: on the generation pair this step found its target state "
+                "already (a dry run does not apply earlier steps). In production it may act.")
+
+
+def _md_step(n: int, step: RunbookStep) -> list[str]:
+    g = guide(step.kind)
+    lines = [f"#### {n}. {step.title}", "",
+             f"*{step.kind}*" + (f" — on {', '.join(step.sites)}" if step.sites else ""), "",
+             f"**Purpose.** {g.purpose}", ""]
+    if step.commands:
+        lines.append("**Commands:**")
+        lines.append("")
+        for site in dict.fromkeys(c.site for c in step.commands):
+            lines.append(f"- on `{site}`:")
+            lines += [f"  - `{c.action}` — {c.purpose}" for c in step.commands if c.site == site]
+        lines.append("")
+    elif step.kind != APPROVAL:
+        lines += [f"**Commands:** {DRY_RUN_NOTE if g.acts else READS_ONLY}", ""]
+    lines += [f"**Checked.** {g.checks}", "", f"**If it fails.** {g.by_hand}", ""]
+    return lines
+
+
+def to_markdown(book: Runbook) -> str:
+    lines = [f"# Runbook: {book.title}", "", f"> {GENERATED.format(flow=book.flow_name)}", "",
+             book.description, "", "```text", book.procedure.strip(), "```", ""]
+    for scenario in book.scenarios:
+        lines += [f"## {scenario.title}", "", scenario.situation, "", "### Steps", ""]
+        for n, step in enumerate(scenario.steps, 1):
+            lines += _md_step(n, step)
+        lines += ["### What the dry run reported", "", "```text", scenario.result.strip(), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- printable HTML ---------------------------------------------------------------------
+CSS = """body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}
+code,pre{font-family:monospace;background:#f4f4f4}pre{padding:.5em;white-space:pre-wrap}
+.step{border-left:3px solid #888;padding-left:1em;margin:1em 0;page-break-inside:avoid}
+.gate{border-left-color:#c60}.kind{color:#555}
+@media print{body{margin:0;max-width:none}a{color:inherit}}"""
+
+
+def _code(text: str) -> str:
+    """Markdown `code` spans of the hand-written text as <code>."""
+    return re.sub(r"`([^`]*)`", lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
+
+
+def _html_step(n: int, step: RunbookStep) -> Iterable[str]:
+    g = guide(step.kind)
+    where = f" — on {', '.join(step.sites)}" if step.sites else ""
+    yield f'<div class="step{" gate" if step.kind == APPROVAL else ""}">'
+    yield f"<h4>{n}. {html.escape(step.title)}</h4>"
+    yield f'<p class="kind"><em>{html.escape(step.kind)}</em>{html.escape(where)}</p>'
+    yield f"<p><strong>Purpose.</strong> {_code(g.purpose)}</p>"
+    if step.commands:
+        yield "<p><strong>Commands:</strong></p><ul>"
+        for site in dict.fromkeys(c.site for c in step.commands):
+            yield f"<li>on <code>{html.escape(site)}</code>:<ul>"
+            for c in step.commands:
+                if c.site == site:
+                    yield f"<li><code>{html.escape(c.action)}</code> — {html.escape(c.purpose)}</li>"
+            yield "</ul></li>"
+        yield "</ul>"
+    elif step.kind != APPROVAL:
+        yield f"<p><strong>Commands:</strong> {html.escape(DRY_RUN_NOTE if g.acts else READS_ONLY)}</p>"
+    yield f"<p><strong>Checked.</strong> {_code(g.checks)}</p>"
+    yield f"<p><strong>If it fails.</strong> {_code(g.by_hand)}</p>"
+    yield "</div>"
+
+
+def to_html(book: Runbook) -> str:
+    title = f"Runbook: {book.title}"
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>",
+           f"<blockquote>{_code(GENERATED.format(flow=book.flow_name))}</blockquote>",
+           f"<p>{html.escape(book.description)}</p>", f"<pre>{html.escape(book.procedure.strip())}</pre>"]
+    for scenario in book.scenarios:
+        out += [f"<h2>{html.escape(scenario.title)}</h2>", f"<p>{_code(scenario.situation)}</p>", "<h3>Steps</h3>"]
+        for n, step in enumerate(scenario.steps, 1):
+            out += list(_html_step(n, step))
+        out += ["<h3>What the dry run reported</h3>", f"<pre>{html.escape(scenario.result.strip())}</pre>"]
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

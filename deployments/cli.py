@@ -1,0 +1,280 @@
+"""The operators' command: ``antelope-ha``.
+
+  status    who is authoritative, on the record AND on the sites, and where they disagree
+  plan      the exact commands a procedure would run now (a dry run of its flow)
+  runbook   regenerate the runbooks under docs/runbooks
+  drill     the whole cycle on a simulated pair, measured
+  pause / resume / ack   automatic failover: maintenance pause, hold-down acknowledgement
+  setup     save the pair's blocks and deployments from a configuration file
+
+Every command talks to the Prefect API in PREFECT_API_URL, or to embedded
+Prefect when it is not set.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from antelope_ha.config import PairConfig, SiteConfig
+from antelope_ha.runner import RunnerError
+from antelope_ha.site import Site, StepFailed
+from antelope_ha.state import Decision, HAState, Pause
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+out = Console(highlight=False, soft_wrap=True)
+
+PairOption = Annotated[str, typer.Option("--pair", help="name of the Antelope Pair block")]
+DEFAULT_PAIR = "default"
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def _age(t: float) -> str:
+    s = max(0.0, time.time() - t)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def load_pair_and_state(pair_name: str) -> tuple[PairConfig, HAState]:
+    from tasks.pair import load_pair
+    from tasks.state import load_state
+
+    try:
+        pair, _ = load_pair(pair_name)
+    except ValueError as exc:
+        out.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    return pair, load_state(pair_name, pair.main.name)
+
+
+# --- status ------------------------------------------------------------------------------
+@dataclass
+class SiteView:
+    """What a site says about itself right now."""
+
+    name: str
+    reachable: bool
+    error: str = ""
+    rtexec: bool = False
+    dbids_pids: list[int] = field(default_factory=list)
+    dbidserver: str | None = None
+    armed: bool = False
+    marker: dict | None = None
+
+
+def look_at(cfg: SiteConfig) -> SiteView:
+    from tasks.sites import runner_for
+
+    try:
+        s = Site(cfg, runner_for(cfg))
+        return SiteView(cfg.name, True, rtexec=s.rtexec_running(), dbids_pids=s.task_pids(cfg.idserver_task),
+                        dbidserver=s.dbidserver(), armed=s.armed(), marker=s.authority_marker())
+    except (RunnerError, OSError, StepFailed, ValueError) as exc:
+        return SiteView(cfg.name, False, error=f"{type(exc).__name__}: {exc}")
+
+
+def disagreements(pair: PairConfig, state: HAState, views: list[SiteView]) -> list[str]:
+    """Every way the sites contradict the stored record."""
+    auth = state.authority
+    serving = pair.site(auth.site)
+    problems = []
+    for v in (v for v in views if v.reachable):
+        if v.marker is None:
+            if auth.epoch > 1:
+                problems.append(f"{v.name} has no authority marker; the record says {auth.site} epoch {auth.epoch}")
+        elif v.marker != auth.marker():
+            problems.append(f"{v.name}'s marker says {v.marker.get('site')} epoch {v.marker.get('epoch')}; "
+                            f"the record says {auth.site} epoch {auth.epoch}")
+        if v.name != auth.site and v.dbids_pids and not (state.fallback_in_progress and v.name == pair.main.name):
+            problems.append(f"SPLIT BRAIN RISK: dbids runs on {v.name} (pid "
+                            f"{', '.join(map(str, v.dbids_pids))}) but {auth.site} is authoritative")
+        if v.name == auth.site and not v.dbids_pids:
+            problems.append(f"dbids is not running on {v.name}, the authoritative site")
+        if v.dbidserver != serving.idserver_address and not state.fallback_in_progress:
+            problems.append(f"{v.name}'s descriptor uses dbidserver {v.dbidserver}; the authoritative ID server "
+                            f"is {serving.idserver_address} ({auth.site})")
+        if v.name == pair.main.name and auth.site == pair.backup.name and not v.armed:
+            problems.append(f"{v.name} is not armed although {auth.site} is authoritative")
+        if v.name == auth.site and v.armed and not state.fallback_in_progress:
+            problems.append(f"{v.name} is armed although it is authoritative: its dbids cannot be restarted")
+    return problems
+
+
+def _site_table(views: list[SiteView], auth_site: str) -> Table:
+    table = Table(title="the sites, now")
+    for column in ("site", "reachable", "rtexec", "dbids", "dbidserver", "armed", "authority marker"):
+        table.add_column(column)
+    for v in views:
+        if not v.reachable:
+            table.add_row(v.name, f"[yellow]UNREACHABLE[/yellow] {v.error}", "?", "?", "?", "?", "?")
+            continue
+        table.add_row(
+            v.name + (" (authoritative)" if v.name == auth_site else ""), "yes", "running" if v.rtexec else "stopped",
+            f"running (pid {', '.join(map(str, v.dbids_pids))})" if v.dbids_pids else "stopped",
+            v.dbidserver or "-", "ARMED" if v.armed else "no",
+            f"{v.marker['site']} epoch {v.marker['epoch']}" if v.marker else "none")
+    return table
+
+
+@app.command()
+def status(pair_name: PairOption = DEFAULT_PAIR,
+           decisions: Annotated[int, typer.Option(help="how many recent decisions to show")] = 5) -> None:
+    """The stored record next to what each site says now; exit 1 when they disagree."""
+    pair, state = load_pair_and_state(pair_name)
+    auth = state.authority
+    out.print(f"[bold]pair {pair_name}[/bold]: [bold]{auth.site}[/bold] authoritative, epoch {auth.epoch}, "
+              f"since {_when(auth.since)} ({auth.reason or 'no reason recorded'})")
+    if state.fallback_in_progress:
+        out.print("[yellow]fallback in progress[/yellow]")
+    out.print("automatic failover: " + (f"[yellow]PAUSED[/yellow] by {state.pause.by} since {_when(state.pause.since)}: "
+                                        f"{state.pause.reason}" if state.pause else "enabled"))
+    last = state.last_failover(pair.backup.name)
+    if last is not None and time.time() - last.since < pair.policy.hold_down_s:
+        acked = state.hold_down_ack is not None and state.hold_down_ack >= last.since
+        out.print(f"hold-down after the failover at {_when(last.since)}: "
+                  + (f"acknowledged at {_when(state.hold_down_ack)}" if acked else "[yellow]not acknowledged[/yellow]"))
+    if state.replica:
+        out.print(f"lastid replica on {pair.backup.name}: {_age(state.replica.taken_at)} old "
+                  f"(policy: at most {pair.policy.lastid_max_age_s:g} s)")
+    else:
+        out.print(f"lastid replica on {pair.backup.name}: [yellow]none on record[/yellow]")
+    out.print(f"consecutive failed probes of {pair.main.name}: {state.consecutive_failures}"
+              f"/{pair.policy.failures_before_failover}")
+    if state.decisions:
+        table = Table(title="recent decisions")
+        for column in ("at", "action", "reason"):
+            table.add_column(column)
+        for d in state.decisions[-decisions:]:
+            table.add_row(_when(d.at), d.action, d.reason)
+        out.print(table)
+
+    views = [look_at(pair.main), look_at(pair.backup)]
+    out.print(_site_table(views, auth.site))
+    problems = disagreements(pair, state, views)
+    for v in views:
+        if not v.reachable:
+            out.print(f"[yellow]{v.name} is unreachable: what it says is unknown[/yellow]")
+    if problems:
+        out.print("[bold red]THE RECORD AND THE SITES DISAGREE:[/bold red]")
+        for p in problems:
+            out.print(f"[bold red]  ! {p}[/bold red]")
+        raise typer.Exit(1)
+    out.print("[green]the record and every reachable site agree[/green]")
+
+
+# --- plan -----------------------------------------------------------------------------------
+class Procedure(str, Enum):
+    failover = "failover"
+    fallback = "fallback"
+    recovery = "recovery"
+    replicate = "replicate"
+    health = "health"
+
+
+@app.command()
+def plan(procedure: Annotated[Procedure, typer.Argument(help="the procedure to dry-run")],
+         pair_name: PairOption = DEFAULT_PAIR,
+         start: Annotated[float | None, typer.Option(help="recovery: window start (epoch s)")] = None,
+         end: Annotated[float | None, typer.Option(help="recovery: window end (epoch s)")] = None) -> None:
+    """Dry-run the procedure's flow (the same code as the real run) and print
+    the commands it would run on each site. Nothing on the sites changes."""
+    from flows.failover import failover
+    from flows.fallback import fallback
+    from flows.health import health
+    from flows.recovery import recovery
+    from flows.replicate import replicate_lastid
+    from tasks.report import format_plan
+    from tasks.sites import plans
+
+    flows = {"failover": failover, "fallback": fallback, "recovery": recovery,
+             "replicate": replicate_lastid, "health": health}
+    params = {"start": start, "end": end} if procedure is Procedure.recovery else {}
+    state = flows[procedure.value](pair_name=pair_name, dry_run=True, return_state=True, **params)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        out.print(f"[red]dry run of {procedure.value} failed: {result}[/red]")
+        raise typer.Exit(1)
+    text = format_plan(procedure.value, plans(str(state.state_details.flow_run_id)))
+    out.print(text, markup=False)
+    if str(result) != text:
+        out.print(f"\nresult: {result}", markup=False)
+
+
+# --- runbook, drill, setup --------------------------------------------------------------------
+@app.command()
+def runbook(out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("docs/runbooks")) -> None:
+    """Regenerate the runbooks from dry runs on a fresh simulated pair."""
+    from flows.runbook import write_runbooks
+
+    for path in write_runbooks(out_dir):
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def drill(json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+          interactive: Annotated[bool, typer.Option(help="answer the approvals at the terminal")] = False) -> None:
+    """Failover, fallback and recovery on a simulated pair, measured."""
+    from flows.drill import main
+
+    raise typer.Exit(main([*(["--json"] if json else []), *(["--interactive"] if interactive else [])]))
+
+
+@app.command()
+def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configuration", exists=True,
+                                                 dir_okay=False)]) -> None:
+    """Save the pair's blocks, work pools and deployments from CONFIG."""
+    from deployments.setup import setup as run_setup
+
+    run_setup(config)
+
+
+# --- pause, resume, ack: the state record only -------------------------------------------
+def _change_state(pair_name: str, change) -> HAState:
+    from tasks.state import save_state
+
+    pair, state = load_pair_and_state(pair_name)
+    state = change(state)
+    save_state(pair_name, state)
+    return state
+
+
+@app.command()
+def pause(reason: Annotated[str, typer.Option(help="why (recorded)")],
+          by: Annotated[str, typer.Option(help="your name")],
+          pair_name: PairOption = DEFAULT_PAIR) -> None:
+    """Pause automatic failover (maintenance). Health keeps probing and reporting."""
+    now = time.time()
+    _change_state(pair_name, lambda s: s.model_copy(update={"pause": Pause(by=by, reason=reason, since=now)}).record(
+        Decision(at=now, action="pause", reason=f"automatic failover paused by {by}: {reason}")))
+    out.print(f"automatic failover of {pair_name} paused by {by}: {reason}")
+
+
+@app.command()
+def resume(by: Annotated[str, typer.Option(help="your name")], pair_name: PairOption = DEFAULT_PAIR) -> None:
+    """Resume automatic failover."""
+    now = time.time()
+    _change_state(pair_name, lambda s: s.model_copy(update={"pause": None}).record(
+        Decision(at=now, action="resume", reason=f"automatic failover resumed by {by}")))
+    out.print(f"automatic failover of {pair_name} resumed by {by}")
+
+
+@app.command()
+def ack(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[str, typer.Option(help="why")],
+        pair_name: PairOption = DEFAULT_PAIR) -> None:
+    """Acknowledge the hold-down after a failover: another automatic failover may happen."""
+    now = time.time()
+    _change_state(pair_name, lambda s: s.model_copy(update={"hold_down_ack": now}).record(
+        Decision(at=now, action="ack", reason=f"hold-down acknowledged by {by}: {reason}")))
+    out.print(f"hold-down of {pair_name} acknowledged by {by}: {reason}")
+
+
+if __name__ == "__main__":
+    app()

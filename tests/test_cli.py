@@ -1,0 +1,136 @@
+"""The antelope-ha command against a simulated pair (each site behind its own
+sshd) on the test Prefect server."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from antelope_ha.state import HAState
+from deployments.cli import app
+from tests.simpair import Sim, sim_pair
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sim(prefect_server, tmp_path_factory):
+    with sim_pair(tmp_path_factory.mktemp("cli"), "cli") as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def fresh_record(sim: Sim):
+    """Each test starts from MS authoritative at epoch 1, no markers on the sites."""
+    sim.set_state(HAState.initial("ms"))
+    for site in ("ms", "bus"):
+        (sim.pair.paths(site).dir / "ha" / "authority").unlink(missing_ok=True)
+
+
+def run(*args: str):
+    return cli.invoke(app, [*args, "--pair", "cli"], catch_exceptions=False)
+
+
+def write_marker(sim: Sim, site: str, record: dict) -> None:
+    path = sim.pair.paths(site).dir / "ha" / "authority"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(record, sort_keys=True))
+
+
+def test_status_agrees_on_a_fresh_pair(sim: Sim):
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    assert "ms authoritative, epoch 1" in result.output
+    assert "the record and every reachable site agree" in result.output
+
+
+def test_status_shows_bus_recorded_and_flags_the_sites_that_say_otherwise(sim: Sim):
+    sim.set_state(HAState.initial("ms").with_authority("bus", None, "test"))
+    write_marker(sim, "bus", {"site": "bus", "epoch": 2})
+    write_marker(sim, "ms", {"site": "ms", "epoch": 1})
+    result = run("status")
+    assert result.exit_code == 1, result.output
+    assert "bus authoritative, epoch 2" in result.output
+    assert "DISAGREE" in result.output
+    assert "ms's marker says ms epoch 1; the record says bus epoch 2" in result.output
+    assert "SPLIT BRAIN RISK: dbids runs on ms" in result.output  # the sites were not failed over
+    assert "dbids is not running on bus, the authoritative site" in result.output
+
+
+def test_status_shows_an_unreachable_site_without_failing(sim: Sim):
+    sim.pair.power_off("bus")
+    try:
+        result = run("status")
+    finally:
+        sim.pair.power_on("bus")
+        sim.pair.start()
+    assert result.exit_code == 0, result.output
+    assert "bus is unreachable" in result.output
+    assert "the record and every reachable site agree" in result.output
+
+
+def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
+    before = sim.snapshot("rtexec.pf", "db/db")
+    assert run("pause", "--reason", "disk swap on ms", "--by", "ana").exit_code == 0
+    paused = sim.state().pause
+    assert paused is not None and (paused.by, paused.reason) == ("ana", "disk swap on ms")
+    assert "PAUSED by ana" in run("status").output
+    assert run("resume", "--by", "ana").exit_code == 0
+    assert sim.state().pause is None
+    assert run("ack", "--by", "bo", "--reason", "MS is really down").exit_code == 0
+    state = sim.state()
+    assert state.hold_down_ack is not None
+    assert [d.action for d in state.decisions[-3:]] == ["pause", "resume", "ack"]
+    assert "bo" in state.decisions[-1].reason
+    assert sim.snapshot("rtexec.pf", "db/db") == before
+
+
+def test_plan_prints_the_failover_commands_and_changes_nothing(sim: Sim):
+    files = ("rtexec.pf", "db/db", "ha/armed", "ha/authority")  # not MS's lastid: its dbids is serving
+    before, bus_lastid = sim.snapshot(*files), sim.pair.lastid("bus")
+    result = run("plan", "failover")
+    assert result.exit_code == 0, result.output
+    assert "# Dry run of failover" in result.output
+    ms_part, bus_part = result.output.split("## on ms")[1].split("## on bus")
+    assert "set dbids Run no" in ms_part and "arm: no dbids may start here" in ms_part
+    assert f"dbidserver {sim.cfg.backup.idserver_address}" in bus_part
+    assert sim.snapshot(*files) == before and sim.pair.lastid("bus") == bus_lastid
+    assert sim.state().authority.site == "ms"
+
+
+def test_plan_of_recovery_takes_the_window(sim: Sim):
+    result = run("plan", "recovery", "--start", "1700000000", "--end", "1700000600")
+    assert result.exit_code == 0, result.output
+    assert "trexcerpt -v -a -e recovery/1700000000-1700000600/db db/db 1700000000.000 1700000600.000" in result.output
+
+
+def test_plan_of_health_prints_the_decision(sim: Sim):
+    result = run("plan", "health")
+    assert result.exit_code == 0, result.output
+    assert "result: stay: ms ID server answers" in result.output
+
+
+def test_an_unknown_pair_is_named_with_the_fix(sim: Sim):
+    result = cli.invoke(app, ["status", "--pair", "nosuchpair"])
+    assert result.exit_code == 2
+    assert "no Antelope Pair block named 'nosuchpair'" in result.output and "antelope-ha setup" in result.output
+
+
+def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_path):
+    import deployments.setup
+    import flows.drill
+    import flows.runbook
+
+    calls = []
+    config = tmp_path / "pair.yaml"
+    config.write_text("pair: x\n")
+    monkeypatch.setattr(deployments.setup, "setup", lambda path, **kw: calls.append(("setup", path)))
+    monkeypatch.setattr(flows.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
+    monkeypatch.setattr(flows.runbook, "write_runbooks", lambda out: calls.append(("runbook", out)) or [out / "x.md"])
+    assert cli.invoke(app, ["setup", str(config)]).exit_code == 0
+    assert cli.invoke(app, ["drill", "--json"]).exit_code == 1  # the drill's own exit status
+    assert cli.invoke(app, ["runbook", "--out", str(tmp_path / "rb")]).exit_code == 0
+    assert calls == [("setup", config), ("drill", ["--json"]), ("runbook", tmp_path / "rb")]
