@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed
 
 # The drill runs on embedded Prefect, with its own Prefect home under var/.
 drill: deps
+	mkdir -p var/prefect
 	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
 	PREFECT_LOGGING_LEVEL=WARNING $(PY) -m flows.drill
 
 test: deps
