@@ -41,7 +41,7 @@ from tasks.state import read_state, set_fallback_in_progress
 def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
-    ms, bus, policy = pair.main, pair.backup, pair.policy
+    ms, bus = pair.main, pair.backup
     with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):
         state = read_state(pair_name, ms.name)
         if state.authority.site == ms.name and not state.fallback_in_progress:

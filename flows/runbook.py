@@ -193,8 +193,8 @@ def generate(workdir: Path) -> Generated:
         g.scenario("health", health, f"{ms} authoritative and healthy",
                    f"The scheduled check, run at {bus}: {ms}'s ID server answers.")
         g.scenario("failover", failover, f"{ms} authoritative, no fresh lastid replica on record",
-                   f"Started by the health flow's decision (or by hand). With a replica older than the "
-                   f"policy allows, a person approves the lastid first; with a fresh one that gate is skipped.")
+                   "Started by the health flow's decision (or by hand). With a replica older than the "
+                   "policy allows, a person approves the lastid first; with a fresh one that gate is skipped.")
         g.scenario("recovery", recovery, f"{ms} authoritative again after a fallback",
                    "The window is found from the authority history (here a fixed window, given as "
                    "`start` and `end`).", start=WINDOW_START, end=WINDOW_END)
