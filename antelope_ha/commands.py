@@ -52,6 +52,14 @@ def process_args(pid: int) -> Command:
     return cmd(f"check process {pid}", "ps", "-ww", "-p", str(pid), "-o", "args=")
 
 
+def process_age(pid: int) -> Command:
+    return cmd(f"age of process {pid} in seconds", "ps", "-p", str(pid), "-o", "etimes=")
+
+
+def site_clock() -> Command:
+    return cmd("the site's clock, epoch seconds", "date", "+%s")
+
+
 def signal_process(pid: int, purpose: str) -> Command:
     return cmd(purpose, "kill", "-TERM", str(pid), changes=True)
 
@@ -164,6 +172,11 @@ def overlap(python: str, db: str, excerpt: str) -> Command:
         f"how many rows of {excerpt} {db} already holds",
         python, "-m", "antelope_ha.idscan", "overlap", db, excerpt,
     )
+
+
+def modified_time(path: str) -> Command:
+    """GNU stat: the file's modification time in epoch seconds."""
+    return cmd(f"when {path} last changed", "stat", "-c", "%Y", "--", path)
 
 
 def remove_tree(path: str) -> Command:

@@ -117,13 +117,25 @@ def parse_descriptor(text: str, source: str | os.PathLike[str]) -> Descriptor:
                       tuple(line for i, line in enumerate(lines) if i not in used))
 
 
+def _no_dbidserver(source: str | os.PathLike[str]) -> str:
+    return (f"{source}: no dbidserver line; add a line 'dbidserver host:port' "
+            "naming the id server before handing the database over")
+
+
+def require_dbidserver(text: str, source: str | os.PathLike[str]) -> str:
+    """The ID server a descriptor names; an error naming the file if it names none."""
+    server = parse_descriptor(text, source).dbidserver
+    if server is None:
+        raise DescriptorError(_no_dbidserver(source))
+    return server
+
+
 def set_dbidserver(text: str, server: str, source: str | os.PathLike[str]) -> str:
     """The text with its dbidserver line naming ``server``; every other byte unchanged."""
     check_server(server)
     found, lines = _scan(text, source)
     if "dbidserver" not in found:
-        raise DescriptorError(f"{source}: no dbidserver line; add a line 'dbidserver host:port' "
-                              "naming the id server before handing the database over")
+        raise DescriptorError(_no_dbidserver(source))
     i, m = found["dbidserver"]
     _server_of(m, i + 1, source)
     lines[i] = m.group("lead") + server + m.group("rest")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from antelope_ha import commands as C
 from antelope_ha.config import SiteConfig
-from antelope_ha.descriptor import backup_name, parse_descriptor, set_dbidserver
+from antelope_ha.descriptor import backup_name, parse_descriptor, require_dbidserver, set_dbidserver
 from antelope_ha.lastid import format_lastid, parse_lastid
 from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
 from antelope_ha.runner import CommandResult, Runner, RunnerError
@@ -145,7 +145,8 @@ class Site:
         return outcome
 
     def restart_task(self, name: str, since: float | None = None) -> Outcome:
-        """Make the task run a process started after ``since`` (default now).
+        """Make the task run a process started after ``since`` (the site's clock;
+        default: restart now).
 
         rtexec restarts a task that dies, so stopping its process restarts it.
         A process already younger than ``since`` is left alone: a rerun after a
@@ -163,13 +164,31 @@ class Site:
         return Outcome(self.name, name, True, f"restarted {name}")
 
     def _started_after(self, pid: int, since: float) -> bool:
-        result = self.run(C.cmd("process age", "ps", "-p", str(pid), "-o", "etimes="), check=False)
+        """Did the process start after ``since`` (the site's own clock, whole
+        seconds)? The same second counts as before: a needless restart is safe,
+        a missed one is not."""
+        age = self.run(C.process_age(pid), check=False).stdout.split()
+        now = self.run(C.site_clock(), check=False).stdout.split()
         try:
-            return time.time() - int(result.stdout.strip()) >= since - 1
-        except ValueError:
+            return int(now[0]) - int(age[0]) > since
+        except (IndexError, ValueError):
             return False
 
     # --- ID server, descriptor, lastid -----------------------------------------
+    def check_ready(self) -> Outcome:
+        """Read everything a takeover will edit, before it edits anything: the
+        descriptor must name an ID server, lastid must parse, rtexec.pf must
+        list the ID server, writer and information-system tasks."""
+        require_dbidserver(self.read_text(self.config.db), f"{self.name}:{self.path(self.config.db)}")
+        self.read_lastid()
+        tasks = self.tasks()
+        missing = [t for t in (self.config.idserver_task, *self.config.writer_tasks, *self.config.infosys_tasks)
+                   if t not in tasks]
+        if missing:
+            raise StepFailed(f"{self.name}: rtexec.pf has no task {', '.join(missing)} in Processes; "
+                             f"add it there or correct the site's configuration")
+        return Outcome(self.name, "ready", False, "descriptor, lastid and rtexec.pf read and complete")
+
     def dbidserver(self) -> str | None:
         source = f"{self.name}:{self.path(self.config.db)}"
         return parse_descriptor(self.read_text(self.config.db), source).dbidserver
@@ -183,6 +202,9 @@ class Site:
         self.write_text(backup_name(self.config.db), text, "keep the previous descriptor")
         self.write_text(self.config.db, set_dbidserver(text, address, source), f"dbidserver {address}")
         return Outcome(self.name, "descriptor", True, f"{self.config.db}: dbidserver {current} -> {address}")
+
+    def modified_at(self, relative: str) -> float:
+        return float(self.run(C.modified_time(self.path(relative))).stdout.split()[0])
 
     def lastid_path(self) -> str:
         return self.config.dbids + ".lastid"

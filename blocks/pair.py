@@ -7,7 +7,7 @@ only what Prefect needs to store it and show it in the UI.
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field
+from pydantic import Field, model_validator
 
 from antelope_ha.config import PairConfig, SiteConfig
 from antelope_ha.state import HAState
@@ -19,8 +19,15 @@ class AntelopeSite(Block, SiteConfig):
     _block_type_name = "Antelope Site"
     _block_type_slug = "antelope-site"
     _description = "An Antelope real-time system host (MS or BUS) and how to reach it."
-    # Prefect adds its own keys (block_type_slug) when it nests a block document.
-    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_prefect_keys(cls, data: object) -> object:
+        """Prefect adds ``block_type_slug`` when it nests a block document; any
+        other unknown field is still refused (extra="forbid", from SiteConfig)."""
+        if isinstance(data, dict) and "block_type_slug" in data:
+            return {k: v for k, v in data.items() if k != "block_type_slug"}
+        return data
 
 
 class NotifyTargets(Block):

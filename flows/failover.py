@@ -3,7 +3,8 @@ information systems. Automatic (started by the health flow's decision) or
 started by hand from the UI.
 
 The steps, in the operators' order:
-  0. fence MS where it can be reached (arm it, stop any dbids there)
+  0. check BUS can take over (descriptor, lastid, rtexec.pf read and complete),
+     then fence MS where it can be reached (arm it, stop any dbids there)
   1. synchronise BUS dbids.lastid (replica + margin, never below BUS's own ids)
   2. record BUS as the authority (a new epoch), on the record and on the sites
   3. activate dbids on BUS (refused unless BUS holds the current epoch)
@@ -46,6 +47,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         if taken:
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
                                   bus.name, state.authority.epoch)
+        ids.check_ready(bus)
         lastid = None if taken else lastid_targets(pair, state, dry_run)
         if not taken and lastid is None:
             summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
@@ -60,8 +62,9 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         authority.activate_idserver(pair_name, ms.name, bus, dry_run)
         marks[f"dbids serving on {bus.name}"] = time.time()
         ids.set_dbidserver(bus, bus.idserver_address, dry_run)
+        changed_at = ids.descriptor_changed_at(bus, dry_run)
         for writer in bus.writer_tasks:
-            realtime.restart_task(bus, writer, state.authority.since, dry_run)
+            realtime.restart_task(bus, writer, changed_at, dry_run)
         for infosys in bus.infosys_tasks:
             realtime.start_task(bus, infosys, dry_run)
 

@@ -1,6 +1,8 @@
 """Tasks on ids: the lastid table, the ID server, the descriptor, id scans."""
 from __future__ import annotations
 
+import time
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -9,6 +11,11 @@ from antelope_ha.lastid import failover_lastid
 from antelope_ha.site import Outcome
 from tasks.realtime import STEP, logged
 from tasks.sites import site
+
+
+@task(name="Check the site is ready", task_run_name="check {cfg.name} can take over", **STEP)
+def check_ready(cfg: SiteConfig) -> Outcome:
+    return logged(site(cfg).check_ready())
 
 
 @task(name="Read lastid", task_run_name="read dbids.lastid on {cfg.name}", **STEP)
@@ -37,6 +44,12 @@ def failover_targets(replica: dict[str, int], margin: int, scan: dict) -> dict[s
       task_run_name="set dbidserver {address} in {cfg.name}:{cfg.db}", **STEP)
 def set_dbidserver(cfg: SiteConfig, address: str, dry_run: bool = False) -> Outcome:
     return logged(site(cfg, dry_run).ensure_dbidserver(address))
+
+
+@task(name="Time of the descriptor change", task_run_name="when {cfg.name}:{cfg.db} last changed", **STEP)
+def descriptor_changed_at(cfg: SiteConfig, dry_run: bool = False) -> float:
+    """Writers started before this read the old dbidserver and must restart."""
+    return time.time() if dry_run else site(cfg).modified_at(cfg.db)
 
 
 @task(name="Probe an ID server", task_run_name="probe ID server {address} from {cfg.name}",
