@@ -84,6 +84,27 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Tell the health flow a fallback is under way, so it does not fence MS while dbids starts there.",
         "The flag in the state record.",
         "`antelope-ha status` shows the flag; rerun the fallback, which clears it at the end.", acts=False),
+    "Record the health decision": StepGuide(
+        "Store the decision and the failure counter, unless another flow changed the record meanwhile.",
+        "The record read at the start of the run is still the stored one; otherwise the decision is dropped "
+        "and the next health run decides again.",
+        "Check the Prefect server; the next scheduled health run decides again.", acts=False),
+    "Record the recovery window": StepGuide(
+        "Keep the window found for this BUS epoch on the record, so a rerun looks at the same rows.",
+        "The record's recovery_windows entry for the epoch.",
+        "`antelope-ha status` shows the record; give start and end to the recovery by hand if it is lost.",
+        acts=False),
+    "Check the site is ready": StepGuide(
+        "Before anything changes anywhere: read the site's descriptor, lastid and rtexec.pf.",
+        "The descriptor names a dbidserver, lastid parses, rtexec.pf lists the ID server, writer and "
+        "information-system tasks.",
+        "Fix the file the error names on the site (e.g. add `dbidserver host:port` to `<rtexec_dir>/db/db`), "
+        "then rerun the flow: nothing has changed yet.", acts=False),
+    "Time of the descriptor change": StepGuide(
+        "When the descriptor last changed, on the site's clock: writers started before read the old "
+        "dbidserver and must restart.",
+        "`stat -c %Y` of the descriptor.",
+        "`stat -c %Y <rtexec_dir>/db/db` on the site; restart the writers started before it.", acts=False),
     "Read lastid": StepGuide(
         "Read a site's `dbids.lastid`: the last id given per key.",
         "The file parses as a CSS3.0 lastid table.",

@@ -52,6 +52,8 @@ class HAState(BaseModel):
     hold_down_ack: float | None = Field(None, description="when a person acknowledged the hold-down")
     replica: Replica | None = None
     fallback_in_progress: bool = False
+    recovery_windows: dict[int, tuple[float, float]] = Field(
+        default_factory=dict, description="the window recovered for each BUS epoch")
 
     @classmethod
     def initial(cls, main_site: str) -> HAState:

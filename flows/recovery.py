@@ -23,7 +23,7 @@ from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.report import publish_incident, publish_plan, publish_timeline
 from tasks.sites import plans
-from tasks.state import load_state, read_state
+from tasks.state import load_state, read_state, record_recovery_window
 
 
 class WindowError(ValueError):
@@ -37,7 +37,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
-    start, end = window(pair_name, ms, bus.name, start, end)
+    start, end = window(pair_name, ms, bus.name, start, end, dry_run)
     log.info("recovery window: %s .. %s (%.1f s)", fmt_time(start), fmt_time(end), end - start)
 
     label = f"recovery/{int(start)}-{int(end)}"
@@ -54,7 +54,9 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
 
     seen = data.overlap(ms, excerpt)
     wanted, present = sum(seen["excerpt"].values()), sum(seen["present"].values())
-    if wanted and present == wanted:
+    if not wanted:
+        result = f"{bus.name} holds no row in the window: nothing to merge"
+    elif present == wanted:
         result = f"the window is already on {ms.name} ({wanted} rows): nothing merged"
     elif present:
         raise StepFailed(f"{ms.name} already holds {present} of the {wanted} rows of the window ({seen}): "
@@ -82,20 +84,25 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
 
 
 def window(pair_name: str, ms: SiteConfig, backup: str, start: float | None,
-           end: float | None) -> tuple[float, float]:
-    """The operator's window, or MS's gap around the last BUS epoch."""
+           end: float | None, dry_run: bool = False) -> tuple[float, float]:
+    """The operator's window, or MS's gap around the last BUS epoch. The gap is
+    found once and kept on the record for that epoch: after a merge MS has no
+    gap left, and a rerun must look at the same window to see it is done."""
     if start is None or end is None:
         state = read_state(pair_name, ms.name)
         took = state.last_failover(backup)
         if took is None:
             raise WindowError(f"no failover to {backup} on record: give start and end (epoch seconds)")
+        if took.epoch in state.recovery_windows:
+            return state.recovery_windows[took.epoch]
         after = [a for a in state.history + [state.authority] if a.site == ms.name and a.since > took.since]
         if not after:
             raise WindowError(f"{backup} is still authoritative: run the fallback first, then the recovery "
                               f"(or give start and end)")
         start, end = data.find_gap(ms, took.since, after[0].since)
+        if not dry_run:
+            record_recovery_window(pair_name, ms.name, took.epoch, (start, end))
     if not end > start:
         raise WindowError(f"recovery window is empty or reversed: start {fmt_time(start)} is not before "
                           f"end {fmt_time(end)}; give start < end (epoch seconds)")
     return start, end
-
