@@ -35,6 +35,31 @@ def write_state(pair_name: str, state: HAState) -> None:
     save_state(pair_name, state)
 
 
+@task(name="Record the health decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAState) -> bool:
+    """Store the health flow's counter and decisions on the record as it is now.
+
+    Other flows write the record while a health run probes (replication, a
+    failover taking authority); writing back the whole record read seconds ago
+    would undo them. Nothing is stored, and False returned, while a failover or
+    fallback holds the pair (it is changing the record), or when the
+    authority, the pause, the hold-down acknowledgement or the fallback flag
+    changed since ``seen``: the decision was made on a stale record.
+    """
+    from tasks.lock import procedure_holder
+
+    if procedure_holder(pair_name):
+        return False
+    current = load_state(pair_name, main_site)
+    checked = ("pause", "hold_down_ack", "fallback_in_progress")
+    if current.authority.marker() != seen.authority.marker() or any(
+            getattr(current, name) != getattr(seen, name) for name in checked):
+        return False
+    save_state(pair_name, current.model_copy(update={"consecutive_failures": decided.consecutive_failures,
+                                                     "decisions": decided.decisions}))
+    return True
+
+
 @task(name="Mark fallback in progress", task_run_name="fallback in progress: {value}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_run: bool = False) -> None:
@@ -42,3 +67,11 @@ def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_ru
     if not dry_run:
         state = load_state(pair_name, main_site)
         save_state(pair_name, state.model_copy(update={"fallback_in_progress": value}))
+
+
+@task(name="Record the recovery window", task_run_name="record the recovery window of epoch {epoch}",
+      cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_recovery_window(pair_name: str, main_site: str, epoch: int, window: tuple[float, float]) -> None:
+    state = load_state(pair_name, main_site)
+    save_state(pair_name, state.model_copy(
+        update={"recovery_windows": {**state.recovery_windows, epoch: window}}))
