@@ -22,13 +22,17 @@ bench: deps
 
 deps: sysdeps $(STAMP)
 
-# openssh-server gives the tests a real sshd on loopback.
+# openssh-server: a real sshd per simulated site; chromium: the approval form
+# of the Prefect UI, driven headless by the end-to-end tests.
+DEBS := openssh-server chromium
 sysdeps:
-	@command -v /usr/sbin/sshd >/dev/null 2>&1 || { \
-	  echo "installing openssh-server (real sshd for the SSH tests)"; \
+	@missing=; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

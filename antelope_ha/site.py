@@ -236,6 +236,13 @@ class Site:
             return False, str(exc)
         return r.ok, (r.stdout.strip() or r.stderr.strip())
 
+    def ensure_idserver(self, address: str) -> Outcome:
+        """Start the ID server task and verify it answers at ``address``: writers
+        restarted next must find it serving, not merely started."""
+        outcome = self.ensure_task(self.config.idserver_task, True)
+        self._wait(f"dbids answering at {address}", lambda: self.probe_idserver(address, 2.0)[0])
+        return outcome
+
     def ping(self, host: str, timeout_s: float) -> tuple[bool, str]:
         try:
             r = self.run(C.ping(host, timeout_s), check=False, timeout_s=timeout_s + 2)

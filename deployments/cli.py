@@ -231,9 +231,9 @@ def drill(json: Annotated[bool, typer.Option("--json", help="print the report as
 def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configuration", exists=True,
                                                  dir_okay=False)]) -> None:
     """Save the pair's blocks, work pools and deployments from CONFIG."""
-    from deployments.setup import setup as run_setup
+    from deployments.setup import main as run_setup
 
-    run_setup(config)
+    raise typer.Exit(run_setup([str(config)]))
 
 
 # --- pause, resume, ack: the state record only -------------------------------------------

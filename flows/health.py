@@ -22,7 +22,8 @@ from tasks.notify import notify
 from tasks.pair import load_pair
 from tasks.report import publish_plan
 from tasks.sites import plans
-from tasks.state import read_state, write_state
+from tasks.lock import failover_queued
+from tasks.state import read_state, record_health
 
 FAILOVER_EVENT = "antelope-ha.failover.requested"
 
@@ -52,7 +53,9 @@ def health(pair_name: str = "default", failover_inline: bool = False, dry_run: b
     if dry_run:
         plan = publish_plan("health", plans(str(flow_run.get_id())))
         return f"{decision.action}: {decision.reason} (dry run: nothing stored, nobody notified)\n\n{plan}"
-    write_state(pair_name, new_state)
+    recorded = record_health(pair_name, ms.name, state, new_state)
+    if not recorded:
+        log.warning("decision not recorded: a procedure holds the pair or the record changed while probing")
 
     if decision.action == "fence":
         notify(targets, f"SPLIT BRAIN stopped on {ms.name}", f"{decision.reason}. {fenced.detail if fenced else ''}")
@@ -60,6 +63,10 @@ def health(pair_name: str = "default", failover_inline: bool = False, dry_run: b
             state.decisions[-1].action if state.decisions else "stay", state.consecutive_failures,
             policy.failures_before_failover):
         notify(targets, f"did NOT fail over to {bus.name}", decision.reason)  # once, when it starts
+    elif decision.action == "failover" and not recorded:
+        log.warning("no failover request: the decision was made on a record that has changed since")
+    elif decision.action == "failover" and not failover_inline and (queued := failover_queued(pair_name)):
+        log.warning("no new failover request: %s is already under way", queued)
     elif decision.action == "failover":
         notify(targets, f"FAILOVER to {bus.name} starting", decision.reason)
         emit_event(event=FAILOVER_EVENT,

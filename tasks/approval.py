@@ -60,7 +60,7 @@ def ask_approval(gate: str, site: str, findings: str, timeout_s: float, poll_s: 
                f"Times out in {remaining:.0f} s.")
         try:
             answer = pause_flow_run(
-                wait_for_input=Approval.with_initial_data(description=description, confirm_site=""),
+                wait_for_input=Approval.with_initial_data(description=description),
                 timeout=max(1, int(remaining)),
                 poll_interval=max(1, int(poll_s)),
             )

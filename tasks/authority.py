@@ -59,7 +59,7 @@ def activate_idserver(pair_name: str, main_site: str, cfg: SiteConfig, dry_run: 
                                f"the current authority is {current.marker()}")
         if s.armed():
             raise EpochRefused(f"refusing to start dbids on {cfg.name}: the site is armed (fenced)")
-    return logged(s.ensure_task(cfg.idserver_task, True))
+    return logged(s.ensure_idserver(cfg.idserver_address))
 
 
 class FenceResult(BaseModel):

@@ -7,12 +7,18 @@ run is in progress.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import (
+    FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
@@ -35,17 +41,41 @@ def ensure_limit(pair_name: str) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=lock_name(pair_name), limit=1))
 
 
+def holder_variable(pair_name: str) -> str:
+    return f"{lock_name(pair_name)}-holder"
+
+
+_RUN_ID = re.compile(r"\(([0-9a-f-]{36})\)$")
+_ACTIVE = {StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED}
+
+
+def procedure_holder(pair_name: str) -> str:
+    """The run holding the pair ("" when free): asking for another procedure now
+    would be refused. A holder whose run is over (killed, crashed) holds nothing:
+    its name stays in the variable because its process never reached ``finally``."""
+    holder = Variable.get(holder_variable(pair_name), default="") or ""
+    match = _RUN_ID.search(holder)
+    if not match:
+        return holder
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(match.group(1)))
+        except ObjectNotFound:
+            return ""
+    return holder if run.state is not None and run.state.type in _ACTIVE else ""
+
+
 @contextmanager
 def procedure_lock(pair_name: str, procedure: str, wait_s: float = 5.0) -> Iterator[None]:
     """Hold the pair for ``procedure``; refuse, naming the holder, if it is taken."""
     ensure_limit(pair_name)
-    holder_var = f"{lock_name(pair_name)}-holder"
+    holder_var = holder_variable(pair_name)
     held = ExitStack()
     try:
         held.enter_context(concurrency(lock_name(pair_name), occupy=1, strict=True,
                                        timeout_seconds=wait_s, lease_duration=60))
     except TimeoutError as exc:  # AcquireConcurrencySlotTimeoutError
-        holder = Variable.get(holder_var, default="") or "another run"
+        holder = procedure_holder(pair_name) or "another run (its lease ends within 60 s if it died)"
         raise ProcedureInProgress(
             f"refused: {procedure} cannot start while {holder} is in progress on pair {pair_name}"
         ) from exc
@@ -57,3 +87,16 @@ def procedure_lock(pair_name: str, procedure: str, wait_s: float = 5.0) -> Itera
             yield
         finally:
             Variable.set(holder_var, "", overwrite=True)
+
+
+def failover_queued(pair_name: str) -> str:
+    """A failover run of this pair that is scheduled, starting, running or paused
+    ("" if none): the health flow does not ask for a second one."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["failover"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(_ACTIVE)))))
+    for run in runs:
+        if run.parameters.get("pair_name") == pair_name:
+            return f"failover run {run.name} ({run.id}, {run.state.name if run.state else '?'})"
+    return ""

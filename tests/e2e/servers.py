@@ -1,0 +1,295 @@
+"""The real parts an end-to-end test starts on loopback: a Prefect server,
+process workers, an SMTP server (STARTTLS + login, certificate from a test CA)
+and an HTTP receiver standing in for an SMS gateway.
+
+Each is a context manager that owns its process or thread and stops it.
+"""
+from __future__ import annotations
+
+import email
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout_s: float, poll_s: float = 0.5) -> Any:
+    """Poll until ``condition()`` is truthy and return it; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:g} s")
+        time.sleep(poll_s)
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- Prefect ------------------------------------------------------------------------
+@dataclass
+class PrefectServer:
+    """``prefect server start`` with its own home (SQLite db) on a free port."""
+
+    home: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "server.log"
+
+    def env(self) -> dict[str, str]:
+        """Environment for any process that talks to this server."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=str(self.home), PREFECT_API_URL=self.api_url,
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore")
+        return env
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        # The UI must call this server's API, not the default port 4200.
+        env = {**self.env(), "PREFECT_UI_API_URL": self.api_url}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home)
+
+        def healthy() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(f"prefect server on port {self.port} healthy (log {self.log_path})", healthy, timeout_s)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> PrefectServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Worker:
+    """``prefect worker start --pool POOL``: runs that pool's flow runs as subprocesses."""
+
+    server: PrefectServer
+    pool: str
+    log_path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**self.server.env(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+               "ANTELOPE_HA_HOME": str(PROJECT_DIR), **self.extra_env}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*PREFECT, "worker", "start", "--pool", self.pool, "--type", "process"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+class Api:
+    """The server's REST API as an operator's script would use it: plain HTTP,
+    retrying the 503s SQLite contention gives."""
+
+    def __init__(self, api_url: str):
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(8):
+            response = self.http.request(method, path, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def deployment_id(self, flow: str, deployment: str) -> str:
+        return self.request("GET", f"/deployments/name/{flow}/{deployment}")["id"]
+
+    def run_deployment(self, flow: str, deployment: str, parameters: dict | None = None) -> dict:
+        return self.request("POST", f"/deployments/{self.deployment_id(flow, deployment)}/create_flow_run",
+                            json={"parameters": parameters or {}})
+
+    def flow_run(self, run_id: str) -> dict:
+        return self.request("GET", f"/flow_runs/{run_id}")
+
+    def flow_runs(self, deployment_id: str, states: list[str] | None = None) -> list[dict]:
+        flow_runs: dict[str, Any] = {"deployment_id": {"any_": [deployment_id]}}
+        if states:
+            flow_runs["state"] = {"type": {"any_": states}}
+        return self.request("POST", "/flow_runs/filter", json={"flow_runs": flow_runs, "sort": "START_TIME_DESC"})
+
+    def resume(self, run_id: str, run_input: dict) -> dict:
+        return self.request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
+
+    def block(self, block_type: str, name: str) -> dict:
+        return self.request("GET", f"/block_types/slug/{block_type}/block_documents/name/{name}",
+                            params={"include_secrets": "false"})
+
+    def artifacts(self, flow_run_id: str) -> list[dict]:
+        return self.request("POST", "/artifacts/filter",
+                            json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# --- notification receivers -------------------------------------------------------------
+@dataclass
+class SmtpReceiver:
+    """aiosmtpd on loopback that requires STARTTLS and a login, as a real relay does."""
+
+    directory: Path
+    username: str = "antelope-ha"
+    password: str = "not-a-real-password"
+    messages: list[Message] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    ca_path: Path | None = None
+    _controller: Any = None
+
+    def start(self) -> None:
+        import trustme
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ca = trustme.CA()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca_path = self.directory / "smtp-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        received = self.messages
+
+        class Sink:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                message = email.message_from_bytes(envelope.content)
+                message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+                received.append(message)
+                return "250 OK"
+
+        def login(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            ok = (isinstance(data, LoginPassword) and data.login == self.username.encode()
+                  and data.password == self.password.encode())
+            return AuthResult(success=ok, handled=False)  # handled=False: a refusal gets its 535 reply
+
+        self._controller = Controller(Sink(), hostname="127.0.0.1", port=self.port, tls_context=context,
+                                      require_starttls=True, authenticator=login, auth_require_tls=True)
+        self._controller.start()
+
+    def texts(self) -> list[str]:
+        """Subject and plain-text body of each message received."""
+        out = []
+        for m in self.messages:
+            plain = next((p.get_payload(decode=True).decode() for p in m.walk()
+                          if p.get_content_type() == "text/plain"), "")
+            out.append(f"{m['Subject']}\n{plain}")
+        return out
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@dataclass
+class HttpReceiver:
+    """A stand-in SMS gateway: records every request's path, headers and JSON body."""
+
+    requests: list[dict] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                received.append({"path": self.path, "headers": dict(self.headers), "json": body})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"queued": true}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
