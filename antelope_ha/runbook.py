@@ -76,10 +76,6 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "The record is the `<pair>-state` block; a missing one means MS holds epoch 1.",
         "`antelope-ha status --pair <pair>` shows the record next to what the sites say. If the Prefect "
         "server is down, read `ha/authority` on both sites and stop: act only with a readable record.", acts=False),
-    "Write the pair state": StepGuide(
-        "Store the decision and the updated counters.",
-        "The block is written through the Prefect API (retried twice).",
-        "Check the Prefect server (`prefect server` health, disk space); rerun the flow: it converges.", acts=False),
     "Mark fallback in progress": StepGuide(
         "Tell the health flow a fallback is under way, so it does not fence MS while dbids starts there.",
         "The flag in the state record.",

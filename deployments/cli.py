@@ -238,12 +238,10 @@ def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configura
 
 # --- pause, resume, ack: the state record only -------------------------------------------
 def _change_state(pair_name: str, change) -> HAState:
-    from tasks.state import save_state
+    from tasks.state import update_state
 
-    pair, state = load_pair_and_state(pair_name)
-    state = change(state)
-    save_state(pair_name, state)
-    return state
+    pair, _ = load_pair_and_state(pair_name)
+    return update_state(pair_name, pair.main.name, change)
 
 
 @app.command()

@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from antelope_ha.state import Replica
 from tasks import ids
 from tasks.pair import load_pair
-from tasks.state import read_state, write_state
+from tasks.state import read_state, update_state
 
 
 @flow(name="replicate-lastid", description="Copy MS dbids.lastid to BUS and record the replica's time.")
@@ -29,6 +29,7 @@ def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
     values = ids.read_lastid(ms)
     outcome = ids.raise_lastid(bus, values, f"replica of {ms.name} dbids.lastid", dry_run)
     if not dry_run:
-        write_state(pair_name, read_state(pair_name, ms.name).model_copy(
-            update={"replica": Replica(taken_at=taken_at, values=values)}))
+        replica = Replica(taken_at=taken_at, values=values)
+        update_state(pair_name, ms.name, lambda s: s.model_copy(update={"replica": replica})
+                     if s.authority.site == ms.name else s)
     return f"replica of {ms.name} lastid taken at {time.strftime('%H:%M:%S', time.gmtime(taken_at))} UTC: {outcome.detail}"

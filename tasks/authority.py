@@ -13,7 +13,7 @@ from antelope_ha.site import Outcome, StepFailed
 from antelope_ha.state import HAState
 from tasks.realtime import STEP, logged
 from tasks.sites import site
-from tasks.state import load_state, save_state
+from tasks.state import load_state, update_state
 
 
 class EpochRefused(StepFailed):
@@ -27,11 +27,12 @@ def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list
     log = get_run_logger()
     state = load_state(pair_name, main_site)
     if state.authority.site != cfg.name:
-        state = state.with_authority(cfg.name, flow_run.get_id(), reason)
         if dry_run:
+            state = state.with_authority(cfg.name, flow_run.get_id(), reason)
             log.info("DRY RUN: would record %s authoritative at epoch %d", cfg.name, state.authority.epoch)
             return state
-        save_state(pair_name, state)
+        state = update_state(pair_name, main_site, lambda s: s if s.authority.site == cfg.name
+                             else s.with_authority(cfg.name, flow_run.get_id(), reason))
         log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
     else:
         log.info("authority: %s already holds epoch %d", cfg.name, state.authority.epoch)

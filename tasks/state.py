@@ -2,8 +2,14 @@
 sees the same record, wherever MS is)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
 
 from antelope_ha.state import HAState
 from blocks.pair import PairState
@@ -14,25 +20,42 @@ def state_block_name(pair_name: str) -> str:
 
 
 def load_state(pair_name: str, main_site: str) -> HAState:
-    """The stored state, or the initial one (MS authoritative, epoch 1)."""
+    """The stored state, or the initial one (MS authoritative, epoch 1) when none
+    was ever stored. Any other failure to read it is raised: a record that could
+    not be read must never be replaced by epoch 1."""
     try:
         return PairState.load(state_block_name(pair_name)).state
-    except ValueError:
-        return HAState.initial(main_site)
+    except ValueError as exc:
+        if isinstance(exc.__cause__, ObjectNotFound):
+            return HAState.initial(main_site)
+        raise
 
 
 def save_state(pair_name: str, state: HAState) -> None:
     PairState(state=state).save(state_block_name(pair_name), overwrite=True)
 
 
+def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAState]) -> HAState:
+    """Read, change and write the record under a mutex (a strict global
+    concurrency limit of one), so that two flows changing it at once cannot
+    undo each other's change. Returns what was stored."""
+    name = f"antelope-ha-{pair_name}-state"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with concurrency(name, occupy=1, strict=True, timeout_seconds=60, lease_duration=60):
+        current = load_state(pair_name, main_site)
+        changed = change(current)
+        if changed != current:
+            save_state(pair_name, changed)
+        return changed
+
+
 @task(name="Read the pair state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def read_state(pair_name: str, main_site: str) -> HAState:
     return load_state(pair_name, main_site)
-
-
-@task(name="Write the pair state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def write_state(pair_name: str, state: HAState) -> None:
-    save_state(pair_name, state)
 
 
 @task(name="Record the health decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -50,14 +73,16 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
 
     if procedure_holder(pair_name):
         return False
-    current = load_state(pair_name, main_site)
     checked = ("pause", "hold_down_ack", "fallback_in_progress")
-    if current.authority.marker() != seen.authority.marker() or any(
-            getattr(current, name) != getattr(seen, name) for name in checked):
-        return False
-    save_state(pair_name, current.model_copy(update={"consecutive_failures": decided.consecutive_failures,
-                                                     "decisions": decided.decisions}))
-    return True
+
+    def unchanged(current: HAState) -> bool:
+        return current.authority.marker() == seen.authority.marker() and all(
+            getattr(current, name) == getattr(seen, name) for name in checked)
+
+    stored = update_state(pair_name, main_site, lambda current: current.model_copy(update={
+        "consecutive_failures": decided.consecutive_failures, "decisions": decided.decisions})
+        if unchanged(current) else current)
+    return stored.decisions == decided.decisions
 
 
 @task(name="Mark fallback in progress", task_run_name="fallback in progress: {value}",
@@ -65,13 +90,11 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
 def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_run: bool = False) -> None:
     """While set, the health flow does not fence MS (its dbids is about to start)."""
     if not dry_run:
-        state = load_state(pair_name, main_site)
-        save_state(pair_name, state.model_copy(update={"fallback_in_progress": value}))
+        update_state(pair_name, main_site, lambda s: s.model_copy(update={"fallback_in_progress": value}))
 
 
 @task(name="Record the recovery window", task_run_name="record the recovery window of epoch {epoch}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def record_recovery_window(pair_name: str, main_site: str, epoch: int, window: tuple[float, float]) -> None:
-    state = load_state(pair_name, main_site)
-    save_state(pair_name, state.model_copy(
-        update={"recovery_windows": {**state.recovery_windows, epoch: window}}))
+    update_state(pair_name, main_site, lambda s: s.model_copy(
+        update={"recovery_windows": {**s.recovery_windows, epoch: window}}))

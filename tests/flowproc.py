@@ -2,7 +2,7 @@
 at a chosen point: the child of the crash tests.
 
     python -m tests.flowproc FLOW PAIR [--param NAME=JSON ...] [--trace FILE]
-                             [--kill after-step:N | after-change:K]
+                             [--kill after-step:N | after-change:K | in-step:N:K]
 
 The flow talks to the Prefect API named by ``PREFECT_API_URL`` (the test
 server). Every point where the process can be killed is counted, so that a
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-KILL_POINTS = ("after-step", "after-change")
+KILL_POINTS = ("after-step", "after-change", "in-step")
 
 
 @dataclass
@@ -39,9 +39,10 @@ class Tracer:
 
     trace: IO[str] | None
     kill_point: str | None = None
-    kill_at: int = 0
+    kill_at: int | tuple[int, int] = 0
     steps: int = 0
     changes: int = 0
+    changes_in_step: int = 0
     step_names: list[str] = field(default_factory=list)
 
     def _emit(self, event: dict[str, Any]) -> None:
@@ -49,13 +50,14 @@ class Tracer:
             self.trace.write(json.dumps(event) + "\n")
             self.trace.flush()
 
-    def _maybe_kill(self, point: str, count: int) -> None:
+    def _maybe_kill(self, point: str, count: int | tuple[int, int]) -> None:
         if self.kill_point == point and self.kill_at == count:
             self._emit({"kind": "killed", "point": point, "n": count})
             os.kill(os.getpid(), signal.SIGKILL)
 
     def step_done(self, name: str) -> None:
         self.steps += 1
+        self.changes_in_step = 0
         self._emit({"kind": "step", "n": self.steps, "name": name})
         self._maybe_kill("after-step", self.steps)
 
@@ -64,6 +66,8 @@ class Tracer:
         self._emit({"kind": "change", "n": self.changes, "site": site, "action": action,
                     "step": current_step(), "after_steps": self.steps})
         self._maybe_kill("after-change", self.changes)
+        self.changes_in_step += 1
+        self._maybe_kill("in-step", (self.steps, self.changes_in_step))
 
 
 def current_step() -> str | None:
@@ -135,11 +139,17 @@ def flow_by_name(name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-def parse_kill(value: str) -> tuple[str, int]:
-    point, _, n = value.partition(":")
-    if point not in KILL_POINTS or not n.isdigit() or int(n) < 1:
-        raise argparse.ArgumentTypeError(f"--kill must be after-step:N or after-change:K (N, K >= 1), got {value!r}")
-    return point, int(n)
+def parse_kill(value: str) -> tuple[str, int | tuple[int, int]]:
+    """after-step:N, after-change:K, or in-step:N:K (the K-th change once N steps
+    are done: the middle of step N+1, however many changes earlier steps made)."""
+    point, _, rest = value.partition(":")
+    numbers = rest.split(":")
+    expected = 2 if point == "in-step" else 1
+    if point not in KILL_POINTS or len(numbers) != expected or not all(n.isdigit() for n in numbers) \
+            or (point != "in-step" and int(numbers[0]) < 1) or int(numbers[-1]) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--kill must be after-step:N, after-change:K or in-step:N:K, got {value!r}")
+    return (point, (int(numbers[0]), int(numbers[1]))) if point == "in-step" else (point, int(numbers[0]))
 
 
 def parse_param(value: str) -> tuple[str, Any]:
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pair")
     parser.add_argument("--param", type=parse_param, action="append", default=[])
     parser.add_argument("--trace", help="JSON lines file of the steps and changes")
-    parser.add_argument("--kill", type=parse_kill, help="after-step:N or after-change:K")
+    parser.add_argument("--kill", type=parse_kill, help="after-step:N, after-change:K or in-step:N:K")
     args = parser.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):
         raise SystemExit("set PREFECT_API_URL to the Prefect server the flow should use")
