@@ -55,12 +55,12 @@ from antelope_ha.lastid import failover_lastid
 from antelope_ha.runner import CommandResult, Runner, RunnerError
 from antelope_ha.site import Site
 from antelope_ha.state import HAState, Replica
-from blocks.pair import AntelopePair
 from flows.failover import failover
 from flows.health import health
 from flows.replicate import replicate_lastid
 from simsite.pair import SimPair
-from tasks.state import load_state, save_state
+from tasks.pair import register_pair
+from tasks.state import load_state
 
 PAIR_NAME = "bench-failover"
 # The drill's policy: K = 3 failed probes one second apart.
@@ -270,9 +270,7 @@ def running_pair(workdir: Path) -> Iterator[tuple[SimPair, PairConfig]]:
 def flow_repetition(workdir: Path, clock: SiteClock) -> Repetition:
     """Detection and failover through the Prefect flows."""
     with running_pair(workdir) as (pair, cfg):
-        AntelopePair(main=cfg.main.model_dump(), backup=cfg.backup.model_dump(), witness=cfg.witness,
-                     policy=cfg.policy).save(PAIR_NAME, overwrite=True)
-        save_state(PAIR_NAME, HAState.initial(cfg.main.name))
+        register_pair(PAIR_NAME, cfg)
         try:
             with clock.watching():
                 replicate_lastid(pair_name=PAIR_NAME)  # a fresh replica: no approval needed

@@ -28,16 +28,14 @@ from prefect.flow_runs import resume_flow_run
 
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
-from blocks.pair import AntelopePair
 from flows.fallback import fallback
 from flows.health import health
 from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from simsite.orb import read_packets
 from simsite.pair import SimPair
-from antelope_ha.state import HAState
+from tasks.pair import register_pair
 from tasks.sites import close_all
-from tasks.state import save_state
 
 DRILL_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=1.0, probe_timeout_s=1.0,
                           hold_down_s=3600, lastid_margin=1000, lastid_max_age_s=600,
@@ -161,9 +159,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
         tl.step("start the simulated pair (MS, BUS, witness), each site behind its own sshd",
                 lambda: (pair.serve_ssh(), pair.start()) and None)
         cfg = pair.pair_config(DRILL_POLICY)
-        AntelopePair(main=cfg.main.model_dump(), backup=cfg.backup.model_dump(), witness=cfg.witness,
-                     policy=cfg.policy).save("drill", overwrite=True)
-        save_state("drill", HAState.initial(cfg.main.name))  # a new pair starts at epoch 1
+        register_pair("drill", cfg)
         tl.step("ids flowing at both sites", lambda: wait_until(
             "rows at both sites", lambda: len(origin_times(ms_dir)) >= 5 and len(origin_times(bus_dir)) >= 5)
             or f"MS {len(origin_times(ms_dir))} origins, BUS {len(origin_times(bus_dir))} origins")

@@ -29,16 +29,14 @@ from antelope_ha.commands import fmt_epoch, fmt_time
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.runbook import (APPROVAL, Command, Runbook, RunbookStep, Scenario, guide, normalizer,
                                  to_html, to_markdown)
-from antelope_ha.state import HAState
-from blocks.pair import AntelopePair
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
 from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from simsite.pair import SimPair
+from tasks.pair import register_pair
 from tasks.sites import close_all, plans
-from tasks.state import save_state
 
 PAIR_NAME = "runbook-sim"
 RUNBOOK_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=10, probe_timeout_s=3,
@@ -183,9 +181,7 @@ def generate(workdir: Path) -> Generated:
         pair.serve_ssh()
         pair.start()
         cfg = pair.pair_config(RUNBOOK_POLICY)
-        AntelopePair(main=cfg.main.model_dump(), backup=cfg.backup.model_dump(), witness=cfg.witness,
-                     policy=cfg.policy).save(PAIR_NAME, overwrite=True)
-        save_state(PAIR_NAME, HAState.initial(cfg.main.name))
+        register_pair(PAIR_NAME, cfg)
         g = Generator(pair, cfg)
         ms, bus = cfg.main.name, cfg.backup.name
         g.scenario("replicate-lastid", replicate_lastid, f"{ms} authoritative",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
-from blocks.pair import AntelopePair
 from flows.drill import answer_paused_runs, origin_times
 from simsite.pair import SimPair
+from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state, save_state
 
@@ -56,9 +56,7 @@ def sim_pair(tmp: Path, name: str, policy: PairPolicy = FAST) -> Iterator[Sim]:
         pair.serve_ssh()
         pair.start()
         cfg = pair.pair_config(policy)
-        AntelopePair(main=cfg.main.model_dump(), backup=cfg.backup.model_dump(), witness=cfg.witness,
-                     policy=cfg.policy).save(name, overwrite=True)
-        save_state(name, HAState.initial("ms"))
+        register_pair(name, cfg)
         sim = Sim(pair, name, cfg)
         sim.wait_rows("ms", 0)
         sim.wait_rows("bus", 0)
