@@ -33,12 +33,14 @@ def lock_name(pair_name: str) -> str:
     return f"antelope-ha-{pair_name}-procedure"
 
 
-def ensure_limit(pair_name: str) -> None:
+def ensure_limit(name: str) -> None:
+    """Create the global concurrency limit ``name`` (one slot) if it is missing:
+    acquired with strict=True, a missing limit is an error, not a free pass."""
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(lock_name(pair_name))
+            client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=lock_name(pair_name), limit=1))
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def holder_variable(pair_name: str) -> str:
@@ -68,7 +70,7 @@ def procedure_holder(pair_name: str) -> str:
 @contextmanager
 def procedure_lock(pair_name: str, procedure: str, wait_s: float = 5.0) -> Iterator[None]:
     """Hold the pair for ``procedure``; refuse, naming the holder, if it is taken."""
-    ensure_limit(pair_name)
+    ensure_limit(lock_name(pair_name))
     holder_var = holder_variable(pair_name)
     held = ExitStack()
     try:

@@ -6,13 +6,12 @@ from collections.abc import Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
 from antelope_ha.state import HAState
 from blocks.pair import PairState
+from tasks.lock import ensure_limit, procedure_holder
 
 
 def state_block_name(pair_name: str) -> str:
@@ -40,11 +39,7 @@ def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAS
     concurrency limit of one), so that two flows changing it at once cannot
     undo each other's change. Returns what was stored."""
     name = f"antelope-ha-{pair_name}-state"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    ensure_limit(name)
     with concurrency(name, occupy=1, strict=True, timeout_seconds=60, lease_duration=60):
         current = load_state(pair_name, main_site)
         changed = change(current)
@@ -69,8 +64,6 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
     authority, the pause, the hold-down acknowledgement or the fallback flag
     changed since ``seen``: the decision was made on a stale record.
     """
-    from tasks.lock import procedure_holder
-
     if procedure_holder(pair_name):
         return False
     checked = ("pause", "hold_down_ack", "fallback_in_progress")
