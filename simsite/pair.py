@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from simsite.layout import (
     ORCHESTRATOR, SETTINGS_FILE, SITE_ENV, SITES, WITNESS, PairSettings, SitePaths, SiteSettings,
 )
 from simsite.net import Network
+from simsite.ports import listen_ports
 from simsite.runner import SimRunner
 from simsite.sshd import SshdHandle, start_sshd
 
@@ -38,20 +38,6 @@ HOSTS = (*SITES, WITNESS)
 
 class SimError(RuntimeError):
     """A simulation request that cannot be carried out."""
-
-
-def free_ports(addresses: list[str]) -> list[int]:
-    """One free TCP port on each address (all held until every one is chosen)."""
-    socks = []
-    try:
-        for address in addresses:
-            s = socket.socket()
-            s.bind((address, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class SimPair:
@@ -72,7 +58,7 @@ class SimPair:
             raise SimError(f"{root} already holds a simulated pair; use SimPair.open")
         base = ipaddress.IPv4Address(base_address)
         ms, bus, witness = (str(base + i) for i in range(3))
-        ports = free_ports([ms, ms, bus, bus, witness])
+        ports = listen_ports([ms, ms, bus, bus, witness])
         settings = PairSettings(
             packet_interval_s=packet_interval_s,
             seed=seed,

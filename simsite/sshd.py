@@ -23,12 +23,13 @@ import atexit
 import getpass
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from simsite.ports import listen_port
 
 SSHD = "/usr/sbin/sshd"  # absolute: sshd re-executes itself by this path
 _running: set[SshdHandle] = set()
@@ -213,7 +214,7 @@ def start_sshd(
     home_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         handle = SshdHandle(
-            host=host, port=port or _free_port(host), username=getpass.getuser(),
+            host=host, port=port or listen_port(host), username=getpass.getuser(),
             directory=directory, home=home_dir, client_key_path=client_key,
             host_key_path=host_key, extra_config=tuple(extra_config),
         )
@@ -271,12 +272,6 @@ def _keygen(path: Path, comment: str) -> Path:
             check=True, capture_output=True,
         )
     return path
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -19,6 +19,7 @@ from antelope_ha.rtexec_pf import set_task_run
 from antelope_ha.runner import HostUnreachable, LocalRunner
 from simsite import procs
 from simsite.pair import SimPair
+from simsite.ports import ephemeral_range
 
 TABLE_IDS = {"origin": "orid", "event": "evid", "arrival": "arid", "wfdisc": "wfid"}
 
@@ -308,3 +309,11 @@ def test_cli_creates_and_shows_a_pair(tmp_path: Path) -> None:
     status = subprocess.run([sys.executable, "-m", "simsite", "status", str(tmp_path / "p")],
                             capture_output=True, text=True, check=True).stdout
     assert "dbids      Run yes not running" in status and "rtexec not running" in status
+
+
+def test_server_ports_are_outside_the_ephemeral_range_so_no_client_can_hold_them(tmp_path: Path) -> None:
+    low, high = ephemeral_range()
+    settings = SimPair.create(tmp_path / "pair").settings
+    ports = [p for s in settings.sites.values() for p in (s.idserver_port, s.orb_port)] + [settings.witness_port]
+    assert len(set(ports)) == len(ports), ports
+    assert not [p for p in ports if low <= p <= high], (ports, (low, high))
