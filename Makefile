@@ -23,8 +23,9 @@ bench: deps
 deps: sysdeps $(STAMP)
 
 # openssh-server: a real sshd per simulated site; chromium: the approval form
-# of the Prefect UI, driven headless by the end-to-end tests.
-DEBS := openssh-server chromium
+# of the Prefect UI, driven headless by the end-to-end tests; postgresql: the
+# database of the end-to-end tests' Prefect server, as on real hosts.
+DEBS := openssh-server chromium postgresql
 sysdeps:
 	@missing=; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -9,11 +9,12 @@ from __future__ import annotations
 import email
 import json
 import os
+import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,14 +26,10 @@ from typing import Any
 
 import httpx
 
+from simsite.ports import listen_port
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout_s: float, poll_s: float = 0.5) -> Any:
@@ -57,13 +54,73 @@ def _stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
             proc.wait()
 
 
+# --- PostgreSQL ----------------------------------------------------------------------
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on loopback, the database a real Prefect server uses.
+
+    On SQLite the server answers 503 whenever a write finds the database
+    locked. Prefect's client retries, the UI does not: an approval submitted
+    in the browser then fails with "Something went wrong". docs/operating.md
+    tells operators to use PostgreSQL; so do these tests.
+    """
+
+    port: int = field(default_factory=listen_port)
+    user: str = "prefect"
+    database: str = "prefect"
+    directory: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def start(self) -> None:
+        # PostgreSQL refuses to run as root: then the cluster belongs to Debian's postgres user,
+        # in a directory of its own (pytest's are closed to other users).
+        self.directory = Path(tempfile.mkdtemp(prefix="antelope-ha-e2e-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        data = self.directory / "data"
+        self._run("initdb", "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run("pg_ctl", "-D", str(data), "-l", str(self.directory / "server.log"), "-w", "-t", "60",
+                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database)
+
+    def stop(self) -> None:
+        if self.directory is None:
+            return
+        if (self.directory / "data" / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory = None
+
+    def _run(self, program: str, *args: str) -> None:
+        argv = [str(_postgres_bindir() / program), *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        if done.returncode != 0:
+            log = self.directory / "server.log" if self.directory else None
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
+                               + (log.read_text(errors="replace")[-2000:] if log and log.exists() else ""))
+
+
+def _postgres_bindir() -> Path:
+    """Debian keeps the server programs under /usr/lib/postgresql/<major>/bin, off PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: run `make test` (it installs Debian's postgresql)")
+    return found[-1].parent
+
+
 # --- Prefect ------------------------------------------------------------------------
 @dataclass
 class PrefectServer:
-    """``prefect server start`` with its own home (SQLite db) on a free port."""
+    """``prefect server start`` with its own home on a free port, on SQLite or a given database."""
 
     home: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=listen_port)
+    database_url: str | None = None
     proc: subprocess.Popen | None = None
 
     @property
@@ -89,6 +146,8 @@ class PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         # The UI must call this server's API, not the default port 4200.
         env = {**self.env(), "PREFECT_UI_API_URL": self.api_url}
+        if self.database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -203,7 +262,7 @@ class SmtpReceiver:
     username: str = "antelope-ha"
     password: str = "not-a-real-password"
     messages: list[Message] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=listen_port)
     ca_path: Path | None = None
     _controller: Any = None
 

@@ -26,7 +26,7 @@ import yaml
 
 from antelope_ha.config import PairPolicy
 from simsite.pair import SimPair
-from tests.e2e.servers import Api, HttpReceiver, PrefectServer, SmtpReceiver, Worker, wait_for
+from tests.e2e.servers import Api, HttpReceiver, PostgresServer, PrefectServer, SmtpReceiver, Worker, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -119,6 +119,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from deployments.setup import setup
 
     tmp = tmp_path_factory.mktemp("e2e")
+    database = PostgresServer()
     server = PrefectServer(home=tmp / "prefect-home")
     smtp, sms = SmtpReceiver(tmp / "smtp"), HttpReceiver()
     pair = SimPair.create(tmp / "pair")
@@ -127,6 +128,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as env:
         started_at = time.time()
         try:
+            database.start()
+            server.database_url = database.url
             server.start()
             print(f"e2e: prefect server healthy after {time.time() - started_at:.1f} s")
             smtp.start()
@@ -156,6 +159,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             if api is not None:
                 api.close()
             server.stop()
+            database.stop()
             smtp.stop()
             sms.stop()
             pair.stop()
@@ -296,6 +300,11 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
+        trouble: list[str] = []
+        page.on("console", lambda m: m.type == "error" and trouble.append(f"console: {m.text}"))
+        page.on("requestfailed", lambda r: trouble.append(f"failed: {r.method} {r.url} {r.failure}"))
+        page.on("response", lambda r: r.status >= 400 and trouble.append(
+            f"{r.status}: {r.request.method} {r.url} {r.request.post_data} -> {r.text()}"))
         try:
             page.goto(f"{base_url}/runs/flow-run/{run_id}")
             page.get_by_role("button", name="Resume").first.click()
@@ -310,9 +319,9 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
             page.screenshot(path=str(screenshots / "resume-form.png"))
             form.get_by_role("button", name="Submit").click()
             form.wait_for(state="hidden")
-        except Exception:
+        except Exception as exc:
             page.screenshot(path=str(screenshots / "failed.png"))
-            raise
+            raise AssertionError("the UI did not take the answer:\n" + "\n".join(trouble)) from exc
         finally:
             browser.close()
 
