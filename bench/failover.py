@@ -55,6 +55,7 @@ from antelope_ha.lastid import failover_lastid
 from antelope_ha.runner import CommandResult, Runner, RunnerError
 from antelope_ha.site import Site
 from antelope_ha.state import HAState, Replica
+from flows.calling import call_flow
 from flows.failover import failover
 from flows.health import health
 from flows.replicate import replicate_lastid
@@ -277,7 +278,7 @@ def flow_repetition(workdir: Path, clock: SiteClock) -> Repetition:
                 health_runs: list[tuple[UUID, float]] = []  # (flow run, when the call returned)
 
                 def cycle() -> str:
-                    state = health(pair_name=PAIR_NAME, return_state=True)
+                    state = call_flow(health, pair_name=PAIR_NAME, return_state=True)
                     health_runs.append((state.state_details.flow_run_id, time.time()))
                     return state.result().split(":", 1)[0]
 

@@ -186,6 +186,7 @@ def plan(procedure: Annotated[Procedure, typer.Argument(help="the procedure to d
          end: Annotated[float | None, typer.Option(help="recovery: window end (epoch s)")] = None) -> None:
     """Dry-run the procedure's flow (the same code as the real run) and print
     the commands it would run on each site. Nothing on the sites changes."""
+    from flows.calling import call_flow
     from flows.failover import failover
     from flows.fallback import fallback
     from flows.health import health
@@ -197,7 +198,7 @@ def plan(procedure: Annotated[Procedure, typer.Argument(help="the procedure to d
     flows = {"failover": failover, "fallback": fallback, "recovery": recovery,
              "replicate": replicate_lastid, "health": health}
     params = {"start": start, "end": end} if procedure is Procedure.recovery else {}
-    state = flows[procedure.value](pair_name=pair_name, dry_run=True, return_state=True, **params)
+    state = call_flow(flows[procedure.value], pair_name=pair_name, dry_run=True, return_state=True, **params)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         out.print(f"[red]dry run of {procedure.value} failed: {result}[/red]")

@@ -28,6 +28,7 @@ from prefect.flow_runs import resume_flow_run
 
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
+from flows.calling import call_flow
 from flows.fallback import fallback
 from flows.health import health
 from flows.recovery import recovery
@@ -164,7 +165,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
             "rows at both sites", lambda: len(origin_times(ms_dir)) >= 5 and len(origin_times(bus_dir)) >= 5)
             or f"MS {len(origin_times(ms_dir))} origins, BUS {len(origin_times(bus_dir))} origins")
         tl.step("replicate lastid MS -> BUS", lambda: replicate_lastid(pair_name="drill"))
-        tl.step("health check, MS healthy", lambda: health(pair_name="drill"))
+        tl.step("health check, MS healthy", lambda: call_flow(health, pair_name="drill"))
 
         t_fail = time.time()
         tl.step("MS crashes (power off)", lambda: pair.power_off("ms") or None)
@@ -178,7 +179,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
             deadline = time.time() + 60
             while time.time() < deadline:
                 started = time.time()
-                decision = health(pair_name="drill", failover_inline=True)
+                decision = call_flow(health, pair_name="drill", failover_inline=True)
                 if decision.startswith("failover"):
                     report.detection_s = round(started - t_fail, 2)
                     return decision
@@ -192,7 +193,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
             "BUS rows after the failover", lambda: max(origin_times(bus_dir), default=0) > t_failover) or None)
 
         tl.step("MS repaired and powered on (rtexec not started)", lambda: pair.power_on("ms", start_rtexec=False) or None)
-        tl.step("health fences MS as soon as it is back", lambda: health(pair_name="drill"))
+        tl.step("health fences MS as soon as it is back", lambda: call_flow(health, pair_name="drill"))
 
         stop = threading.Event()
         def answer(_: int) -> dict:

@@ -29,7 +29,10 @@ FAILOVER_EVENT = "antelope-ha.failover.requested"
 
 
 @flow(name="health", description="Probe MS and the witness from BUS and decide: stay, fail over, hold or fence.")
-def health(pair_name: str = "default", failover_inline: bool = False, dry_run: bool = False) -> str:
+async def health(pair_name: str = "default", failover_inline: bool = False, dry_run: bool = False) -> str:
+    """Async only so that a run ends when its body does: Prefect waits up to a
+    second at the end of each sync flow run for its heartbeat thread, and
+    detection pays that once per probe (K times). The steps are sync tasks."""
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
     ms, bus, policy = pair.main, pair.backup, pair.policy

@@ -29,6 +29,7 @@ from antelope_ha.commands import fmt_epoch, fmt_time
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.runbook import (APPROVAL, Command, Runbook, RunbookStep, Scenario, guide, normalizer,
                                  to_html, to_markdown)
+from flows.calling import call_flow
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
@@ -145,7 +146,7 @@ class Generator:
     def dry_run(self, flow: Flow, **params) -> DryRun:
         recorder = StepRecorder([self.cfg.main.name, self.cfg.backup.name], self.normalize)
         with recording(recorder):
-            state = flow(pair_name=PAIR_NAME, dry_run=True, return_state=True, **params)
+            state = call_flow(flow, pair_name=PAIR_NAME, dry_run=True, return_state=True, **params)
         result = state.result()
         text = _CLOCK.sub("<time> UTC", _CHANGES.sub(r"\1 <n> -> <n>", self.normalize(str(result))))
         return DryRun(str(state.state_details.flow_run_id), recorder.steps, text)

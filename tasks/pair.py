@@ -10,7 +10,8 @@ from blocks.pair import AntelopePair, NotifyTargets
 def load_pair(pair_name: str) -> tuple[PairConfig, NotifyTargets | None]:
     """The pair's configuration and notification targets, or a clear error."""
     try:
-        block = AntelopePair.load(pair_name)
+        # _sync: Prefect would hand the async health flow a coroutine instead
+        block = AntelopePair.load(pair_name, _sync=True)
     except ValueError as exc:
         if not isinstance(exc.__cause__, ObjectNotFound):
             raise

@@ -67,7 +67,8 @@ def publish_plan(procedure: str, plan: list[Planned]) -> str:
     """Log and publish the commands a dry run would have run, site by site."""
     text = format_plan(procedure, plan)
     get_run_logger().info("%s", text)
-    create_markdown_artifact(text, key=f"{procedure}-plan", description=f"dry run of {procedure}")
+    create_markdown_artifact(text, key=f"{procedure}-plan", description=f"dry run of {procedure}",
+                             _sync=True)  # also from the async health flow
     return text
 
 

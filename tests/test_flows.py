@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from flows.calling import call_flow
 from flows.drill import drill
 from flows.failover import failover
 from flows.fallback import fallback
@@ -35,7 +36,7 @@ def fail_over(sim: Sim) -> None:
     """MS dies; health cycles until the automatic failover has run."""
     sim.pair.power_off("ms")
     for _ in range(sim.cfg.policy.failures_before_failover + 2):
-        if health(pair_name=sim.name, failover_inline=True).startswith("failover"):
+        if call_flow(health, pair_name=sim.name, failover_inline=True).startswith("failover"):
             return
     raise AssertionError(f"no failover; last decisions: {sim.state().decisions[-3:]}")
 
@@ -89,12 +90,12 @@ def test_isolated_backup_and_cut_link_do_not_fail_over(tmp_path):
     with sim_pair(tmp_path, "isolated") as sim:
         sim.pair.isolate("bus")
         sim.pair.heal_link("orchestrator", "bus")  # the flows still reach BUS; BUS reaches no one
-        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(3)]
+        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(3)]
         assert all(d.startswith("stay") for d in decisions)
         assert "isolated" in decisions[-1]
         sim.pair.rejoin("bus")
         sim.pair.cut_link("bus", "ms")  # MS healthy, only BUS -> MS is cut
-        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(3)]
+        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(3)]
         assert all(d.startswith("stay") for d in decisions)
         assert "only the link bus -> ms is down" in decisions[-1]
         assert sim.state().authority.site == "ms" and running(sim, "ms", "dbids")
@@ -105,7 +106,7 @@ def test_fallback_rejected_at_first_gate_leaves_everything(tmp_path):
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
         sim.pair.power_on("ms", start_rtexec=False)
-        health(pair_name=sim.name)  # fences MS now that it is back
+        call_flow(health, pair_name=sim.name)  # fences MS now that it is back
         before = sim.snapshot("db/db", "ha/authority", "ha/armed")
         with answering("fallback", lambda n: approve(decision="reject")) as answers:
             result = fallback(pair_name=sim.name)
@@ -209,10 +210,10 @@ def test_split_brain_is_stopped_within_one_health_cycle(tmp_path):
         fail_over(sim)
         sim.pair.power_on("ms", start_rtexec=True)  # MS boots with its old rtexec.pf: dbids starts
         sim.pair.wait_for(lambda: running(sim, "ms", "dbids"), 20, "dbids starts on MS")
-        decision = health(pair_name=sim.name)
+        decision = call_flow(health, pair_name=sim.name)
         assert decision.startswith("fence") and "split brain" in decision
         assert not running(sim, "ms", "dbids")
-        assert health(pair_name=sim.name).startswith("stay")
+        assert call_flow(health, pair_name=sim.name).startswith("stay")
 
 
 def test_dry_runs_print_the_plan_and_change_nothing(tmp_path):
@@ -237,11 +238,11 @@ def test_flapping_main_fails_over_once_then_holds_until_acknowledged(tmp_path):
         sim.wait_rows("ms", time.time())
         replicate_lastid(pair_name=sim.name)
         sim.pair.power_off("ms")  # down again, well within the hold-down
-        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(4)]
+        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(4)]
         assert decisions[-1].startswith("hold") and "acknowledge" in decisions[-1]
         assert sim.state().authority.site == "ms"  # no second failover
         state = sim.state()
         sim.set_state(state.model_copy(update={"hold_down_ack": time.time()}))
-        decisions = [health(pair_name=sim.name, failover_inline=True) for _ in range(3)]
+        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(3)]
         assert any(d.startswith("failover") for d in decisions)
         assert_bus_authoritative(sim)

@@ -17,6 +17,7 @@ from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
 from blocks.pair import AntelopePair, PairState
+from flows.calling import call_flow
 from flows.failover import failover
 from flows.health import health
 from flows.replicate import replicate_lastid
@@ -94,7 +95,7 @@ def test_private_key_text_never_shows(tmp_path):
         close_all()  # no connection made with the key file is reused
 
         assert replicate_lastid(pair_name=sim.name).startswith("replica of ms lastid")
-        assert health(pair_name=sim.name).startswith("stay")
+        assert call_flow(health, pair_name=sim.name).startswith("stay")
         plan = failover(pair_name=sim.name, reason="dry run with a secret key", dry_run=True)
         assert "Dry run of failover" in plan
 
