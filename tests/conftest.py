@@ -1,13 +1,17 @@
-"""Test settings: an isolated Prefect home, set before Prefect is imported,
-and one Prefect test server for the whole session (it costs ~12 s to start)."""
+"""Test settings, set before Prefect is imported: an isolated Prefect home, and
+the address of the one Prefect server the session's flows use (started by the
+``prefect_server`` fixture). Every thread and child process sees it."""
 import os
 import tempfile
+
+from simsite.ports import listen_port
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="antelope-ha-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
-os.environ.pop("PREFECT_API_URL", None)
+API_PORT = listen_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{API_PORT}/api"
 
 import pytest  # noqa: E402
 
@@ -15,8 +19,25 @@ pytest_plugins = ["tests.fixtures_ssh"]
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server`` on PostgreSQL, as on real hosts. On SQLite,
+    concurrent writers get 503s that Prefect's client retries after seconds of
+    backoff, and the flow tests waited on those more than on the sites."""
+    from tests.e2e.servers import PostgresServer, PrefectServer
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    database = PostgresServer()
+    server = PrefectServer(home=tmp_path_factory.mktemp("prefect-server"), port=API_PORT)
+    try:
+        database.start()
+        server.database_url = database.url
+        server.start(timeout_s=120)
+        yield server
+    finally:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        # what is still queued goes out while the server is up (else retried at exit, for minutes)
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
+        server.stop()
+        database.stop()
