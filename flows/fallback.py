@@ -63,12 +63,13 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
         # On BUS: follow MS again.
         for writer in bus.writer_tasks:
             realtime.start_task(bus, writer, dry_run)
-        set_fallback_in_progress(pair_name, ms.name, False, dry_run)
         for infosys in bus.infosys_tasks:
             realtime.stop_task(bus, infosys, dry_run)
         # On MS: feed the world.
         for infosys in ms.infosys_tasks:
             realtime.start_task(ms, infosys, dry_run)
+        # Last: a rerun that finds MS authoritative and this cleared has nothing left to do.
+        set_fallback_in_progress(pair_name, ms.name, False, dry_run)
 
         if dry_run:
             return publish_plan("fallback", plans(str(flow_run.get_id())))

@@ -65,9 +65,10 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         for writer in ms.writer_tasks:
             realtime.stop_task(ms, writer)
         data.merge(ms, excerpt, start, end)
-        for writer in ms.writer_tasks:
-            realtime.start_task(ms, writer)
         result = f"merged {wanted} rows into {ms.name}"
+    # Also after "already on MS": a run killed between the merge and this step left them stopped.
+    for writer in ms.writer_tasks:
+        realtime.start_task(ms, writer)
 
     seen = data.overlap(ms, excerpt)
     scan = ids.scan_ids(ms)
