@@ -121,10 +121,11 @@ def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 60.0
         time.sleep(poll_s)
 
 
-def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[int], dict],
+def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[int], dict | None],
                        records: list[dict]) -> None:
     """Answer each pause of ``flow_name`` runs through Prefect's resume API;
-    ``answer(n)`` gives the input for the n-th pause seen (0-based)."""
+    ``answer(n)`` gives the input for the n-th pause seen (0-based), or None
+    to leave that pause unanswered."""
     seen: set = set()
     while not stop.is_set():
         with get_client(sync_client=True) as client:
@@ -138,6 +139,8 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
                 continue
             given = answer(len(seen))
             seen.add(key)
+            if given is None:
+                continue
             resume_flow_run(run.id, run_input=given)
             records.append({"run": str(run.id), **given, "at": time.time()})
         stop.wait(0.3)

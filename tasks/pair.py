@@ -22,12 +22,17 @@ def load_pair(pair_name: str) -> tuple[PairConfig, NotifyTargets | None]:
     return block.config(), block.notify
 
 
+def save_pair(pair_name: str, pair: PairConfig) -> None:
+    """Save ``pair`` as the Antelope Pair block ``pair_name``; its record is left as it is."""
+    AntelopePair(main=pair.main.model_dump(), backup=pair.backup.model_dump(), witness=pair.witness,
+                 policy=pair.policy).save(pair_name, overwrite=True)
+
+
 def register_pair(pair_name: str, pair: PairConfig) -> None:
-    """Save ``pair`` as the Antelope Pair block ``pair_name`` and start its record
-    afresh (MS authoritative, epoch 1): what a new (simulated) pair needs."""
+    """Save the pair's block and start its record afresh (MS authoritative,
+    epoch 1): what a new (simulated) pair needs."""
     from antelope_ha.state import HAState
     from tasks.state import save_state
 
-    AntelopePair(main=pair.main.model_dump(), backup=pair.backup.model_dump(), witness=pair.witness,
-                 policy=pair.policy).save(pair_name, overwrite=True)
+    save_pair(pair_name, pair)
     save_state(pair_name, HAState.initial(pair.main.name))

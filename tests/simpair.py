@@ -67,8 +67,8 @@ def sim_pair(tmp: Path, name: str, policy: PairPolicy = FAST) -> Iterator[Sim]:
 
 
 @contextmanager
-def answering(flow_name: str, answer: Callable[[int], dict]) -> Iterator[list[dict]]:
-    """Answer the pauses of ``flow_name`` runs in a background thread."""
+def answering(flow_name: str, answer: Callable[[int], dict | None]) -> Iterator[list[dict]]:
+    """Answer the pauses of ``flow_name`` runs in a background thread (None: leave it unanswered)."""
     records: list[dict] = []
     stop = threading.Event()
     thread = threading.Thread(target=answer_paused_runs, args=(stop, flow_name, answer, records), daemon=True)

@@ -25,6 +25,7 @@ from antelope_ha.config import PairConfig, SiteConfig, UnknownSite
 from antelope_ha.runner import CommandFailed
 from antelope_ha.state import HAState, Replica
 from blocks.pair import AntelopePair
+from flows.calling import call_flow
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
@@ -158,7 +159,7 @@ def test_recovery_without_a_failover_on_record_asks_for_a_window(pair, record):
 @pytest.mark.parametrize("flow", [failover, fallback, recovery, health, replicate_lastid])
 def test_unknown_pair_is_named_and_nothing_changes(pair, record, flow):
     with unchanged(pair), pytest.raises(ValueError, match="no Antelope Pair block named 'no-such-pair'"):
-        flow(pair_name="no-such-pair")
+        call_flow(flow, pair_name="no-such-pair")
 
 
 def test_unknown_site_names(pair):

@@ -16,6 +16,7 @@ from flows.recovery import WindowError, recovery, window
 from flows.replicate import replicate_lastid
 from tasks.authority import EpochRefused, activate_idserver
 from tasks.lock import ProcedureInProgress
+from tasks.pair import save_pair
 from tests.simpair import Sim, answering, approve, sim_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -127,6 +128,14 @@ def test_fallback_rejected_at_second_gate_restores_backup(tmp_path):
         assert (sim.pair.paths("ms").dir / "ha" / "armed").exists()
         t = time.time()
         sim.wait_rows("bus", t)  # BUS writes again, with its own ids
+        # once more, the second gate left unanswered: it times out and BUS is restored the same way
+        save_pair(sim.name, sim.cfg.model_copy(update={"policy": sim.cfg.policy.model_copy(
+            update={"approval_timeout_s": 3, "approval_poll_s": 0.5})}))
+        with answering("fallback", lambda n: approve() if n == 0 else None) as answers:
+            result = fallback(pair_name=sim.name)
+        assert len(answers) == 1 and "start dbids on ms: timed out" in result and "restored as authority" in result
+        assert_bus_authoritative(sim)
+        sim.wait_rows("bus", time.time())
 
 
 def test_wrong_site_confirmation_is_asked_again(tmp_path):
@@ -204,7 +213,7 @@ def test_second_procedure_is_refused_naming_the_first(tmp_path):
         assert results and "nothing was changed" in results[0]
 
 
-def test_split_brain_is_stopped_within_one_health_cycle(tmp_path):
+def test_split_brain_is_stopped_within_one_health_cycle(tmp_path, caplog):
     with sim_pair(tmp_path, "split") as sim:
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
@@ -213,6 +222,8 @@ def test_split_brain_is_stopped_within_one_health_cycle(tmp_path):
         decision = call_flow(health, pair_name=sim.name)
         assert decision.startswith("fence") and "split brain" in decision
         assert not running(sim, "ms", "dbids")
+        alerts = [r.getMessage() for r in caplog.records if "NOTIFY SPLIT BRAIN stopped on ms" in r.getMessage()]
+        assert alerts and "its dbids had reached lastid {" in alerts[0], alerts  # the ids it handed out
         assert call_flow(health, pair_name=sim.name).startswith("stay")
 
 
