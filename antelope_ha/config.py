@@ -125,6 +125,10 @@ class PairPolicy(BaseModel):
         1800.0, gt=0, description="how long an approval step waits before leaving things as they are"
     )
     approval_poll_s: float = Field(2.0, gt=0, le=60, description="how often a paused run checks for an answer")
+    require_fence: bool = Field(
+        False, description="when MS cannot be reached to fence it, a person approves the failover first; "
+                           "off: an unreachable MS is taken for dead (see docs/reliability.md, cut links)"
+    )
 
 
 class WitnessConfig(BaseModel):

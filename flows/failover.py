@@ -4,7 +4,9 @@ started by hand from the UI.
 
 The steps, in the operators' order:
   0. check BUS can take over (descriptor, lastid, rtexec.pf read and complete),
-     then fence MS where it can be reached (arm it, stop any dbids there)
+     then fence MS where it can be reached (arm it, stop any dbids there);
+     with the policy's require_fence, an MS that cannot be reached needs a
+     person's approval first
   1. synchronise BUS dbids.lastid (replica + margin, never below BUS's own ids)
   2. record BUS as the authority (a new epoch), on the record and on the sites
   3. activate dbids on BUS (refused unless BUS holds the current epoch)
@@ -56,6 +58,11 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             return summary
 
         fenced = authority.fence(ms, f"{bus.name} takes over: {reason}", dry_run)
+        if not taken and not fenced.reachable and not unfenced_takeover_approved(pair, fenced.detail, dry_run):
+            summary = (f"did not fail over to {bus.name}: {ms.name} could not be fenced ({fenced.detail}) and "
+                       f"no one approved taking over without it; nothing was changed on either site")
+            notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
+            return summary
         if lastid is not None:
             ids.raise_lastid(bus, lastid, "failover: replica + margin, above every id in the local db", dry_run)
         state = authority.take_authority(pair_name, ms.name, bus, [ms], reason, dry_run)
@@ -79,6 +86,20 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
                       | marks | {"every step done": time.time()})
         publish_incident("failover", pair_name, state.authority.epoch, targets.ui_url if targets else None)
         return summary
+
+
+def unfenced_takeover_approved(pair: PairConfig, detail: str, dry_run: bool) -> bool:
+    """With ``require_fence``, an MS that cannot be reached may be alive behind a
+    cut link, its dbids still handing out ids: a person decides."""
+    policy = pair.policy
+    if not policy.require_fence:
+        return True
+    findings = (f"{detail}. {pair.main.name} may be down, or alive behind a cut link with its dbids still "
+                f"serving ids. Approve only if {pair.main.name} is known to be down or cut off from its "
+                f"writers' clients; the health flow fences it as soon as it can be reached.")
+    answer = ask_approval(f"failover without fencing {pair.main.name}", pair.backup.name, findings,
+                          policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    return answer.outcome in ("approved", "skipped (dry run)")
 
 
 def lastid_targets(pair: PairConfig, state: HAState, dry_run: bool) -> dict[str, int] | None:

@@ -17,7 +17,7 @@ from flows.replicate import replicate_lastid
 from tasks.authority import EpochRefused, activate_idserver
 from tasks.lock import ProcedureInProgress
 from tasks.pair import save_pair
-from tests.simpair import Sim, answering, approve, sim_pair
+from tests.simpair import FAST, Sim, answering, approve, sim_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -100,6 +100,33 @@ def test_isolated_backup_and_cut_link_do_not_fail_over(tmp_path):
         assert all(d.startswith("stay") for d in decisions)
         assert "only the link bus -> ms is down" in decisions[-1]
         assert sim.state().authority.site == "ms" and running(sim, "ms", "dbids")
+
+
+def test_ms_alive_behind_a_cut_link_is_not_taken_over_unfenced_without_a_person(tmp_path):
+    """require_fence: BUS and its worker reach nothing of MS, whose dbids still
+    serves: the failover cannot fence MS and asks; rejected, nothing changes;
+    approved, BUS takes over and the health flow fences MS once it is reachable."""
+    policy = FAST.model_copy(update={"require_fence": True, "approval_poll_s": 0.5})
+    with sim_pair(tmp_path, "unfenced", policy) as sim:
+        replicate_lastid(pair_name=sim.name)
+        for src in ("bus", "orchestrator"):
+            sim.pair.cut_link(src, "ms")
+        before = sim.snapshot(*CONFIG_FILES)
+        with answering("failover", lambda n: approve(site="bus", decision="reject")) as answers:
+            result = failover(pair_name=sim.name, reason="test: MS unreachable")
+        assert len(answers) == 1 and "could not be fenced" in result and "nothing was changed" in result
+        assert sim.snapshot(*CONFIG_FILES) == before and sim.state().authority.site == "ms"
+        assert running(sim, "ms", "dbids") and not running(sim, "bus", "dbids")
+
+        with answering("failover", lambda n: approve(site="bus")) as answers:
+            failover(pair_name=sim.name, reason="test: MS known cut off")
+        assert len(answers) == 1
+        assert sim.state().authority.site == "bus" and running(sim, "bus", "dbids")
+        assert running(sim, "ms", "dbids")  # not fenced: that is what the person approved
+        for src in ("bus", "orchestrator"):
+            sim.pair.heal_link(src, "ms")
+        assert call_flow(health, pair_name=sim.name).startswith("fence")
+        assert not running(sim, "ms", "dbids")
 
 
 def test_fallback_rejected_at_first_gate_leaves_everything(tmp_path):
