@@ -29,6 +29,7 @@ from prefect.flow_runs import resume_flow_run
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
 from flows.calling import call_flow
+from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
 from flows.recovery import recovery
@@ -182,10 +183,10 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
             deadline = time.time() + 60
             while time.time() < deadline:
                 started = time.time()
-                decision = call_flow(health, pair_name="drill", failover_inline=True)
-                if decision.startswith("failover"):
+                decision = call_flow(health, pair_name="drill")
+                if decision.startswith("failover"):  # on a server, the event it emits starts the failover
                     report.detection_s = round(started - t_fail, 2)
-                    return decision
+                    return failover(pair_name="drill", reason=decision.split(": ", 1)[1])
                 time.sleep(max(0.0, DRILL_POLICY.probe_interval_s - (time.time() - started)))
             raise TimeoutError(f"no failover within 60 s of MS's crash; last decision: {decision}")
         tl.step("health detects the failure and fails over, without a person", detect_and_fail_over)
