@@ -41,3 +41,15 @@ def prefect_server(tmp_path_factory):
         EventsWorker.drain_all()
         server.stop()
         database.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_flow_run_heartbeats():
+    """Flows called in this process skip the flow-run heartbeat thread, which a
+    sync flow run waits for at its end (up to a second each time). Heartbeats
+    let a server notice dead runs; no test relies on that, and the end-to-end
+    tests run their flows in worker processes with the default."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -305,14 +305,23 @@ RECOVERY = Procedure(
     "before the outage on, on MS", recovery_problems, lambda case: lost_on(case, "ms", case.ms_since, "bus"))
 
 
+@contextmanager
+def in_process() -> Iterator[None]:
+    """One flow at a time in this process; without heartbeats in lane threads too (tests/conftest.py)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with IN_PROCESS, temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def into_outage(case: Case) -> None:
     """Where the fallback starts: MS lost power, BUS took over (a fresh replica
     first, as the schedule keeps it), MS is back, rtexec not yet started."""
-    with IN_PROCESS:
+    with in_process():
         replicate_lastid(pair_name=case.name)
     case.ms_since = max(case.origins("ms"))
     case.pair.power_off("ms")
-    with IN_PROCESS:
+    with in_process():
         failover(pair_name=case.name, reason="crash test: MS powered off")
     case.bus_since = max(case.origins("bus"))
     case.wait_rows("bus", case.bus_since)
@@ -422,7 +431,7 @@ def fallback_and_recovery_tables(tmp: Path) -> tuple[list[Row], list[Row]]:
                     i = fb_mine[j]
                     fb_rows.append((i, crash_and_rerun(run, FALLBACK, case, fb_points[i], tmp / f"fallback{i}.trace")))
                 else:
-                    with IN_PROCESS:
+                    with in_process():
                         fallback(pair_name=case.name)
                 if j < len(rc_mine):
                     i = rc_mine[j]

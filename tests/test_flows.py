@@ -108,6 +108,10 @@ def test_ms_alive_behind_a_cut_link_is_not_taken_over_unfenced_without_a_person(
     approved, BUS takes over and the health flow fences MS once it is reachable."""
     policy = FAST.model_copy(update={"require_fence": True, "approval_poll_s": 0.5})
     with sim_pair(tmp_path, "unfenced", policy) as sim:
+        # behind a cut link, connects and commands on the open connection to MS hang until their limits
+        ms = sim.cfg.main.model_copy(update={"ssh": sim.cfg.main.ssh.model_copy(
+            update={"connect_timeout_s": 1.0, "command_timeout_s": 5.0})})
+        save_pair(sim.name, sim.cfg.model_copy(update={"main": ms}))
         replicate_lastid(pair_name=sim.name)
         for src in ("bus", "orchestrator"):
             sim.pair.cut_link(src, "ms")
