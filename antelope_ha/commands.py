@@ -52,12 +52,34 @@ def process_args(pid: int) -> Command:
     return cmd(f"check process {pid}", "ps", "-ww", "-p", str(pid), "-o", "args=")
 
 
-def process_age(pid: int) -> Command:
-    return cmd(f"age of process {pid} in seconds", "ps", "-p", str(pid), "-o", "etimes=")
-
-
 def site_clock() -> Command:
-    return cmd("the site's clock, epoch seconds", "date", "+%s")
+    return cmd("the site's clock, epoch seconds", "date", "+%s.%N")
+
+
+# proc(5), Linux: /proc/uptime starts with the seconds since boot; field 22 of
+# /proc/<pid>/stat is the process's start time in clock ticks since boot.
+# Both count from boot, so their difference is the process's age to 1/100 s,
+# where `ps -o etimes` gives whole seconds.
+def process_start(pid: int) -> Command:
+    return cmd(f"when process {pid} started", "cat", "/proc/uptime", f"/proc/{pid}/stat")
+
+
+def clock_ticks() -> Command:
+    return cmd("clock ticks per second", "getconf", "CLK_TCK")
+
+
+def parse_process_start(clock: float, output: str, ticks_per_s: int) -> float:
+    """The epoch second a process started, from ``process_start`` output and
+    the site's clock read just before it (so the result errs early, never
+    late, by the time between the two reads)."""
+    uptime_line, _, stat = output.partition("\n")
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    try:
+        uptime = float(uptime_line.split()[0])
+        started_ticks = int(fields[19])  # field 22; fields[0] is field 3, the state
+    except (IndexError, ValueError):
+        raise ValueError(f"cannot read a start time from {output[:200]!r}") from None
+    return clock - uptime + started_ticks / ticks_per_s
 
 
 def signal_process(pid: int, purpose: str) -> Command:
@@ -175,8 +197,8 @@ def overlap(python: str, db: str, excerpt: str) -> Command:
 
 
 def modified_time(path: str) -> Command:
-    """GNU stat: the file's modification time in epoch seconds."""
-    return cmd(f"when {path} last changed", "stat", "-c", "%Y", "--", path)
+    """GNU stat: the file's modification time in epoch seconds, to the nanosecond."""
+    return cmd(f"when {path} last changed", "stat", "-c", "%.9Y", "--", path)
 
 
 def remove_tree(path: str) -> Command:

@@ -1,3 +1,5 @@
+import pytest
+
 from antelope_ha import commands as C
 
 
@@ -36,3 +38,10 @@ def test_values_stay_single_arguments():
     c = C.probe_idserver("ms; rm -rf /:2498")
     assert c.argv == ("idserver_connect", "ms; rm -rf /:2498")
     assert str(c) == "idserver_connect 'ms; rm -rf /:2498'"
+
+
+def test_process_start_is_read_to_the_hundredth_of_a_second():
+    out = "1000.25 3999.50\n4242 (orb2dbt (x) y) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 95010 0 0\n"
+    assert C.parse_process_start(5000.0, out, 100) == 5000.0 - 1000.25 + 950.10
+    with pytest.raises(ValueError, match="cannot read a start time"):
+        C.parse_process_start(5000.0, "1000.25 3999.50\n4242 (orb2dbt) S 1\n", 100)

@@ -17,6 +17,7 @@ from antelope_ha import commands
 from antelope_ha.css30 import TABLES, read_table
 from antelope_ha.rtexec_pf import set_task_run
 from antelope_ha.runner import HostUnreachable, LocalRunner
+from antelope_ha.site import Site
 from simsite import procs
 from simsite.pair import SimPair
 from simsite.ports import ephemeral_range
@@ -162,6 +163,19 @@ def test_rtexec_follows_run_lines_and_restarts_a_crashed_task(running: SimPair) 
     wait_until(lambda: running.task_pids("ms", "pub2web"), "pub2web back to its command line")
     again = runner.run(["rtexec", "-s"])
     assert again.exit_status == 1 and "already running" in again.stderr
+
+
+def test_restart_task_tells_a_process_started_just_after_a_change_from_one_just_before(running: SimPair) -> None:
+    site = Site(running.site_config("ms"), running.runner("ms"))
+    [before] = site.task_pids("pub2web")
+    changed_at = time.time()  # the site's clock: the site runs on this machine
+    first = site.restart_task("pub2web", since=changed_at)
+    [after] = site.task_pids("pub2web")
+    assert first.changed and after != before
+    again = site.restart_task("pub2web", since=changed_at)
+    assert (again.changed, again.detail, site.task_pids("pub2web")) == (False, "pub2web already restarted", [after])
+    later = site.restart_task("pub2web", since=time.time())
+    assert later.changed and site.task_pids("pub2web") not in ([], [after])
 
 
 @pytest.mark.parametrize("argv", [
