@@ -3,8 +3,9 @@
 Principle: never fail over on doubt. Failover needs K consecutive failed
 probes of MS's ID server from BUS, the witness reachable from BUS (else BUS may
 be the one cut off), MS not answering on its own host either (else only the
-link BUS -> MS is down), no maintenance pause, and no unacknowledged hold-down
-after a recent failover.
+link BUS -> MS is down), no maintenance pause, no unacknowledged hold-down
+after a recent failover, and no unacknowledged failover a person declined in
+this outage (asking again every probe would only repeat the question).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def decide(state: HAState, probes: Probes, pair: PairConfig, now: float) -> tupl
 
     if probes.main_idserver_ok:
         return out("stay", f"{main} ID server answers: {probes.main_idserver_detail}",
-                   state.model_copy(update={"consecutive_failures": 0}))
+                   state.model_copy(update={"consecutive_failures": 0, "declined": None}))
 
     failures = state.consecutive_failures + 1
     state = state.model_copy(update={"consecutive_failures": failures})
@@ -62,6 +63,10 @@ def decide(state: HAState, probes: Probes, pair: PairConfig, now: float) -> tupl
                            f"{backup} -> {main} is down, not failing over", state)
     if state.pause is not None:
         return out("stay", f"{seen}; automatic failover paused by {state.pause.by}: {state.pause.reason}", state)
+    declined = state.declined
+    if declined is not None and (state.hold_down_ack is None or state.hold_down_ack < declined.at):
+        return out("hold", f"{seen}; but a failover to {backup} was declined in this outage ({declined.what}): "
+                           f"a person must acknowledge (antelope-ha ack) before health asks again", state)
     last = state.last_failover(backup)
     if last is not None and now - last.since < policy.hold_down_s and (
         state.hold_down_ack is None or state.hold_down_ack < last.since

@@ -85,6 +85,11 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "The record read at the start of the run is still the stored one; otherwise the decision is dropped "
         "and the next health run decides again.",
         "Check the Prefect server; the next scheduled health run decides again.", acts=False),
+    "Record a declined failover": StepGuide(
+        "Keep on the record that a person rejected or left unanswered a failover approval, so the health "
+        "flow holds instead of asking again at every probe of the same outage.",
+        "The record's declined entry (cleared when MS's ID server answers again or at a new authority).",
+        "`antelope-ha status` shows it; `antelope-ha ack` lets health request a failover again.", acts=False),
     "Record the recovery window": StepGuide(
         "Keep the window found for this BUS epoch on the record, so a rerun looks at the same rows.",
         "The record's recovery_windows entry for the epoch.",
@@ -99,8 +104,8 @@ STEP_GUIDE: dict[str, StepGuide] = {
     "Time of the descriptor change": StepGuide(
         "When the descriptor last changed, on the site's clock: writers started before read the old "
         "dbidserver and must restart.",
-        "`stat -c %Y` of the descriptor.",
-        "`stat -c %Y <rtexec_dir>/db/db` on the site; restart the writers started before it.", acts=False),
+        "`stat -c %.9Y` of the descriptor.",
+        "`stat -c %.9Y <rtexec_dir>/db/db` on the site; restart the writers started before it.", acts=False),
     "Read lastid": StepGuide(
         "Read a site's `dbids.lastid`: the last id given per key.",
         "The file parses as a CSS3.0 lastid table.",
@@ -201,10 +206,6 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Tell the operators what was decided or done (email, SMS gateway).",
         "A failed notification is logged and never stops the procedure.",
         "Check the notification blocks; tell the on-call operator by phone.", acts=False),
-    "Find dbids": StepGuide(
-        "List dbids processes on a site.",
-        "`ps -ww -eo pid=,args=` matches the dbids command of `rtexec.pf`.",
-        "`ps -ww -eo pid=,args= | grep dbids` on the site.", acts=False),
 }
 
 

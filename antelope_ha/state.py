@@ -1,5 +1,6 @@
 """The pair's shared state: who is authoritative (with an epoch), the health
-counters, maintenance pause and hold-down acknowledgement, the lastid replica.
+counters, maintenance pause, hold-down acknowledgement and a declined failover,
+the lastid replica.
 
 It is stored where every flow can read it even when MS is gone (a Prefect
 variable, see tasks/state.py); copies of the authority go to each reachable
@@ -38,6 +39,13 @@ class Pause(BaseModel):
     since: float
 
 
+class Declined(BaseModel):
+    """A failover a person rejected or left unanswered: health holds until acknowledged."""
+
+    at: float
+    what: str  # the approval asked, its outcome, and who said why
+
+
 class Replica(BaseModel):
     taken_at: float
     values: dict[str, int]
@@ -50,6 +58,7 @@ class HAState(BaseModel):
     decisions: list[Decision] = Field(default_factory=list)
     pause: Pause | None = None
     hold_down_ack: float | None = Field(None, description="when a person acknowledged the hold-down")
+    declined: Declined | None = Field(None, description="the last failover a person declined, until MS answers again")
     replica: Replica | None = None
     fallback_in_progress: bool = False
     recovery_windows: dict[int, tuple[float, float]] = Field(
@@ -64,7 +73,7 @@ class HAState(BaseModel):
         new = Authority(site=site, epoch=self.authority.epoch + 1, since=now or time.time(),
                         flow_run=flow_run, reason=reason)
         return self.model_copy(update={"authority": new, "history": [*self.history, self.authority],
-                                       "consecutive_failures": 0})
+                                       "consecutive_failures": 0, "declined": None})
 
     def record(self, decision: Decision) -> HAState:
         return self.model_copy(update={"decisions": [*self.decisions, decision][-MAX_DECISIONS:]})

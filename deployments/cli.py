@@ -141,6 +141,9 @@ def status(pair_name: PairOption = DEFAULT_PAIR,
         acked = state.hold_down_ack is not None and state.hold_down_ack >= last.since
         out.print(f"hold-down after the failover at {_when(last.since)}: "
                   + (f"acknowledged at {_when(state.hold_down_ack)}" if acked else "[yellow]not acknowledged[/yellow]"))
+    if state.declined and (state.hold_down_ack is None or state.hold_down_ack < state.declined.at):
+        out.print(f"[yellow]failover declined[/yellow] at {_when(state.declined.at)} ({state.declined.what}): "
+                  f"no automatic failover until acknowledged (antelope-ha ack)")
     if state.replica:
         out.print(f"lastid replica on {pair.backup.name}: {_age(state.replica.taken_at)} old "
                   f"(policy: at most {pair.policy.lastid_max_age_s:g} s)")
@@ -268,7 +271,8 @@ def resume(by: Annotated[str, typer.Option(help="your name")], pair_name: PairOp
 @app.command()
 def ack(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[str, typer.Option(help="why")],
         pair_name: PairOption = DEFAULT_PAIR) -> None:
-    """Acknowledge the hold-down after a failover: another automatic failover may happen."""
+    """Acknowledge the hold-down after a failover, or a declined failover: another
+    automatic failover may happen."""
     now = time.time()
     _change_state(pair_name, lambda s: s.model_copy(update={"hold_down_ack": now}).record(
         Decision(at=now, action="ack", reason=f"hold-down acknowledged by {by}: {reason}")))

@@ -27,13 +27,15 @@ from prefect.runtime import flow_run
 from antelope_ha.config import PairConfig
 from antelope_ha.state import HAState
 from tasks import authority, ids, realtime
-from tasks.approval import ask_approval
+from tasks.approval import ApprovalRecord, ask_approval
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times
 from tasks.sites import plans
-from tasks.state import read_state
+from tasks.state import read_state, record_declined
+
+ASK_AGAIN = "Health will not request another failover in this outage until a person runs antelope-ha ack."
 
 
 @flow(name="failover", log_prints=True,
@@ -50,17 +52,17 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
                                   bus.name, state.authority.epoch)
         ids.check_ready(bus)
-        lastid = None if taken else lastid_targets(pair, state, dry_run)
+        lastid = None if taken else lastid_targets(pair_name, pair, state, dry_run)
         if not taken and lastid is None:
             summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
-                       f"using it; nothing was changed on either site")
+                       f"using it; nothing was changed on either site. {ASK_AGAIN}")
             notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
             return summary
 
         fenced = authority.fence(ms, f"{bus.name} takes over: {reason}", dry_run)
-        if not taken and not fenced.reachable and not unfenced_takeover_approved(pair, fenced.detail, dry_run):
+        if not taken and not fenced.reachable and not unfenced_takeover_approved(pair_name, pair, fenced.detail, dry_run):
             summary = (f"did not fail over to {bus.name}: {ms.name} could not be fenced ({fenced.detail}) and "
-                       f"no one approved taking over without it; nothing was changed on either site")
+                       f"no one approved taking over without it; nothing was changed on either site. {ASK_AGAIN}")
             notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
             return summary
         if lastid is not None:
@@ -88,7 +90,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         return summary
 
 
-def unfenced_takeover_approved(pair: PairConfig, detail: str, dry_run: bool) -> bool:
+def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, dry_run: bool) -> bool:
     """With ``require_fence``, an MS that cannot be reached may be alive behind a
     cut link, its dbids still handing out ids: a person decides."""
     policy = pair.policy
@@ -99,10 +101,10 @@ def unfenced_takeover_approved(pair: PairConfig, detail: str, dry_run: bool) -> 
                 f"writers' clients; the health flow fences it as soon as it can be reached.")
     answer = ask_approval(f"failover without fencing {pair.main.name}", pair.backup.name, findings,
                           policy.approval_timeout_s, policy.approval_poll_s, dry_run)
-    return answer.outcome in ("approved", "skipped (dry run)")
+    return approved(pair_name, pair, answer, dry_run)
 
 
-def lastid_targets(pair: PairConfig, state: HAState, dry_run: bool) -> dict[str, int] | None:
+def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, dry_run: bool) -> dict[str, int] | None:
     """Step 1's numbers: replica + margin, never below BUS's own ids. When the
     replica is older than the policy allows, a person approves them first;
     None means they did not."""
@@ -123,7 +125,15 @@ def lastid_targets(pair: PairConfig, state: HAState, dry_run: bool) -> dict[str,
     )
     answer = ask_approval("failover with a stale lastid replica", bus.name, findings,
                           policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    return targets if approved(pair_name, pair, answer, dry_run) else None
+
+
+def approved(pair_name: str, pair: PairConfig, answer: ApprovalRecord, dry_run: bool) -> bool:
+    """A refusal (rejected or unanswered) is recorded, so that health does not
+    ask again at every probe of the same outage."""
     if answer.outcome in ("approved", "skipped (dry run)"):
-        return targets
-    get_run_logger().error("failover stopped before acting: lastid approval %s", answer.outcome)
-    return None
+        return True
+    by = f" by {answer.operator}: {answer.reason}" if answer.operator else ""
+    get_run_logger().error("failover stopped before acting: %s %s%s", answer.gate, answer.outcome, by)
+    record_declined(pair_name, pair.main.name, f"{answer.gate}: {answer.outcome}{by}", dry_run)
+    return False

@@ -97,7 +97,3 @@ def fence(cfg: SiteConfig, reason: str, dry_run: bool = False) -> FenceResult:
 def disarm(cfg: SiteConfig, reason: str, dry_run: bool = False) -> Outcome:
     return logged(site(cfg, dry_run).set_armed(False, reason))
 
-
-@task(name="Find dbids", task_run_name="find dbids on {cfg.name}", cache_policy=NO_CACHE, timeout_seconds=60)
-def dbids_pids(cfg: SiteConfig) -> tuple[int, ...]:
-    return tuple(site(cfg).task_pids(cfg.idserver_task))

@@ -2,6 +2,7 @@
 sees the same record, wherever MS is)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prefect import task
@@ -9,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
-from antelope_ha.state import HAState
+from antelope_ha.state import Declined, HAState
 from blocks.pair import PairState
 from tasks.lock import ensure_limit, procedure_holder
 
@@ -61,19 +62,21 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
     failover taking authority); writing back the whole record read seconds ago
     would undo them. Nothing is stored, and False returned, while a failover or
     fallback holds the pair (it is changing the record), or when the
-    authority, the pause, the hold-down acknowledgement or the fallback flag
-    changed since ``seen``: the decision was made on a stale record.
+    authority, the pause, the hold-down acknowledgement, the fallback flag or
+    the declined failover changed since ``seen``: the decision was made on a
+    stale record.
     """
     if procedure_holder(pair_name):
         return False
-    checked = ("pause", "hold_down_ack", "fallback_in_progress")
+    checked = ("pause", "hold_down_ack", "fallback_in_progress", "declined")
 
     def unchanged(current: HAState) -> bool:
         return current.authority.marker() == seen.authority.marker() and all(
             getattr(current, name) == getattr(seen, name) for name in checked)
 
     stored = update_state(pair_name, main_site, lambda current: current.model_copy(update={
-        "consecutive_failures": decided.consecutive_failures, "decisions": decided.decisions})
+        "consecutive_failures": decided.consecutive_failures, "decisions": decided.decisions,
+        "declined": decided.declined})
         if unchanged(current) else current)
     return stored.decisions == decided.decisions
 
@@ -84,6 +87,14 @@ def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_ru
     """While set, the health flow does not fence MS (its dbids is about to start)."""
     if not dry_run:
         update_state(pair_name, main_site, lambda s: s.model_copy(update={"fallback_in_progress": value}))
+
+
+@task(name="Record a declined failover", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_declined(pair_name: str, main_site: str, what: str, dry_run: bool = False) -> None:
+    """Health holds further failovers of this outage until a person acknowledges."""
+    if not dry_run:
+        update_state(pair_name, main_site, lambda s: s.model_copy(
+            update={"declined": Declined(at=time.time(), what=what)}))
 
 
 @task(name="Record the recovery window", task_run_name="record the recovery window of epoch {epoch}",

@@ -3,7 +3,7 @@ import pytest
 
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.decide import Probes, decide
-from antelope_ha.state import HAState, Pause
+from antelope_ha.state import Declined, HAState, Pause
 
 SITE = dict(host="h", transport="local", rtexec_dir="/rt", idserver_address="h:2498")
 PAIR = PairConfig(main=dict(SITE, name="ms"), backup=dict(SITE, name="bus"), witness=dict(host="w"),
@@ -66,6 +66,22 @@ def test_hold_down_after_a_recent_failover_needs_an_acknowledgement():
     ds, _ = cycles(acked, DOWN, 3, now=T0 + 300)
     assert ds[-1].action == "failover"
     ds, _ = cycles(state, DOWN, 3, now=T0 + 100 + 601)  # hold-down over
+    assert ds[-1].action == "failover"
+
+
+def test_a_declined_failover_holds_until_acknowledged_or_main_answers():
+    declined = HAState.initial("ms").model_copy(update={"declined": Declined(
+        at=T0, what="failover without fencing ms: rejected by ana: MS alive behind a cut link")})
+    ds, held = cycles(declined, DOWN, 5, now=T0 + 10)
+    assert [d.action for d in ds] == ["stay", "stay", "hold", "hold", "hold"]
+    assert "declined in this outage (failover without fencing ms: rejected by ana" in ds[-1].reason
+    assert "antelope-ha ack" in ds[-1].reason
+    acked = held.model_copy(update={"hold_down_ack": T0 + 20})
+    d, _ = decide(acked, DOWN, PAIR, T0 + 21)
+    assert d.action == "failover"
+    d, back = decide(held, UP, PAIR, T0 + 30)
+    assert d.action == "stay" and back.declined is None
+    ds, _ = cycles(back, DOWN, 3, now=T0 + 40)
     assert ds[-1].action == "failover"
 
 

@@ -121,6 +121,9 @@ def test_ms_alive_behind_a_cut_link_is_not_taken_over_unfenced_without_a_person(
         assert len(answers) == 1 and "could not be fenced" in result and "nothing was changed" in result
         assert sim.snapshot(*CONFIG_FILES) == before and sim.state().authority.site == "ms"
         assert running(sim, "ms", "dbids") and not running(sim, "bus", "dbids")
+        held = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(2)]
+        assert held[-1].startswith("hold") and "declined in this outage" in held[-1]  # not asked again
+        assert sim.state().authority.site == "ms"
 
         with answering("failover", lambda n: approve(site="bus")) as answers:
             failover(pair_name=sim.name, reason="test: MS known cut off")
