@@ -1,12 +1,15 @@
 """Test settings, set before Prefect is imported: an isolated Prefect home, and
 the address of the one Prefect server the session's flows use (started by the
 ``prefect_server`` fixture). Every thread and child process sees it."""
+import atexit
 import os
+import shutil
 import tempfile
 
 from simsite.ports import listen_port
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="antelope-ha-test-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
@@ -23,13 +26,10 @@ def prefect_server(tmp_path_factory):
     """A real ``prefect server`` on PostgreSQL, as on real hosts. On SQLite,
     concurrent writers get 503s that Prefect's client retries after seconds of
     backoff, and the flow tests waited on those more than on the sites."""
-    from tests.e2e.servers import PostgresServer, PrefectServer
+    from tests.servers import PrefectServer
 
-    database = PostgresServer()
     server = PrefectServer(home=tmp_path_factory.mktemp("prefect-server"), port=API_PORT)
     try:
-        database.start()
-        server.database_url = database.url
         server.start(timeout_s=120)
         yield server
     finally:
@@ -40,7 +40,6 @@ def prefect_server(tmp_path_factory):
         APILogWorker.drain_all()
         EventsWorker.drain_all()
         server.stop()
-        database.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,5 +1,5 @@
-"""The real parts an end-to-end test starts on loopback: a Prefect server,
-process workers, an SMTP server (STARTTLS + login, certificate from a test CA)
+"""The real parts the tests start on loopback: a Prefect server on its own
+PostgreSQL cluster, process workers, an SMTP server (STARTTLS + login, certificate from a test CA)
 and an HTTP receiver standing in for an SMS gateway.
 
 Each is a context manager that owns its process or thread and stops it.
@@ -28,7 +28,7 @@ import httpx
 
 from simsite.ports import listen_port
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
 
 
@@ -116,11 +116,12 @@ def _postgres_bindir() -> Path:
 # --- Prefect ------------------------------------------------------------------------
 @dataclass
 class PrefectServer:
-    """``prefect server start`` with its own home on a free port, on SQLite or a given database."""
+    """``prefect server start`` with its own home on a free port, on a PostgreSQL
+    cluster of its own (started first, stopped last)."""
 
     home: Path
     port: int = field(default_factory=listen_port)
-    database_url: str | None = None
+    database: PostgresServer = field(default_factory=PostgresServer)
     proc: subprocess.Popen | None = None
 
     @property
@@ -144,10 +145,10 @@ class PrefectServer:
 
     def start(self, timeout_s: float = 90.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        self.database.start()
         # The UI must call this server's API, not the default port 4200.
-        env = {**self.env(), "PREFECT_UI_API_URL": self.api_url}
-        if self.database_url:
-            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
+        env = {**self.env(), "PREFECT_UI_API_URL": self.api_url,
+               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database.url}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -170,6 +171,7 @@ class PrefectServer:
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
+        self.database.stop()
 
     def __enter__(self) -> PrefectServer:
         self.start()
@@ -204,6 +206,7 @@ class Worker:
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
+        self.database.stop()
 
 
 class Api:

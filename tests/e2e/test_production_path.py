@@ -26,7 +26,7 @@ import yaml
 
 from antelope_ha.config import PairPolicy
 from simsite.pair import SimPair
-from tests.e2e.servers import Api, HttpReceiver, PostgresServer, PrefectServer, SmtpReceiver, Worker, wait_for
+from tests.servers import Api, HttpReceiver, PrefectServer, SmtpReceiver, Worker, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -119,7 +119,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from deployments.setup import setup
 
     tmp = tmp_path_factory.mktemp("e2e")
-    database = PostgresServer()
     server = PrefectServer(home=tmp / "prefect-home")
     smtp, sms = SmtpReceiver(tmp / "smtp"), HttpReceiver()
     pair = SimPair.create(tmp / "pair")
@@ -128,8 +127,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as env:
         started_at = time.time()
         try:
-            database.start()
-            server.database_url = database.url
             server.start()
             print(f"e2e: prefect server healthy after {time.time() - started_at:.1f} s")
             smtp.start()
@@ -159,7 +156,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             if api is not None:
                 api.close()
             server.stop()
-            database.stop()
             smtp.stop()
             sms.stop()
             pair.stop()
