@@ -206,7 +206,6 @@ class Worker:
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
-        self.database.stop()
 
 
 class Api:
