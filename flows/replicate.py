@@ -9,14 +9,19 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from antelope_ha.state import Replica
 from tasks import ids
+from tasks.notify import notify_run_ended_badly
 from tasks.pair import load_pair
+from tasks.report import publish_plan
+from tasks.sites import plans
 from tasks.state import read_state, update_state
 
 
-@flow(name="replicate-lastid", description="Copy MS dbids.lastid to BUS and record the replica's time.")
+@flow(name="replicate-lastid", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+      description="Copy MS dbids.lastid to BUS and record the replica's time.")
 def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
     pair, _ = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
@@ -28,8 +33,9 @@ def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
     taken_at = time.time()
     values = ids.read_lastid(ms)
     outcome = ids.raise_lastid(bus, values, f"replica of {ms.name} dbids.lastid", dry_run)
-    if not dry_run:
-        replica = Replica(taken_at=taken_at, values=values)
-        update_state(pair_name, ms.name, lambda s: s.model_copy(update={"replica": replica})
-                     if s.authority.site == ms.name else s)
+    if dry_run:
+        return publish_plan("replicate-lastid", plans(str(flow_run.get_id()))) + f"\n{outcome.detail}"
+    replica = Replica(taken_at=taken_at, values=values)
+    update_state(pair_name, ms.name, lambda s: s.model_copy(update={"replica": replica})
+                 if s.authority.site == ms.name else s)
     return f"replica of {ms.name} lastid taken at {time.strftime('%H:%M:%S', time.gmtime(taken_at))} UTC: {outcome.detail}"

@@ -25,6 +25,9 @@ from prefect.runtime import flow_run
 from prefect.variables import Variable
 
 
+LEASE_S = 60  # the server's minimum; renewed in the background while the run lives, pauses included
+
+
 class ProcedureInProgress(RuntimeError):
     """Another failover or fallback holds the pair."""
 
@@ -75,9 +78,9 @@ def procedure_lock(pair_name: str, procedure: str, wait_s: float = 5.0) -> Itera
     held = ExitStack()
     try:
         held.enter_context(concurrency(lock_name(pair_name), occupy=1, strict=True,
-                                       timeout_seconds=wait_s, lease_duration=60))
+                                       timeout_seconds=wait_s, lease_duration=LEASE_S))
     except TimeoutError as exc:  # AcquireConcurrencySlotTimeoutError
-        holder = procedure_holder(pair_name) or "another run (its lease ends within 60 s if it died)"
+        holder = procedure_holder(pair_name) or f"another run (its lease ends within {LEASE_S} s if it died)"
         raise ProcedureInProgress(
             f"refused: {procedure} cannot start while {holder} is in progress on pair {pair_name}"
         ) from exc

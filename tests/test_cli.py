@@ -3,11 +3,12 @@ sshd) on the test Prefect server."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from typer.testing import CliRunner
 
-from antelope_ha.state import HAState
+from antelope_ha.state import Declined, HAState
 from deployments.cli import app
 from tests.simpair import Sim, sim_pair
 
@@ -98,6 +99,34 @@ def test_plan_prints_the_failover_commands_and_changes_nothing(sim: Sim):
     assert f"dbidserver {sim.cfg.backup.idserver_address}" in bus_part
     assert sim.snapshot(*files) == before and sim.pair.lastid("bus") == bus_lastid
     assert sim.state().authority.site == "ms"
+
+
+def test_plan_of_replicate_shows_the_lastid_write_and_changes_nothing(sim: Sim):
+    replica = sim.pair.paths("bus").dir / "dbids" / "dbids.lastid"
+    kept = replica.read_bytes()
+    replica.unlink()  # the replica is missing on BUS
+    try:
+        result = run("plan", "replicate")
+        assert not replica.exists() and sim.state().replica is None
+    finally:
+        replica.write_bytes(kept)
+    assert result.exit_code == 0, result.output
+    assert "# Dry run of replicate-lastid" in result.output
+    assert f"write {replica}" in result.output
+
+
+def test_ack_lifts_a_hold_down_and_a_declined_failover(sim: Sim):
+    now = time.time()
+    state = HAState.initial("ms").with_authority("bus", None, "test", now=now - 60)
+    state = state.with_authority("ms", None, "fallback", now=now - 30)
+    sim.set_state(state.model_copy(update={"declined": Declined(at=now - 10, what="failover without fencing ms: "
+                                                                                "rejected by ana: MS is fine")}))
+    shown = run("status").output
+    assert "not acknowledged" in shown and "failover declined" in shown and "rejected by ana" in shown
+    assert run("ack", "--by", "bo", "--reason", "MS really is down").exit_code == 0
+    shown = run("status").output
+    assert "hold-down after the failover" in shown and "acknowledged at" in shown
+    assert "not acknowledged" not in shown and "failover declined" not in shown
 
 
 def test_plan_of_recovery_takes_the_window(sim: Sim):

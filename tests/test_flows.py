@@ -2,20 +2,26 @@
 (test) Prefect server."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
+from typer.testing import CliRunner
 
+from antelope_ha.commands import list_processes
+from antelope_ha.runner import LocalRunner
+from deployments.cli import app as cli
 from flows.calling import call_flow
-from flows.drill import drill
+from flows.drill import DrillReport
+from flows.drill import main as drill_main
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
 from flows.recovery import WindowError, recovery, window
 from flows.replicate import replicate_lastid
 from tasks.authority import EpochRefused, activate_idserver
-from tasks.lock import ProcedureInProgress
+from tasks.lock import LEASE_S, ProcedureInProgress
 from tasks.pair import save_pair
 from tests.simpair import FAST, Sim, answering, approve, sim_pair
 
@@ -50,16 +56,29 @@ def assert_bus_authoritative(sim: Sim) -> None:
     assert running(sim, "bus", "orb2dbt") and running(sim, "bus", "orb2wf")
 
 
-def test_drill_passes_without_a_person_and_loses_nothing(tmp_path):
-    report = drill(workdir=str(tmp_path), quiet=True)
-    assert report.passed, report
-    assert report.rows_lost == 0 and report.duplicate_ids == 0 and report.rows_written > 0
-    assert report.detection_s is not None and report.failover_s is not None
-    names = [s.name for s in report.steps]
+def test_drill_passes_without_a_person_loses_nothing_and_leaves_no_process(tmp_path, capsys):
+    assert drill_main(["--json", "--workdir", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["rows_lost"] == 0 and report["duplicate_ids"] == 0
+    assert report["rows_written"] > 0
+    assert report["detection_s"] > 0 and report["failover_s"] > 0 and report["fallback_s"] > 0
+    names = [s["name"] for s in report["steps"]]
     assert "health detects the failure and fails over, without a person" in names
-    assert all(s.outcome != "running" and not s.outcome.startswith("failed") for s in report.steps)
+    assert all(s["end"] >= s["start"] and s["outcome"] != "running" and not s["outcome"].startswith("failed")
+               for s in report["steps"])
     # the only approvals answered were the fallback's two gates
-    assert len(report.approvals) == 2
+    assert len(report["approvals"]) == 2
+    ps = LocalRunner().run(list_processes().argv).check().stdout
+    assert [line for line in ps.splitlines() if f"{tmp_path}/" in line] == []
+
+
+def test_drill_exits_non_zero_when_a_row_is_lost(monkeypatch, capsys):
+    import flows.drill
+
+    monkeypatch.setattr(flows.drill, "drill", lambda **kw: DrillReport(rows_written=10, rows_lost=1,
+                                                                      duplicate_ids=0))
+    assert drill_main([]) == 1
+    assert "rows lost 1" in capsys.readouterr().out
 
 
 def test_failover_then_rerun_changes_nothing(tmp_path):
@@ -143,6 +162,13 @@ def test_fallback_rejected_at_first_gate_leaves_everything(tmp_path):
         sim.pair.power_on("ms", start_rtexec=False)
         call_flow(health, pair_name=sim.name)  # fences MS now that it is back
         before = sim.snapshot("db/db", "ha/authority", "ha/armed")
+        plan = CliRunner().invoke(cli, ["plan", "fallback", "--pair", sim.name], catch_exceptions=False)
+        assert plan.exit_code == 0, plan.output
+        ms_part, bus_part = plan.output.split("## on ms")[1].split("## on bus")
+        assert "rtexec -fs" in ms_part and "set dbids Run yes" in ms_part and "set orb2dbt Run yes" in ms_part
+        assert "set orb2dbt Run no" in bus_part and "set dbids Run no" in bus_part
+        assert f"dbidserver {sim.cfg.main.idserver_address}" in bus_part
+        assert sim.snapshot("db/db", "ha/authority", "ha/armed") == before
         with answering("fallback", lambda n: approve(decision="reject")) as answers:
             result = fallback(pair_name=sim.name)
         assert len(answers) == 1 and "stopped" in result and "nothing was changed" in result
@@ -224,27 +250,32 @@ def test_stale_replica_asks_a_person_and_rejection_changes_nothing(tmp_path):
         assert_bus_authoritative(sim)
 
 
-def test_second_procedure_is_refused_naming_the_first(tmp_path):
+def test_second_procedure_is_refused_naming_the_first_even_after_the_lease(tmp_path):
+    """The fallback stays paused longer than the lock's lease: its renewals keep the pair held."""
     with sim_pair(tmp_path, "twice") as sim:
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
         sim.pair.power_on("ms", start_rtexec=False)
-        paused = threading.Event()
+        paused, asked = threading.Event(), threading.Event()
         results: list = []
 
         def hold(n: int) -> dict:
             paused.set()
-            time.sleep(8)  # keep the fallback paused while the second request comes
+            asked.wait(LEASE_S + 60)  # keep the fallback paused while the second request comes
             return approve(decision="reject")
 
         with answering("fallback", hold):
             t = threading.Thread(target=lambda: results.append(fallback(pair_name=sim.name)))
             t.start()
             assert paused.wait(60)
-            with pytest.raises(ProcedureInProgress, match="fallback run"):
-                failover(pair_name=sim.name, reason="second request")
+            try:
+                time.sleep(LEASE_S + 5)
+                with pytest.raises(ProcedureInProgress, match="fallback run"):
+                    failover(pair_name=sim.name, reason="second request")
+            finally:
+                asked.set()
             t.join(60)
-        assert results and "nothing was changed" in results[0]
+        assert results and "stays authoritative" in results[0]
 
 
 def test_split_brain_is_stopped_within_one_health_cycle(tmp_path, caplog):
