@@ -252,7 +252,7 @@ def test_stale_replica_asks_a_person_and_rejection_changes_nothing(tmp_path):
 
 def test_second_procedure_is_refused_naming_the_first_even_after_the_lease(tmp_path):
     """The fallback stays paused longer than the lock's lease: its renewals keep the pair held."""
-    with sim_pair(tmp_path, "twice") as sim:
+    with sim_pair(tmp_path, "twice", FAST.model_copy(update={"approval_timeout_s": LEASE_S + 120})) as sim:
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
         sim.pair.power_on("ms", start_rtexec=False)
