@@ -122,6 +122,12 @@ def _no_dbidserver(source: str | os.PathLike[str]) -> str:
             "naming the id server before handing the database over")
 
 
+def missing_descriptor(source: str | os.PathLike[str]) -> DescriptorError:
+    """The error for a descriptor file that is not there."""
+    return DescriptorError(f"{source}: no such database descriptor; correct the site's db setting "
+                           "(the descriptor's path, relative to rtexec_dir) or create the descriptor")
+
+
 def require_dbidserver(text: str, source: str | os.PathLike[str]) -> str:
     """The ID server a descriptor names; an error naming the file if it names none."""
     server = parse_descriptor(text, source).dbidserver
@@ -156,7 +162,10 @@ def rewrite_dbidserver(path: str | os.PathLike[str], server: str) -> bool:
     replaced atomically, keeping its mode.
     """
     path = Path(path)
-    text = path.read_bytes().decode("latin-1")  # byte for byte, whatever the encoding
+    try:
+        text = path.read_bytes().decode("latin-1")  # byte for byte, whatever the encoding
+    except FileNotFoundError:
+        raise missing_descriptor(path) from None
     if parse_descriptor(text, path).dbidserver == server:
         return False
     new = set_dbidserver(text, server, path)

@@ -80,6 +80,13 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Tell the health flow a fallback is under way, so it does not fence MS while dbids starts there.",
         "The flag in the state record.",
         "`antelope-ha status` shows the flag; rerun the fallback, which clears it at the end.", acts=False),
+    "Re-check a site after an answer": StepGuide(
+        "After a person's approval, before acting on it: the site is still as they saw it, since the answer "
+        "may come long after the question.",
+        "The site answers and `logs/rtexec.pid` names a live rtexec process (a dry run checks only that it "
+        "answers).",
+        "`ssh` to the site and `cat logs/rtexec.pid; ps -p <pid>`. If the site is down or rtexec stopped, the "
+        "approval was not acted on: find out why, then run the procedure again.", acts=False),
     "Record the health decision": StepGuide(
         "Store the decision and the failure counter, unless another flow changed the record meanwhile.",
         "The record read at the start of the run is still the stored one; otherwise the decision is dropped "
@@ -134,10 +141,14 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Check that BUS still sees the rest of the network, so an isolated BUS never promotes itself.",
         "One ping of the witness host answers within the probe timeout.",
         "`ping -c 1 <witness>` from BUS; if it fails, BUS is the one cut off: do not fail over.", acts=False),
-    "Probe the ID server on its own host": StepGuide(
-        "Ask MS's ID server from MS itself, to tell a dead MS from a cut BUS -> MS link.",
-        "The probe answers on MS (True), fails (False) or MS cannot be reached (None).",
-        "Log in to MS and run `idserver_connect -p <ms_idserver>`.", acts=False),
+    "Probe MS itself": StepGuide(
+        "From the worker, over SSH: is MS reachable, does its ID server answer on MS itself (a dead MS or "
+        "only a cut BUS -> MS link?), is ORB data flowing, are the db writers running. Only the ID server "
+        "counts towards a failover; the rest goes into the decision's reason, and a stalled ORB or a writer "
+        "down while the ID server answers is a warning.",
+        "Each command answers within the probe timeout; an unreachable MS is reported, not an error.",
+        "Log in to MS and run `idserver_connect <ms_idserver>`, `orbstat -s <orb>` and `ps -ef` "
+        "(look for orb2dbt, orb2wf).", acts=False),
     "Fence a site": StepGuide(
         "Arm the site (`ha/armed`: no dbids may start there) and stop its dbids, db writers and "
         "information systems, including copies started by hand.",
@@ -190,9 +201,10 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "trexcerpt exits 0.",
         "`trexcerpt -v -e db/db <excerpt> <start> <end>` on BUS; check free disk space."),
     "Move the excerpt": StepGuide(
-        "Copy the excerpt's descriptor and tables from BUS to MS (SFTP).",
-        "Every table file of the excerpt is copied.",
-        "`scp` the excerpt directory from BUS to the same path on MS."),
+        "Copy every file of the excerpt from BUS to MS (SFTP); with an excerpt_path on a disk both sites "
+        "reach, copy nothing and only check that MS sees the excerpt.",
+        "MS holds the same files of the excerpt as BUS (or sees the excerpt on the shared disk).",
+        "`scp -r` the excerpt directory from BUS to the same path on MS, or mount the external disk on MS."),
     "Compare the excerpt with the db": StepGuide(
         "Count which rows of the excerpt MS already holds, to merge once and never twice.",
         "All present: nothing to merge; none present: merge; some present: stop.",

@@ -8,13 +8,20 @@ or file write that would change the site instead of running it.
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from antelope_ha import commands as C
 from antelope_ha.config import SiteConfig
-from antelope_ha.descriptor import backup_name, parse_descriptor, require_dbidserver, set_dbidserver
+from antelope_ha.descriptor import (
+    backup_name,
+    missing_descriptor,
+    parse_descriptor,
+    require_dbidserver,
+    set_dbidserver,
+)
 from antelope_ha.lastid import format_lastid, parse_lastid
 from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
 from antelope_ha.runner import CommandResult, Runner, RunnerError
@@ -68,14 +75,24 @@ class Site:
         result = self.runner.run(command.argv, timeout_s=timeout_s)
         return result.check() if check else result
 
+    def read_bytes(self, relative: str) -> bytes:
+        return self.runner.read_file(self.path(relative))
+
     def read_text(self, relative: str) -> str:
-        return self.runner.read_file(self.path(relative)).decode()
+        """The file as latin-1 text. Antelope's files (descriptors, tables, parameter
+        files) are byte files: latin-1 maps each byte to one character, so any
+        content, whatever its encoding, is written back byte for byte."""
+        return self.read_bytes(relative).decode("latin-1")
 
     def write_text(self, relative: str, text: str, purpose: str) -> None:
+        """Write text read by ``read_text`` (latin-1, byte for byte)."""
+        self.write_bytes(relative, text.encode("latin-1"), purpose)
+
+    def write_bytes(self, relative: str, data: bytes, purpose: str) -> None:
         if self.dry_run:
             self.plan.append(Planned(self.name, f"write {self.path(relative)}", purpose))
             return
-        self.runner.write_file(self.path(relative), text.encode())
+        self.runner.write_file(self.path(relative), data)
 
     def _wait(self, what: str, ready: Callable[[], bool]) -> None:
         if self.dry_run:
@@ -113,9 +130,9 @@ class Site:
             raise StepFailed(f"{self.name}: task {name!r} is not in rtexec.pf Processes")
         return tasks[name]
 
-    def task_pids(self, name: str, task: RtexecTask | None = None) -> list[int]:
+    def task_pids(self, name: str, task: RtexecTask | None = None, timeout_s: float | None = None) -> list[int]:
         task = task or self.task(name)
-        procs = C.parse_ps(self.run(C.list_processes()).stdout)
+        procs = C.parse_ps(self.run(C.list_processes(), timeout_s=timeout_s).stdout)
         return C.task_pids(procs, task.command)
 
     def ensure_task(self, name: str, run: bool) -> Outcome:
@@ -179,7 +196,7 @@ class Site:
         """Read everything a takeover will edit, before it edits anything: the
         descriptor must name an ID server, lastid must parse, rtexec.pf must
         list the ID server, writer and information-system tasks."""
-        require_dbidserver(self.read_text(self.config.db), f"{self.name}:{self.path(self.config.db)}")
+        require_dbidserver(*self.descriptor())
         self.read_lastid()
         tasks = self.tasks()
         missing = [t for t in (self.config.idserver_task, *self.config.writer_tasks, *self.config.infosys_tasks)
@@ -189,13 +206,19 @@ class Site:
                              f"add it there or correct the site's configuration")
         return Outcome(self.name, "ready", False, "descriptor, lastid and rtexec.pf read and complete")
 
-    def dbidserver(self) -> str | None:
+    def descriptor(self) -> tuple[str, str]:
+        """The text of the database descriptor, and ``site:path`` naming it in errors."""
         source = f"{self.name}:{self.path(self.config.db)}"
-        return parse_descriptor(self.read_text(self.config.db), source).dbidserver
+        try:
+            return self.read_text(self.config.db), source
+        except FileNotFoundError:
+            raise missing_descriptor(source) from None
+
+    def dbidserver(self) -> str | None:
+        return parse_descriptor(*self.descriptor()).dbidserver
 
     def ensure_dbidserver(self, address: str) -> Outcome:
-        source = f"{self.name}:{self.path(self.config.db)}"
-        text = self.read_text(self.config.db)
+        text, source = self.descriptor()
         current = parse_descriptor(text, source).dbidserver
         if current == address:
             return Outcome(self.name, "descriptor", False, f"{self.config.db} already uses dbidserver {address}")
@@ -250,15 +273,60 @@ class Site:
             return False, str(exc)
         return r.ok, (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
 
-    def orb_latency(self) -> float | None:
+    def orb_latency(self, timeout_s: float | None = None) -> float | None:
         """Latency of the freshest ORB source in seconds; None if orbstat failed."""
-        r = self.run(C.orb_sources(self.config.orb), check=False)
+        r = self.run(C.orb_sources(self.config.orb), check=False, timeout_s=timeout_s)
         lat = C.parse_orb_latencies(r.stdout) if r.ok else {}
         return min(lat.values()) if lat else None
 
     def scan_ids(self) -> dict:
         r = self.run(C.scan_ids(self.config.python, self.config.db, self.config.dbids), timeout_s=3600)
         return json.loads(r.stdout)
+
+    # --- excerpts of the database (trexcerpt) ---------------------------------
+    def extract_excerpt(self, excerpt: str, start: float, end: float) -> Outcome:
+        """Extract the window into a fresh excerpt database. Its directory is
+        emptied first: trexcerpt refuses an output database that has rows."""
+        self.run(C.remove_tree(self.path(excerpt_dir(excerpt))))
+        result = self.run(C.extract_window(self.config.db, excerpt, start, end))
+        return Outcome(self.name, "extract", True,
+                       f"extracted to {excerpt}: {result.stdout.strip() or result.stderr.strip()}")
+
+    def excerpt_files(self, excerpt: str) -> list[str]:
+        """Every file under the excerpt's directory, relative to it: the descriptor,
+        its tables, and any waveform files written for its wfdisc rows."""
+        directory = self.path(excerpt_dir(excerpt))
+        if not self.runner.exists(directory):
+            return []
+        found = self.run(C.cmd(f"list the files of {excerpt}",
+                               "find", directory, "-type", "f", "-printf", "%P\\0"))
+        return sorted(name for name in found.stdout.split("\0") if name)
+
+    def copy_excerpt(self, source: Site, excerpt: str) -> Outcome:
+        """Make the excerpt here a byte-for-byte copy of every file of ``source``'s."""
+        names = source.excerpt_files(excerpt)
+        directory = excerpt_dir(excerpt)
+        self.run(C.remove_tree(self.path(directory)))
+        for sub in sorted({directory, *(posixpath.dirname(f"{directory}/{n}") for n in names)}):
+            self.run(C.make_dirs(self.path(sub)))
+        for name in names:
+            relative = f"{directory}/{name}"
+            self.write_bytes(relative, source.read_bytes(relative), f"copy {relative} from {source.name}")
+        copied = names if self.dry_run else self.excerpt_files(excerpt)
+        if copied != names:
+            raise StepFailed(f"{self.name}: the copy of {directory} differs from {source.name}'s: "
+                             f"{source.name} holds {names}, {self.name} {copied}")
+        done = "would copy" if self.dry_run else f"copied {len(names)} files of"
+        return Outcome(self.name, "copy", True, f"{done} {excerpt} from {source.name}")
+
+    def check_excerpt(self, excerpt: str, source: str) -> Outcome:
+        """This site sees the excerpt ``source`` wrote on a disk both reach."""
+        if self.dry_run:
+            return Outcome(self.name, "excerpt", False, f"would read {excerpt} where {source} writes it")
+        if not self.runner.exists(self.path(excerpt)):
+            raise StepFailed(f"{self.name} does not see {excerpt}, which {source} extracted: give as excerpt_path "
+                             f"a directory both sites reach at the same path (an external disk, a shared mount)")
+        return Outcome(self.name, "excerpt", False, f"reads {excerpt} where {source} extracted it")
 
     # --- authority and fence markers ------------------------------------------
     def authority_marker(self) -> dict | None:
@@ -283,9 +351,33 @@ class Site:
         if self.armed() == armed:
             return Outcome(self.name, "fence", False, "already armed" if armed else "not armed")
         if armed:
-            self.write_text(f"{self.config.ha_dir}/armed", reason + "\n", "arm: no dbids may start here")
+            self.write_bytes(f"{self.config.ha_dir}/armed", f"{reason}\n".encode(), "arm: no dbids may start here")
         elif self.dry_run:
             self.plan.append(Planned(self.name, f"rm {self.path(self.config.ha_dir + '/armed')}", "disarm"))
         else:
             self.run(C.cmd("disarm", "rm", "-f", self.path(f"{self.config.ha_dir}/armed"), changes=True))
         return Outcome(self.name, "fence", True, f"{'armed' if armed else 'disarmed'}: {reason}")
+
+
+def excerpt_db(start: float, end: float, under: str | None = None) -> str:
+    """Where the excerpt database of a window lives: ``recovery/<start>-<end>/db``
+    in each site's rtexec_dir, or below ``under``, an absolute path both sites
+    reach (an external disk, a shared mount)."""
+    label = f"recovery/{int(start)}-{int(end)}/db"
+    return label if under is None else f"{check_excerpt_path(under).rstrip('/')}/{label}"
+
+
+def check_excerpt_path(path: str) -> str:
+    """An excerpt_path must be absolute: a relative one is read in each site's own rtexec_dir."""
+    if not path.startswith("/"):
+        raise ValueError(f"excerpt_path {path!r} is relative, so each site would look for it in its own "
+                         f"rtexec_dir: give the absolute path at which both sites reach the disk")
+    return path
+
+
+def excerpt_dir(excerpt: str) -> str:
+    """The directory of an excerpt database, which holds nothing else."""
+    directory = posixpath.dirname(excerpt)
+    if directory in ("", "/"):
+        raise ValueError(f"excerpt {excerpt!r} is not in a directory of its own")
+    return directory

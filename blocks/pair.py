@@ -7,6 +7,7 @@ only what Prefect needs to store it and show it in the UI.
 from __future__ import annotations
 
 from prefect.blocks.core import Block
+from prefect.blocks.notifications import AppriseNotificationBlock
 from pydantic import Field, model_validator
 
 from antelope_ha.config import PairConfig, SiteConfig
@@ -30,12 +31,22 @@ class AntelopeSite(Block, SiteConfig):
         return data
 
 
+class AppriseUrl(AppriseNotificationBlock):
+    """Any Apprise URL: an SMS gateway, a chat webhook, ``json://`` to an HTTP
+    endpoint. Prefect's AppriseNotificationBlock is an abstract base that
+    cannot be saved; this is its concrete, general form."""
+
+    _block_type_name = "Apprise URL"
+    _block_type_slug = "apprise-url"
+    _description = "Send notifications to any Apprise URL (json://, mailto://, an SMS gateway, ...)."
+
+
 class NotifyTargets(Block):
     """Who hears about decisions, failures and approvals.
 
     Each entry is the document name of a saved notification block, e.g.
     ``email-server-credentials/ops-smtp`` (prefect-email) or
-    ``apprise-notification-block/sms-gateway`` (Prefect's Apprise block).
+    ``apprise-url/sms-gateway`` (an Apprise URL).
     """
 
     _block_type_name = "Antelope HA Notify Targets"

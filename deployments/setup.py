@@ -70,8 +70,8 @@ class WebhookSettings(BaseModel):
     ``custom-webhook``: an HTTP request whose ``json_data``/``form_data``
     strings may use ``{{subject}}``, ``{{body}}`` and the names in
     ``secrets_env`` (Prefect's CustomWebhookNotificationBlock).
-    ``apprise``: any Apprise URL, e.g. ``json://gateway/path`` (Prefect's
-    AppriseNotificationBlock).
+    ``apprise``: any Apprise URL, e.g. ``json://gateway/path`` (an ``AppriseUrl``
+    block, blocks/pair.py).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -171,8 +171,10 @@ def email_block_name(pair: str) -> str:
 
 def save_notification_blocks(config: SetupConfig) -> dict[str, Any]:
     """Save the email and webhook blocks; return the NotifyTargets fields."""
-    from prefect.blocks.notifications import AppriseNotificationBlock, CustomWebhookNotificationBlock
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect_email import EmailServerCredentials
+
+    from blocks.pair import AppriseUrl
 
     notify = config.notify
     targets: dict[str, Any] = {"ui_url": notify.ui_url, "webhooks": []}
@@ -186,7 +188,7 @@ def save_notification_blocks(config: SetupConfig) -> dict[str, Any]:
         targets.update(email_server=email_block_name(config.pair), email_from=e.sender, email_to=e.to)
     for hook in notify.webhooks:
         if hook.kind == "apprise":
-            block = AppriseNotificationBlock(url=hook.url)
+            block = AppriseUrl(url=hook.url)
         else:
             block = CustomWebhookNotificationBlock(
                 name=hook.name, url=hook.url, method=hook.method, headers=hook.headers or None,

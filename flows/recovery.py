@@ -1,7 +1,7 @@
 """Data recovery: merge into MS what BUS recorded while MS was down.
 
   On BUS: extract the outage window   (trexcerpt -v -e db/db <excerpt> <start> <end>)
-          and move the excerpt to MS  (SFTP)
+          and move the excerpt to MS  (SFTP, or a path given for an external disk)
   On MS:  stop the db writers; merge  (trexcerpt -v -a -e <excerpt> db/db <start> <end>);
           start the db writers
   Then:   every row of the window is on MS, and no id is used twice.
@@ -9,6 +9,12 @@
 By default the window is MS's own gap: the rows strictly between MS's last
 row before the failover and its first row after the fallback. Rerunning
 merges nothing twice: a window already on MS is left alone.
+
+The excerpt goes to ``recovery/<start>-<end>/`` in BUS's rtexec_dir and every
+file of it is copied to the same place on MS. With ``excerpt_path``, an
+absolute path both sites reach (an external disk, a shared mount), BUS
+extracts to ``<excerpt_path>/recovery/<start>-<end>/`` and MS merges from
+there: nothing is copied.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from prefect.runtime import flow_run
 
 from antelope_ha.commands import fmt_time
 from antelope_ha.config import SiteConfig
-from antelope_ha.site import StepFailed
+from antelope_ha.site import StepFailed, check_excerpt_path, excerpt_db
 from tasks import data, ids, realtime
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
@@ -33,17 +39,22 @@ class WindowError(ValueError):
 @flow(name="recovery", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Merge the outage window from BUS into MS, once.")
 def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
-             dry_run: bool = False) -> str:
+             dry_run: bool = False, excerpt_path: str | None = None) -> str:
+    """``start``/``end``: the window in epoch seconds (both, or neither for MS's
+    gap). ``excerpt_path``: an absolute directory both sites reach at that same
+    path (an external disk, a shared mount); BUS extracts to it and MS merges
+    from it. Without it the excerpt is copied from BUS to MS over SFTP."""
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
+    if excerpt_path is not None:
+        check_excerpt_path(excerpt_path)
     start, end = window(pair_name, ms, bus.name, start, end, dry_run)
     log.info("recovery window: %s .. %s (%.1f s)", fmt_time(start), fmt_time(end), end - start)
 
-    label = f"recovery/{int(start)}-{int(end)}"
-    excerpt = f"{label}/db"
+    excerpt = excerpt_db(start, end, excerpt_path)
     data.extract(bus, excerpt, start, end, dry_run)
-    data.move_excerpt(bus, ms, excerpt, dry_run)
+    data.move_excerpt(bus, ms, excerpt, excerpt_path is not None, dry_run)
     if dry_run:
         for writer in ms.writer_tasks:
             realtime.stop_task(ms, writer, dry_run)
@@ -89,6 +100,10 @@ def window(pair_name: str, ms: SiteConfig, backup: str, start: float | None,
     """The operator's window, or MS's gap around the last BUS epoch. The gap is
     found once and kept on the record for that epoch: after a merge MS has no
     gap left, and a rerun must look at the same window to see it is done."""
+    if (start is None) != (end is None):
+        given, missing = ("start", "end") if end is None else ("end", "start")
+        raise WindowError(f"{given} is given but {missing} is not: give both start and end (epoch seconds), "
+                          f"or neither to merge {ms.name}'s gap around the last failover to {backup}")
     if start is None or end is None:
         state = read_state(pair_name, ms.name)
         took = state.last_failover(backup)

@@ -8,10 +8,9 @@ from prefect.cache_policies import NO_CACHE
 
 from antelope_ha import commands as C
 from antelope_ha.config import SiteConfig
-from antelope_ha.css30 import TABLES
 from antelope_ha.site import Outcome, StepFailed
 from tasks.realtime import STEP, logged
-from tasks.sites import runner_for, site
+from tasks.sites import site
 
 
 @task(name="Verify data flow", task_run_name="verify ORB data flow on {cfg.name}", **STEP)
@@ -46,24 +45,18 @@ def overlap(cfg: SiteConfig, excerpt: str) -> dict[str, dict[str, int]]:
 
 @task(name="Extract the window", task_run_name="extract the outage window on {cfg.name}", **STEP)
 def extract(cfg: SiteConfig, out: str, start: float, end: float, dry_run: bool = False) -> Outcome:
-    s = site(cfg, dry_run)
-    s.run(C.remove_tree(cfg.path(out.rsplit("/", 1)[0])))
-    result = s.run(C.extract_window(cfg.db, out, start, end))
-    return logged(Outcome(cfg.name, "extract", True, f"extracted to {out}: {result.stdout.strip() or result.stderr.strip()}"))
+    return logged(site(cfg, dry_run).extract_excerpt(out, start, end))
 
 
-@task(name="Move the excerpt", task_run_name="copy the excerpt from {src.name} to {dst.name}", **STEP)
-def move_excerpt(src: SiteConfig, dst: SiteConfig, db: str, dry_run: bool = False) -> Outcome:
-    """Copy the excerpt's descriptor and table files over SFTP (or locally)."""
-    source, target = runner_for(src), site(dst, dry_run)
-    target.run(C.make_dirs(dst.path(db.rsplit("/", 1)[0])))
-    copied = []
-    for suffix in ["", *(f".{t}" for t in TABLES)]:
-        path = src.path(db + suffix)
-        if source.exists(path):
-            target.write_text(db + suffix, source.read_file(path).decode(), f"copy {db + suffix} from {src.name}")
-            copied.append(db + suffix)
-    return logged(Outcome(dst.name, "copy", True, f"copied {len(copied)} files from {src.name}"))
+@task(name="Move the excerpt", task_run_name="move the excerpt from {src.name} to {dst.name}", **STEP)
+def move_excerpt(src: SiteConfig, dst: SiteConfig, excerpt: str, shared: bool = False,
+                 dry_run: bool = False) -> Outcome:
+    """Copy every file of the excerpt over SFTP; on a disk both sites reach
+    (``shared``), only check that the destination sees it."""
+    target = site(dst, dry_run)
+    if shared:
+        return logged(target.check_excerpt(excerpt, src.name))
+    return logged(target.copy_excerpt(site(src), excerpt))
 
 
 @task(name="Merge the window", task_run_name="merge the excerpt into {cfg.name}'s db",

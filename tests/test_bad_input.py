@@ -22,7 +22,9 @@ from pydantic import ValidationError
 
 from antelope_ha import commands as C
 from antelope_ha.config import PairConfig, SiteConfig, UnknownSite
+from antelope_ha.descriptor import DescriptorError
 from antelope_ha.runner import CommandFailed
+from antelope_ha.site import Site
 from antelope_ha.state import HAState, Replica
 from blocks.pair import AntelopePair
 from flows.calling import call_flow
@@ -32,7 +34,7 @@ from flows.health import health
 from flows.recovery import WindowError, recovery
 from flows.replicate import replicate_lastid
 from simsite.pair import SimError, SimPair
-from tasks.sites import close_all
+from tasks.sites import close_all, runner_for
 from tasks.state import load_state, save_state
 from tests.simpair import sim_pair
 
@@ -93,6 +95,17 @@ def replaced(path: Path, text: str) -> Iterator[None]:
         path.write_bytes(original)
 
 
+@contextmanager
+def removed(path: Path) -> Iterator[None]:
+    """The file is gone for the block, then holds its own bytes again."""
+    original = path.read_bytes()
+    path.unlink()
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
+
+
 def lastid_path(pair: SimPair, site: str) -> Path:
     return pair.paths(site).dir / "dbids" / "dbids.lastid"
 
@@ -124,6 +137,35 @@ def test_replication_refuses_a_bad_lastid_on_ms_and_changes_nothing(pair, record
         with pytest.raises(ValueError) as info:
             replicate_lastid(pair_name=PAIR)
     assert f"ms:{path}" in str(info.value) and says in str(info.value)
+
+
+def test_failover_names_a_missing_descriptor_on_bus_and_changes_nothing(pair, record):
+    path = pair.paths("bus").dir / "db" / "db"
+    with removed(path), unchanged(pair):
+        with pytest.raises(DescriptorError) as info:
+            failover(pair_name=PAIR, reason="bad input test")
+    text = str(info.value)
+    assert f"bus:{path}" in text and "correct the site's db setting" in text and "create the descriptor" in text
+
+
+def test_a_descriptor_byte_that_is_not_utf8_is_kept_byte_for_byte(pair):
+    cfg = pair.site_config("bus")
+    path = Path(cfg.path(cfg.db))
+    original = path.read_bytes()
+    before = b"# Datascope descriptor of Br\xfcck (latin-1)\n" + original
+    site = Site(cfg, runner_for(cfg))
+    try:
+        path.write_bytes(before)
+        current = site.dbidserver()
+        assert current and before.count(current.encode()) == 1
+        assert site.ensure_dbidserver("127.0.0.9:2498").changed
+        assert path.read_bytes() == before.replace(current.encode(), b"127.0.0.9:2498")
+        backups = sorted(path.parent.glob("db-*.bak"))
+        assert len(backups) == 1 and backups[0].read_bytes() == before
+    finally:
+        path.write_bytes(original)
+        for backup in path.parent.glob("db-*.bak"):
+            backup.unlink()
 
 
 BAD_ROWS: dict[str, Callable[[str], str]] = {
