@@ -1,6 +1,11 @@
 """Health: the scheduled check run at BUS. It probes MS and the witness,
-decides (stay, fail over, hold, fence) with the reason written down, and keeps
-MS armed while BUS is authoritative.
+decides (stay, warn, fail over, hold, fence) with the reason written down, and
+keeps MS armed while BUS is authoritative.
+
+While MS is authoritative the worker also looks at MS itself over SSH: its ID
+server there (a dead MS or only a cut link?), its ORB data and its writers.
+Those two are reported, never a reason to fail over; while MS's ID server
+answers, a stalled ORB or a writer down is a warning, notified once.
 
 Failover is started by the event this flow emits (a deployment trigger on
 the failover deployment); with ``failover_inline`` the flow runs it itself,
@@ -17,8 +22,8 @@ from prefect.runtime import flow_run
 from antelope_ha.decide import Probes, decide
 from flows.failover import failover
 from tasks import authority, ids
-from tasks.health import ping_witness, probe_main_on_main
-from tasks.notify import notify
+from tasks.health import ping_witness, probe_main
+from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.report import publish_plan
 from tasks.sites import plans
@@ -28,7 +33,8 @@ from tasks.state import read_state, record_health
 FAILOVER_EVENT = "antelope-ha.failover.requested"
 
 
-@flow(name="health", description="Probe MS and the witness from BUS and decide: stay, fail over, hold or fence.")
+@flow(name="health", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+      description="Probe MS and the witness from BUS and decide: stay, warn, fail over, hold or fence.")
 async def health(pair_name: str = "default", failover_inline: bool = False, dry_run: bool = False) -> str:
     """Async only so that a run ends when its body does: Prefect waits up to a
     second at the end of each sync flow run for its heartbeat thread, and
@@ -43,11 +49,12 @@ async def health(pair_name: str = "default", failover_inline: bool = False, dry_
         probes = Probes(main_idserver_ok=False, main_idserver_detail="not probed: BUS authoritative",
                         witness_ok=True, witness_detail="", main_dbids_pids=fenced.stopped_pids)
     else:
+        on_main = probe_main.submit(ms, policy.probe_timeout_s)  # meanwhile, the probes from BUS
         ok, detail = ids.probe_idserver(bus, ms.idserver_address, policy.probe_timeout_s)
         witness_ok, witness_detail = (True, "not needed") if ok else ping_witness(bus, pair.witness.host,
                                                                                    policy.probe_timeout_s)
-        self_ok = None if ok else probe_main_on_main(ms, policy.probe_timeout_s)
-        probes = Probes(ok, detail, witness_ok, witness_detail, main_self_idserver_ok=self_ok)
+        self_ok, seen = on_main.result()
+        probes = Probes(ok, detail, witness_ok, witness_detail, main_self_idserver_ok=self_ok, main=seen)
         fenced = None
 
     decision, new_state = decide(state, probes, pair, time.time())
@@ -60,12 +67,14 @@ async def health(pair_name: str = "default", failover_inline: bool = False, dry_
     if not recorded:
         log.warning("decision not recorded: a procedure holds the pair or the record changed while probing")
 
+    before = state.decisions[-1].action if state.decisions else "stay"
     if decision.action == "fence":
         notify(targets, f"SPLIT BRAIN stopped on {ms.name}", f"{decision.reason}. {fenced.detail if fenced else ''}")
     elif blocked(decision.action, new_state.consecutive_failures, policy.failures_before_failover) and not blocked(
-            state.decisions[-1].action if state.decisions else "stay", state.consecutive_failures,
-            policy.failures_before_failover):
+            before, state.consecutive_failures, policy.failures_before_failover):
         notify(targets, f"did NOT fail over to {bus.name}", decision.reason)  # once, when it starts
+    elif decision.action == "warn" and before != "warn":
+        notify(targets, f"WARNING on {ms.name}: ORB or writers", decision.reason)  # once, when it starts
     elif decision.action == "failover" and not recorded:
         log.warning("no failover request: the decision was made on a record that has changed since")
     elif decision.action == "failover" and not failover_inline and (queued := failover_queued(pair_name)):

@@ -5,7 +5,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from antelope_ha.config import SiteConfig
+from antelope_ha.decide import MainSeen
 from antelope_ha.runner import RunnerError
+from antelope_ha.site import StepFailed
 from tasks.sites import site
 
 
@@ -15,19 +17,28 @@ def ping_witness(cfg: SiteConfig, host: str, timeout_s: float) -> tuple[bool, st
     return site(cfg).ping(host, timeout_s)
 
 
-@task(name="Probe the ID server on its own host", task_run_name="probe ID server on {cfg.name} itself",
+@task(name="Probe MS itself", task_run_name="probe {cfg.name} itself: SSH, ID server, ORB, writers",
       cache_policy=NO_CACHE, timeout_seconds=60)
-def probe_main_on_main(cfg: SiteConfig, timeout_s: float) -> bool | None:
-    """True/False from the site itself; None when the site cannot be reached."""
+def probe_main(cfg: SiteConfig, timeout_s: float) -> tuple[bool | None, MainSeen]:
+    """From the worker, on the site: does its own ID server answer (None when
+    the site cannot be reached), and what else is seen there. Only the first
+    tells a dead MS from a cut link; the rest is reported, never decisive."""
+    s = site(cfg)
     try:
-        return site(cfg).probe_idserver(cfg.idserver_address, timeout_s)[0] if _reachable(cfg) else None
-    except RunnerError:
-        return None
-
-
-def _reachable(cfg: SiteConfig) -> bool:
+        s.runner.run(["true"], timeout_s=timeout_s).check()
+    except RunnerError as exc:
+        return None, MainSeen(reachable=False, detail=str(exc))
+    idserver_ok = s.probe_idserver(cfg.idserver_address, timeout_s)[0]
+    not_checked: dict[str, str] = {}
+    latency = None
     try:
-        site(cfg).runner.run(["true"], timeout_s=5).check()
-        return True
-    except RunnerError:
-        return False
+        latency = s.orb_latency(timeout_s)
+    except RunnerError as exc:
+        not_checked["ORB"] = str(exc)
+    writers: dict[str, bool] = {}
+    try:
+        tasks = s.tasks()
+        writers = {w: w in tasks and bool(s.task_pids(w, tasks[w], timeout_s)) for w in cfg.writer_tasks}
+    except (RunnerError, StepFailed, OSError) as exc:
+        not_checked["writers"] = str(exc)
+    return idserver_ok, MainSeen(reachable=True, orb_latency_s=latency, writers=writers, not_checked=not_checked)

@@ -7,10 +7,14 @@ person on call can open the run from a phone.
 
 A notification that cannot be sent is logged loudly but never stops a
 failover: the pair's safety comes first.
+
+Blocks are loaded and notify with ``_sync=True``: in the async health flow,
+and in its failure hooks, Prefect would otherwise hand back coroutines.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -44,7 +48,7 @@ def send(targets: NotifyTargets, subject: str, text: str, log: logging.Logger | 
         from prefect_email import EmailServerCredentials, email_send_message
 
         try:
-            creds = EmailServerCredentials.load(targets.email_server)
+            creds = EmailServerCredentials.load(targets.email_server, _sync=True)
             run_coro_as_sync(email_send_message.fn(
                 email_server_credentials=creds, subject=subject, msg=_html(text), msg_plain=text,
                 email_from=targets.email_from, email_to=targets.email_to,
@@ -54,7 +58,7 @@ def send(targets: NotifyTargets, subject: str, text: str, log: logging.Logger | 
             failed.append(f"email:{targets.email_server}")
     for name in targets.webhooks:
         try:
-            Block.load(name).notify(body=text, subject=subject)
+            Block.load(name, _sync=True).notify(body=text, subject=subject, _sync=True)
         except Exception as exc:
             log.error("notification block %s failed: %s", name, exc)
             failed.append(name)
@@ -93,7 +97,7 @@ def _targets_of(pair_name: Any) -> NotifyTargets | None:
     if not isinstance(pair_name, str):
         return None
     try:
-        return AntelopePair.load(pair_name).notify
+        return AntelopePair.load(pair_name, _sync=True).notify
     except ValueError:
         return None
 
@@ -111,4 +115,8 @@ def notify_run_ended_badly(flow: Any, flow_run: Any, state: Any) -> None:
         return
     full_subject, text = compose(subject, body, pair=str(pair), flow=flow.name, run_name=flow_run.name,
                                  run_id=str(flow_run.id), ui_url=targets.ui_url)
-    send(targets, full_subject, text, log)
+    # The async health flow runs its hooks on its event loop, where Apprise's
+    # synchronous send cannot run: send from a thread of its own.
+    sender = threading.Thread(target=send, args=(targets, full_subject, text, log), name="notify-run-ended")
+    sender.start()
+    sender.join()

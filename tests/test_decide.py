@@ -2,7 +2,7 @@
 import pytest
 
 from antelope_ha.config import PairConfig, PairPolicy
-from antelope_ha.decide import Probes, decide
+from antelope_ha.decide import MainSeen, Probes, decide
 from antelope_ha.state import Declined, HAState, Pause
 
 SITE = dict(host="h", transport="local", rtexec_dir="/rt", idserver_address="h:2498")
@@ -91,6 +91,59 @@ def test_backup_authoritative_fences_dbids_on_main():
     assert d.action == "fence" and "4242" in d.reason and "split brain" in d.reason
     d, _ = decide(state, Probes(False, "", True, ""), PAIR, T0 + 1)
     assert d.action == "stay" and "armed" in d.reason
+
+
+WELL = MainSeen(reachable=True, orb_latency_s=1.23, writers={"orb2dbt": True, "orb2wf": True})
+STALLED = MainSeen(reachable=True, orb_latency_s=95.0, writers={"orb2dbt": True, "orb2wf": True})
+WRITER_DOWN = MainSeen(reachable=True, orb_latency_s=0.5, writers={"orb2dbt": True, "orb2wf": False})
+UNREACHABLE = MainSeen(reachable=False, detail="no answer within 2 s")
+
+
+def seen(main: MainSeen, ok: bool = True) -> Probes:
+    return Probes(ok, "pong ms" if ok else "refused", witness_ok=True, witness_detail="ok", main=main)
+
+
+def test_the_reason_says_what_the_worker_saw_on_main():
+    d, state = decide(HAState.initial("ms"), seen(WELL), PAIR, T0)
+    assert d.action == "stay" and d.reason.startswith("ms ID server answers: pong ms")
+    assert "ms reachable, ORB flowing (latency 1.2 s), writers orb2dbt, orb2wf running" in d.reason
+    d, _ = decide(state, seen(UNREACHABLE), PAIR, T0 + 1)
+    assert d.action == "stay" and "ms unreachable over SSH (no answer within 2 s)" in d.reason
+
+
+@pytest.mark.parametrize("main, finding", [
+    (STALLED, "ORB STALLED (newest packet 95.0 s old, limit 30 s)"),
+    (MainSeen(reachable=True, orb_latency_s=None, writers={"orb2dbt": True}), "ORB STALLED: orbstat found no source"),
+    (WRITER_DOWN, "writer orb2wf NOT running, writer orb2dbt running"),
+])
+def test_stalled_orb_or_writer_down_while_the_id_server_answers_is_a_warning(main, finding):
+    _, failing = cycles(HAState.initial("ms"), DOWN, 2)
+    d, state = decide(failing, seen(main), PAIR, T0 + 10)
+    assert d.action == "warn" and finding in d.reason
+    assert "ms ID server answers" in d.reason and "no failover" in d.reason
+    assert state.consecutive_failures == 0
+
+
+def test_what_could_not_be_checked_is_said_not_warned():
+    main = MainSeen(reachable=True, writers={"orb2dbt": True},
+                    not_checked={"ORB": "`orbstat -s :6510` did not finish within 3 s"})
+    d, _ = decide(HAState.initial("ms"), seen(main), PAIR, T0)
+    assert d.action == "stay" and "ORB not checked (`orbstat -s :6510` did not finish within 3 s)" in d.reason
+
+
+@pytest.mark.parametrize("main", [WELL, STALLED, WRITER_DOWN, UNREACHABLE])
+def test_orb_and_writers_never_decide_a_failover(main):
+    ds, _ = cycles(HAState.initial("ms"), seen(main, ok=False), 3)
+    assert [d.action for d in ds] == ["stay", "stay", "failover"]
+    assert "3/3" in ds[-1].reason and "failing over to bus" in ds[-1].reason
+    assert main.summary("ms", 30.0)[0] in ds[-1].reason
+
+
+def test_main_unreachable_is_in_the_reason_of_a_cut_link_hold_back():
+    probes = Probes(False, "timeout", witness_ok=False, witness_detail="100% packet loss", main=UNREACHABLE)
+    ds, _ = cycles(HAState.initial("ms"), probes, 3)
+    assert ds[-1].action == "stay" and "isolated" in ds[-1].reason
+    assert "ms unreachable over SSH" in ds[-1].reason
 
 
 def test_decisions_are_kept_bounded():
