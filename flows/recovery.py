@@ -27,7 +27,7 @@ from antelope_ha.site import StepFailed, check_excerpt_path, excerpt_db
 from tasks import data, ids, realtime
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline
+from tasks.report import publish_gap, publish_incident, publish_plan, publish_timeline
 from tasks.sites import plans
 from tasks.state import load_state, read_state, record_recovery_window
 
@@ -63,7 +63,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
             realtime.start_task(ms, writer, dry_run)
         return publish_plan("recovery", plans(str(flow_run.get_id())))
 
-    seen = data.overlap(ms, excerpt)
+    seen = before = data.overlap(ms, excerpt)
     wanted, present = sum(seen["excerpt"].values()), sum(seen["present"].values())
     if not wanted:
         result = f"{bus.name} holds no row in the window: nothing to merge"
@@ -88,6 +88,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
                          f"expected {seen['excerpt']}; ids used twice: {scan['duplicates']}")
     summary = f"{result}; verified: every row of the window is on {ms.name} and no id is used twice"
     notify(targets, f"RECOVERY into {ms.name} done", summary)
+    publish_gap(ms.name, start, end, before, seen)
     publish_timeline("recovery", [ms.name, bus.name])
     took = load_state(pair_name, ms.name).last_failover(bus.name)
     if took is not None:

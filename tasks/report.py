@@ -1,5 +1,5 @@
 """What a run leaves behind for people: the step timeline, the dry-run plan,
-the measured times, the incident link, as Prefect artifacts.
+the measured times, the data gap, the incident link, as Prefect artifacts.
 
 The runs of one incident (the failover, then the fallback and the recovery
 that undo it) share the key ``incident-<pair>-epoch-<n>``, ``n`` being the
@@ -79,6 +79,22 @@ def publish_times(procedure: str, marks: Mapping[str, float]) -> list[dict]:
              "after_s": round(at - t0, 2)} for name, at in marks.items()]
     create_table_artifact(rows, key=f"{procedure}-times", description=f"{procedure}: measured times")
     return rows
+
+
+def publish_gap(site: str, start: float, end: float, before: dict[str, dict[str, int]],
+                after: dict[str, dict[str, int]]) -> str:
+    """MS's data gap: the window, and per table the rows BUS holds in it, how
+    many MS held before the recovery and how many it holds after."""
+    def utc(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    rows = "\n".join(f"| {t} | {n} | {before['present'].get(t, 0)} | {after['present'].get(t, 0)} |"
+                     for t, n in sorted(before["excerpt"].items()))
+    text = (f"# Data gap of {site}\n\nWindow {utc(start)} .. {utc(end)} UTC ({end - start:.1f} s)\n\n"
+            f"| table | rows of the window on the backup | on {site} before | on {site} after |\n"
+            f"|---|---|---|---|\n{rows}")
+    create_markdown_artifact(text, key="recovery-gap", description=f"data gap of {site} and what was merged")
+    return text
 
 
 def incident_key(pair_name: str, backup_epoch: int) -> str:

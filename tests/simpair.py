@@ -7,6 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
@@ -18,6 +22,15 @@ from tasks.state import load_state, save_state
 
 FAST = PairPolicy(failures_before_failover=2, probe_interval_s=0.5, probe_timeout_s=1.0, hold_down_s=3600,
                   lastid_margin=1000, lastid_max_age_s=600, approval_timeout_s=60, approval_poll_s=1)
+
+
+def run_artifact(flow_run_id: UUID, key: str) -> str:
+    """The newest artifact ``key`` of a flow run, as text."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert found, f"no {key} artifact for run {flow_run_id}"
+    return str(found[-1].data)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from flows.replicate import replicate_lastid
 from tasks.authority import EpochRefused, activate_idserver
 from tasks.lock import LEASE_S, ProcedureInProgress
 from tasks.pair import save_pair
-from tests.simpair import FAST, Sim, answering, approve, sim_pair
+from tests.simpair import FAST, Sim, answering, approve, run_artifact, sim_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -226,8 +226,13 @@ def test_full_cycle_and_recovery_merges_once(tmp_path):
         assert running(sim, "ms", "dbids") and not running(sim, "bus", "dbids")
         assert dbidserver(sim, "bus") == sim.cfg.main.idserver_address
         sim.wait_rows("ms", time.time())
-        first = recovery(pair_name=sim.name)
+        run = recovery(pair_name=sim.name, return_state=True)
+        first = run.result()
         assert first.startswith("merged ")
+        gap = run_artifact(run.state_details.flow_run_id, "recovery-gap")
+        origin = next(line for line in gap.splitlines() if line.startswith("| origin |"))
+        on_bus, before, after = (int(c) for c in origin.strip("| ").split(" | ")[1:])
+        assert on_bus > 0 and before == 0 and after == on_bus, gap
         rows = len(sim.origins("ms"))
         second = recovery(pair_name=sim.name)
         assert "nothing merged" in second
