@@ -7,7 +7,8 @@ The steps, in the operators' order:
      then fence MS where it can be reached (arm it, stop any dbids there);
      with the policy's require_fence, an MS that cannot be reached needs a
      person's approval first
-  1. synchronise BUS dbids.lastid (replica + margin, never below BUS's own ids)
+  1. synchronise BUS dbids.lastid (replica + margin, never below BUS's own ids;
+     after a person's approval, computed again and raised if it has grown)
   2. record BUS as the authority (a new epoch), on the record and on the sites
   3. activate dbids on BUS (refused unless BUS holds the current epoch)
   4. point BUS's db descriptor at the local dbids
@@ -27,7 +28,7 @@ from prefect.runtime import flow_run
 from antelope_ha.config import PairConfig
 from antelope_ha.state import HAState
 from tasks import authority, ids, realtime
-from tasks.approval import ApprovalRecord, ask_approval
+from tasks.approval import ApprovalRecord, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
@@ -42,9 +43,18 @@ ASK_AGAIN = "Health will not request another failover in this outage until a per
       on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="BUS takes over the ID server, the authoritative db and the information systems.")
 def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False) -> str:
+    """Make BUS authoritative, step by step (the module's docstring).
+
+    Args:
+        pair_name: the name of the pair's AntelopePair block (as saved by setup)
+        reason: why, recorded with the new authority and sent to the operators
+            (the health flow gives its decision's reason)
+        dry_run: print the commands each site would run, change nothing
+    """
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     marks = {"failover started": time.time()}
+    approvals: list[ApprovalRecord] = []
     with nullcontext() if dry_run else procedure_lock(pair_name, "failover"):
         state = read_state(pair_name, ms.name)
         taken = state.authority.site == bus.name
@@ -52,7 +62,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
                                   bus.name, state.authority.epoch)
         ids.check_ready(bus)
-        lastid = None if taken else lastid_targets(pair_name, pair, state, dry_run)
+        lastid = None if taken else lastid_targets(pair_name, pair, state, approvals, dry_run)
         if not taken and lastid is None:
             summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
                        f"using it; nothing was changed on either site. {ASK_AGAIN}")
@@ -60,11 +70,14 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             return summary
 
         fenced = authority.fence(ms, f"{bus.name} takes over: {reason}", dry_run)
-        if not taken and not fenced.reachable and not unfenced_takeover_approved(pair_name, pair, fenced.detail, dry_run):
+        if not taken and not fenced.reachable and not unfenced_takeover_approved(pair_name, pair, fenced.detail,
+                                                                                 approvals, dry_run):
             summary = (f"did not fail over to {bus.name}: {ms.name} could not be fenced ({fenced.detail}) and "
                        f"no one approved taking over without it; nothing was changed on either site. {ASK_AGAIN}")
             notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
             return summary
+        if lastid is not None and approvals:
+            lastid = lastid_after_waiting(pair, lastid)
         if lastid is not None:
             ids.raise_lastid(bus, lastid, "failover: replica + margin, above every id in the local db", dry_run)
         state = authority.take_authority(pair_name, ms.name, bus, [ms], reason, dry_run)
@@ -90,7 +103,8 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         return summary
 
 
-def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, dry_run: bool) -> bool:
+def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, approvals: list[ApprovalRecord],
+                               dry_run: bool) -> bool:
     """With ``require_fence``, an MS that cannot be reached may be alive behind a
     cut link, its dbids still handing out ids: a person decides."""
     policy = pair.policy
@@ -101,17 +115,16 @@ def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, dr
                 f"writers' clients; the health flow fences it as soon as it can be reached.")
     answer = ask_approval(f"failover without fencing {pair.main.name}", pair.backup.name, findings,
                           policy.approval_timeout_s, policy.approval_poll_s, dry_run)
-    return approved(pair_name, pair, answer, dry_run)
+    return approved(pair_name, pair, answer, approvals, dry_run)
 
 
-def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, dry_run: bool) -> dict[str, int] | None:
+def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, approvals: list[ApprovalRecord],
+                   dry_run: bool) -> dict[str, int] | None:
     """Step 1's numbers: replica + margin, never below BUS's own ids. When the
     replica is older than the policy allows, a person approves them first;
     None means they did not."""
     bus, policy = pair.backup, pair.policy
-    replica = ids.read_lastid(bus)
-    scan = ids.scan_ids(bus)
-    targets = ids.failover_targets(replica, policy.lastid_margin, scan)
+    replica, scan, targets = proposed_lastid(pair)
     age = None if state.replica is None else time.time() - state.replica.taken_at
     if age is not None and age <= policy.lastid_max_age_s:
         return targets
@@ -125,12 +138,36 @@ def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, dry_run: bo
     )
     answer = ask_approval("failover with a stale lastid replica", bus.name, findings,
                           policy.approval_timeout_s, policy.approval_poll_s, dry_run)
-    return targets if approved(pair_name, pair, answer, dry_run) else None
+    return targets if approved(pair_name, pair, answer, approvals, dry_run) else None
 
 
-def approved(pair_name: str, pair: PairConfig, answer: ApprovalRecord, dry_run: bool) -> bool:
-    """A refusal (rejected or unanswered) is recorded, so that health does not
-    ask again at every probe of the same outage."""
+def proposed_lastid(pair: PairConfig) -> tuple[dict[str, int], dict, dict[str, int]]:
+    """BUS's lastid replica, its id scan, and the lastid they call for."""
+    bus = pair.backup
+    replica = ids.read_lastid(bus)
+    scan = ids.scan_ids(bus)
+    return replica, scan, ids.failover_targets(replica, pair.policy.lastid_margin, scan)
+
+
+def lastid_after_waiting(pair: PairConfig, shown: dict[str, int]) -> dict[str, int]:
+    """Step 1's numbers again after a person's answer: while they decided, BUS's
+    own ids may have grown or the replica been refreshed. Never below what was shown."""
+    now = proposed_lastid(pair)[2]
+    higher = {k: v for k, v in now.items() if k not in shown or v > shown[k]}
+    if higher:
+        get_run_logger().warning("lastid computed again after the approval, raised above what was shown: %s",
+                                 ", ".join(f"{k} {shown.get(k)} -> {v}" for k, v in sorted(higher.items())))
+    return shown | higher
+
+
+def approved(pair_name: str, pair: PairConfig, answer: ApprovalRecord, approvals: list[ApprovalRecord],
+             dry_run: bool) -> bool:
+    """The answer goes on the run's record of approvals. A refusal (rejected or
+    unanswered) is also recorded on the state, so that health does not ask again
+    at every probe of the same outage."""
+    approvals.append(answer)
+    if not dry_run:
+        publish_approvals("failover", approvals)
     if answer.outcome in ("approved", "skipped (dry run)"):
         return True
     by = f" by {answer.operator}: {answer.reason}" if answer.operator else ""

@@ -2,16 +2,23 @@
 
 Started by hand. Two people-approved gates: before the point of no return
 (stopping BUS's writers) and before dbids starts on MS. On rejection or
-timeout at the first gate nothing has changed; at the second, BUS is put back
-exactly as it was (authoritative, writers running, MS armed).
+timeout at the first gate BUS is not touched (MS stays fenced); at the
+second, BUS is put back exactly as it was (authoritative, writers running,
+MS armed). After each approval, before acting on it, the state record and MS
+are checked again: if the authority on the record changed, or MS is no
+longer as the person saw it, the approval is not acted on and the flow stops
+the same way.
 
   On MS:   (still fenced) check db consistency; start rtexec if not running;
            verify data flow
   -- approval 1 --
+  Re-check: the record's authority unchanged; MS reachable, rtexec running
   On BUS:  stop db writers; stop dbids; replicate dbids.lastid to MS;
            point the descriptor back at MS's dbids; stop monitoring (disarm) MS
   On MS:   check db consistency against dbids.lastid
   -- approval 2 --
+  Re-check: the record's authority unchanged; MS reachable, rtexec running;
+           MS's db consistent against dbids.lastid, scanned again
   On MS:   record MS as the authority; start dbids; start db writers
   On BUS:  start db writers against MS's dbids; start monitoring MS;
            stop information systems
@@ -22,12 +29,12 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from antelope_ha.config import PairConfig, SiteConfig
+from antelope_ha.state import Authority
 from tasks import authority, data, ids, realtime
-from tasks.approval import ApprovalRecord, ask_approval
+from tasks.approval import ApprovalRecord, ask_approval, publish_approvals, site_changed
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
@@ -39,6 +46,13 @@ from tasks.state import read_state, set_fallback_in_progress
 @flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Hand authority back from BUS to MS, with two approvals.")
 def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
+    """Hand authority back to MS, step by step (the module's docstring).
+
+    Args:
+        pair_name: the name of the pair's AntelopePair block (as saved by setup)
+        dry_run: print the commands each site would run, change nothing (the
+            approvals are not asked)
+    """
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
@@ -50,7 +64,8 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
             return msg
         approvals: list[ApprovalRecord] = []
         if state.authority.site == bus.name:
-            stopped_because = hand_over(pair, pair_name, state.fallback_in_progress, approvals, dry_run)
+            stopped_because = hand_over(pair, pair_name, state.authority, state.fallback_in_progress,
+                                        approvals, dry_run)
             if stopped_because:
                 publish_incident("fallback", pair_name, state.authority.epoch, targets.ui_url if targets else None)
                 return stopped(pair, targets, approvals, stopped_because)
@@ -73,7 +88,7 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
 
         if dry_run:
             return publish_plan("fallback", plans(str(flow_run.get_id())))
-        publish_approvals(approvals)
+        publish_approvals("fallback", approvals)
         summary = f"{ms.name} is authoritative again; {bus.name} follows it. " + approved_by(approvals)
         notify(targets, f"FALLBACK to {ms.name} done", summary)
         publish_timeline("fallback", [ms.name, bus.name])
@@ -83,12 +98,13 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
         return summary
 
 
-def hand_over(pair: PairConfig, pair_name: str, passed_gate1: bool, approvals: list[ApprovalRecord],
-              dry_run: bool) -> str | None:
+def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: bool,
+              approvals: list[ApprovalRecord], dry_run: bool) -> str | None:
     """Everything up to the second approval; returns why it stopped, or None to go on.
 
+    ``asked`` is the authority on the record the approvals are asked under.
     A rerun after the first approval (fallback already in progress) does not ask
-    again: BUS's writers may already be stopped, so "nothing changed" would be false.
+    again: BUS's writers may already be stopped, so "BUS was not touched" would be false.
     """
     ms, bus, policy = pair.main, pair.backup, pair.policy
     # On MS: is it fit to take over again? (kept fenced until approved)
@@ -102,7 +118,12 @@ def hand_over(pair: PairConfig, pair_name: str, passed_gate1: bool, approvals: l
             findings(ms, ms_ids, flowing, bus), policy.approval_timeout_s, policy.approval_poll_s, dry_run)
         approvals.append(gate1)
         if gate1.outcome not in ("approved", "skipped (dry run)"):
-            return f"{bus.name} stays authoritative; nothing was changed"
+            return f"{bus.name} stays authoritative; nothing was changed on {bus.name} ({ms.name} stays fenced)"
+        # Before acting on the answer: the record and MS are still what the person was shown.
+        changed = changed_since_asked(pair_name, ms, asked, dry_run)
+        if changed:
+            return (f"The approval was not acted on: {changed}. {bus.name} stays authoritative and was not "
+                    f"touched ({ms.name} stays fenced)")
         set_fallback_in_progress(pair_name, ms.name, True, dry_run)
 
     # On BUS: stop issuing ids and hand the lastid over.
@@ -119,11 +140,31 @@ def hand_over(pair: PairConfig, pair_name: str, passed_gate1: bool, approvals: l
         f"fallback to {ms.name}: start dbids on {ms.name}", ms.name,
         findings(ms, ms_ids, flowing, bus), policy.approval_timeout_s, policy.approval_poll_s, dry_run)
     approvals.append(gate2)
-    if gate2.outcome not in ("approved", "skipped (dry run)") or not (ms_ids["ok"] or dry_run):
+    if gate2.outcome not in ("approved", "skipped (dry run)"):
         restore_backup(pair, pair_name, dry_run)
-        why = "" if ms_ids["ok"] else f" ({ms.name} ids are not consistent: {'; '.join(ms_ids['problems'])})"
-        return f"{bus.name} restored as authority{why}"
+        return f"{bus.name} restored as authority"
+    # Before acting on the answer: the record, MS and its ids are still what the person was shown.
+    changed = changed_since_asked(pair_name, ms, asked, dry_run)
+    if not changed:
+        ms_ids = ids.scan_ids(ms)
+        if not (ms_ids["ok"] or dry_run):
+            changed = f"{ms.name} ids are not consistent: {'; '.join(ms_ids['problems'])}"
+    if changed:
+        get_run_logger().warning("%s approved, not acted on: %s", gate2.gate, changed)
+        restore_backup(pair, pair_name, dry_run)
+        return f"The approval was not acted on: {changed}. {bus.name} restored as authority"
     return None
+
+
+def changed_since_asked(pair_name: str, ms: SiteConfig, asked: Authority, dry_run: bool) -> str | None:
+    """After an approval, before acting on it: what is no longer as it was when
+    the person was asked (the authority on the record; MS reachable, rtexec
+    running), or None. The answer may come half an hour after the question."""
+    now = read_state(pair_name, ms.name).authority
+    if now.marker() != asked.marker():
+        return (f"the authority on the record changed while waiting for the answer: {asked.site} at epoch "
+                f"{asked.epoch} when asked, {now.site} at epoch {now.epoch} now")
+    return site_changed(ms, dry_run)
 
 
 def restore_backup(pair: PairConfig, pair_name: str, dry_run: bool) -> None:
@@ -151,14 +192,8 @@ def approved_by(approvals: list[ApprovalRecord]) -> str:
                      for a in approvals)
 
 
-def publish_approvals(approvals: list[ApprovalRecord]) -> None:
-    rows = "\n".join(f"| {a.gate} | {a.outcome} | {a.operator or ''} | {a.reason or ''} |" for a in approvals)
-    create_markdown_artifact(f"| gate | outcome | operator | reason |\n|---|---|---|---|\n{rows}",
-                             key="fallback-approvals", description="who approved what")
-
-
 def stopped(pair: PairConfig, targets, approvals: list[ApprovalRecord], state: str) -> str:
-    publish_approvals(approvals)
+    publish_approvals("fallback", approvals)
     publish_timeline("fallback", [pair.main.name, pair.backup.name])
     summary = f"fallback to {pair.main.name} stopped: {approved_by(approvals)}. {state}."
     get_run_logger().warning(summary)

@@ -1,5 +1,7 @@
 """A person's approval before a dangerous step: Prefect's pause with a typed
-input (operator, decision, reason, and the site typed back), with a timeout.
+input (operator, decision, reason, and the site typed back), with a timeout;
+the re-check of a site after the answer, before acting on it; and the record
+of the answers, as an artifact.
 
 Called from a flow (a pause belongs to the flow run, not to a task).
 """
@@ -8,13 +10,19 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
+from antelope_ha.commands import fmt_time
+from antelope_ha.config import SiteConfig
+from antelope_ha.runner import RunnerError
 from tasks.notify import notify, targets_of_this_run
+from tasks.sites import site
 
 
 class Approval(RunInput):
@@ -85,3 +93,27 @@ def _timed_out(gate: str, site: str, timeout_s: float) -> ApprovalRecord:
     notify(targets_of_this_run(), f"APPROVAL TIMED OUT on {site}: {gate}",
            f"no answer within {timeout_s:.0f} s: nothing further changes")
     return ApprovalRecord(gate=gate, site=site, outcome="timed out", at=time.time())
+
+
+@task(name="Re-check a site after an answer", task_run_name="re-check {cfg.name} after the answer",
+      cache_policy=NO_CACHE, timeout_seconds=180)
+def site_changed(cfg: SiteConfig, dry_run: bool = False) -> str | None:
+    """Why ``cfg`` is no longer as the person saw it (unreachable, rtexec
+    stopped), or None. A dry run only planned rtexec's start: it checks that
+    the site answers."""
+    try:
+        running = site(cfg, dry_run).rtexec_running()
+    except RunnerError as exc:
+        return f"{cfg.name} cannot be reached: {exc}"
+    return None if running or dry_run else f"rtexec no longer runs on {cfg.name}"
+
+
+def publish_approvals(procedure: str, approvals: list[ApprovalRecord]) -> None:
+    """Who answered which approval, how and when, as the ``<procedure>-approvals`` artifact."""
+    def cell(text: str | None) -> str:
+        return (text or "").replace("|", "\\|").replace("\n", " ")
+
+    rows = "\n".join(f"| {cell(a.gate)} | {a.outcome} | {cell(a.operator)} | {fmt_time(a.at)} | {cell(a.reason)} |"
+                     for a in approvals)
+    create_markdown_artifact(f"| gate | outcome | operator | at | reason |\n|---|---|---|---|---|\n{rows}",
+                             key=f"{procedure}-approvals", description=f"{procedure}: who answered what, and when")
