@@ -36,9 +36,19 @@ FAILOVER_EVENT = "antelope-ha.failover.requested"
 @flow(name="health", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Probe MS and the witness from BUS and decide: stay, warn, fail over, hold or fence.")
 async def health(pair_name: str = "default", failover_inline: bool = False, dry_run: bool = False) -> str:
-    """Async only so that a run ends when its body does: Prefect waits up to a
+    """One health cycle: probe, decide, record, act on the decision.
+
+    Async only so that a run ends when its body does: Prefect waits up to a
     second at the end of each sync flow run for its heartbeat thread, and
-    detection pays that once per probe (K times). The steps are sync tasks."""
+    detection pays that once per probe (K times). The steps are sync tasks.
+
+    Args:
+        pair_name: the name of the pair's AntelopePair block (as saved by setup)
+        failover_inline: run the failover in this run instead of emitting the event
+            that starts the failover deployment (embedded Prefect, the drill)
+        dry_run: probe and decide, but store nothing, notify nobody and print what
+            would change
+    """
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
     ms, bus, policy = pair.main, pair.backup, pair.policy

@@ -40,10 +40,18 @@ class WindowError(ValueError):
       description="Merge the outage window from BUS into MS, once.")
 def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
              dry_run: bool = False, excerpt_path: str | None = None) -> str:
-    """``start``/``end``: the window in epoch seconds (both, or neither for MS's
-    gap). ``excerpt_path``: an absolute directory both sites reach at that same
-    path (an external disk, a shared mount); BUS extracts to it and MS merges
-    from it. Without it the excerpt is copied from BUS to MS over SFTP."""
+    """Merge the outage window from BUS into MS, once, and verify it.
+
+    Args:
+        pair_name: the name of the pair's AntelopePair block (as saved by setup)
+        start: window start, epoch seconds; give both start and end, or neither
+            for MS's own gap around the last failover
+        end: window end, epoch seconds (see start)
+        dry_run: print the commands each site would run, change nothing
+        excerpt_path: an absolute directory both sites reach at that same path
+            (an external disk, a shared mount): BUS extracts to it and MS merges
+            from it; empty: the excerpt is copied from BUS to MS over SFTP
+    """
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup

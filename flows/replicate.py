@@ -23,6 +23,12 @@ from tasks.state import read_state, update_state
 @flow(name="replicate-lastid", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Copy MS dbids.lastid to BUS and record the replica's time.")
 def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
+    """Raise BUS's lastid replica to MS's values and record when they were read.
+
+    Args:
+        pair_name: the name of the pair's AntelopePair block (as saved by setup)
+        dry_run: print the file BUS would get, change nothing
+    """
     pair, _ = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     state = read_state(pair_name, ms.name)

@@ -16,3 +16,21 @@ def test_every_field_is_documented():
         for name, field in model.model_fields.items():
             if name != "block_type_slug":
                 assert f"| `{name}` |" in text and field.description, name
+
+
+def test_every_deployed_flow_parameter_is_described_for_the_run_form():
+    """The UI's run form shows each parameter's description (from the flow's docstring)."""
+    import importlib
+
+    import yaml
+    from prefect.utilities.callables import parameter_schema
+
+    spec = yaml.safe_load((Path(__file__).parent.parent / "deployments" / "prefect.yaml").read_text())
+    entrypoints = {d["entrypoint"] for d in spec["deployments"]}
+    assert len(entrypoints) == 5
+    for entrypoint in sorted(entrypoints):
+        path, name = entrypoint.split(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        properties = parameter_schema(flow.fn).properties
+        undescribed = [p for p, schema in properties.items() if not schema.get("description")]
+        assert not undescribed, f"{entrypoint}: no description for {undescribed}"
