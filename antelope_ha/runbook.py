@@ -56,6 +56,7 @@ class Runbook:
     description: str
     procedure: str  # the flow module's docstring
     scenarios: list[Scenario]
+    real_run_only: list[str] = field(default_factory=list)  # step kinds no dry run reaches
 
 
 class MissingGuide(KeyError):
@@ -275,6 +276,11 @@ def _md_step(n: int, step: RunbookStep) -> list[str]:
     return lines
 
 
+REAL_RUN_ONLY = ("The dry runs above do not reach these steps: they record, notify or verify what a real "
+                 "run did, or need a situation the dry runs were not in. A real run takes them where the "
+                 "procedure at the top says, in the order listed here.")
+
+
 def to_markdown(book: Runbook) -> str:
     lines = [f"# Runbook: {book.title}", "", f"> {GENERATED.format(flow=book.flow_name)}", "",
              book.description, "", "```text", book.procedure.strip(), "```", ""]
@@ -283,6 +289,12 @@ def to_markdown(book: Runbook) -> str:
         for n, step in enumerate(scenario.steps, 1):
             lines += _md_step(n, step)
         lines += ["### What the dry run reported", "", "```text", scenario.result.strip(), "```", ""]
+    if book.real_run_only:
+        lines += ["## Steps of a real run only", "", REAL_RUN_ONLY, ""]
+        for kind in book.real_run_only:
+            g = guide(kind)
+            lines += [f"#### {kind}", "", f"*{kind}*", "", f"**Purpose.** {g.purpose}", "",
+                      f"**Checked.** {g.checks}", "", f"**If it fails.** {g.by_hand}", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -334,5 +346,13 @@ def to_html(book: Runbook) -> str:
         for n, step in enumerate(scenario.steps, 1):
             out += list(_html_step(n, step))
         out += ["<h3>What the dry run reported</h3>", f"<pre>{html.escape(scenario.result.strip())}</pre>"]
+    if book.real_run_only:
+        out += ["<h2>Steps of a real run only</h2>", f"<p>{html.escape(REAL_RUN_ONLY)}</p>"]
+        for kind in book.real_run_only:
+            g = guide(kind)
+            out += ['<div class="step">', f"<h4>{html.escape(kind)}</h4>",
+                    f"<p><strong>Purpose.</strong> {_code(g.purpose)}</p>",
+                    f"<p><strong>Checked.</strong> {_code(g.checks)}</p>",
+                    f"<p><strong>If it fails.</strong> {_code(g.by_hand)}</p>", "</div>"]
     out.append("</body></html>")
     return "\n".join(out) + "\n"

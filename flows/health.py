@@ -59,11 +59,10 @@ async def health(pair_name: str = "default", failover_inline: bool = False, dry_
         probes = Probes(main_idserver_ok=False, main_idserver_detail="not probed: BUS authoritative",
                         witness_ok=True, witness_detail="", main_dbids_pids=fenced.stopped_pids)
     else:
-        on_main = probe_main.submit(ms, policy.probe_timeout_s)  # meanwhile, the probes from BUS
         ok, detail = ids.probe_idserver(bus, ms.idserver_address, policy.probe_timeout_s)
         witness_ok, witness_detail = (True, "not needed") if ok else ping_witness(bus, pair.witness.host,
                                                                                    policy.probe_timeout_s)
-        self_ok, seen = on_main.result()
+        self_ok, seen = probe_main(ms, policy.probe_timeout_s)
         probes = Probes(ok, detail, witness_ok, witness_detail, main_self_idserver_ok=self_ok, main=seen)
         fenced = None
 

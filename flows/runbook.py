@@ -14,6 +14,8 @@ MS authoritative (health, replicate, failover, recovery), MS's ID server down
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import re
 import sys
@@ -23,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import Flow
+from prefect import Flow, Task
 
 from antelope_ha.commands import fmt_epoch, fmt_time
 from antelope_ha.config import PairConfig, PairPolicy
@@ -205,10 +207,32 @@ def generate(workdir: Path) -> Generated:
                    f"After a failover the check keeps {ms} fenced (armed, no dbids).")
         g.scenario("fallback", fallback, f"{bus} authoritative, {ms} repaired",
                    "Started by hand once MS is fit again; two people-approved gates.")
+        for slug, flow in (("replicate-lastid", replicate_lastid), ("health", health), ("failover", failover),
+                           ("recovery", recovery), ("fallback", fallback)):
+            book = g.books[slug]
+            reached = {step.kind for scenario in book.scenarios for step in scenario.steps}
+            book.real_run_only = [kind for kind in tasks_in_source(flow) if kind not in reached]
         return Generated(g.books, g.flow_runs, g.normalize)
     finally:
         close_all()
         pair.stop()
+
+
+def tasks_in_source(flow: Flow) -> list[str]:
+    """The names of the tasks the flow's module calls, in the order they first
+    appear in its source: the steps a real run may take, dry or not."""
+    module = sys.modules[flow.fn.__module__]
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Name):
+            obj = vars(module).get(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            obj = getattr(vars(module).get(node.value.id), node.attr, None)
+        else:
+            continue
+        if isinstance(obj, Task) and (obj.name not in found or node.lineno < found[obj.name]):
+            found[obj.name] = node.lineno
+    return sorted(found, key=found.__getitem__)
 
 
 def write_runbooks(out: Path) -> list[Path]:

@@ -118,3 +118,29 @@ def test_the_real_failover_of_the_generation_published_its_incident(generated):
     assert set(by_key) == {"failover-timeline", "failover-times"}
     assert '"site": "bus"' in by_key["failover-timeline"].data
     assert "dbids serving on bus" in by_key["failover-times"].data
+
+
+def test_every_task_a_flow_calls_is_in_its_committed_runbook():
+    """Read from the flows' source, not from the dry runs the runbooks are made
+    of: a step only a real run takes (a notification, a final check) must be
+    there too."""
+    import importlib
+
+    from prefect import Task
+
+    modules = {"failover": "flows.failover", "fallback": "flows.fallback", "recovery": "flows.recovery",
+               "replicate-lastid": "flows.replicate", "health": "flows.health"}
+    assert set(modules) == PROCEDURES
+    for slug, name in modules.items():
+        module = importlib.import_module(name)
+        called = set()
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            target = node.id if isinstance(node, ast.Name) else None
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                target = getattr(getattr(module, node.value.id, None), node.attr, None)
+            obj = getattr(module, target, None) if isinstance(target, str) else target
+            if isinstance(obj, Task):
+                called.add(obj.name)
+        text = (DOCS / f"{slug}.md").read_text()
+        missing = sorted(n for n in called if f"*{n}*" not in text)
+        assert called and not missing, f"docs/runbooks/{slug}.md lacks {missing}: run `antelope-ha runbook`"
