@@ -34,7 +34,8 @@ class SSHSettings(BaseModel):
     private_key: SecretStr | None = Field(None, description="private key (PEM text), kept secret")
     passphrase: SecretStr | None = Field(None, description="passphrase of the private key")
     allow_agent: bool = Field(False, description="also try keys from a running ssh-agent")
-    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="TCP connect + handshake limit")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="limit for a TCP connect + handshake, and for "
+                                     "the host to answer a new command's channel or a file request")
     command_timeout_s: float = Field(60.0, gt=0, le=3600, description="limit for one command")
 
 

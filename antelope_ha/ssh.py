@@ -20,6 +20,7 @@ Trust and safety rules, and why:
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import re
 import select
@@ -318,7 +319,7 @@ class SSHRunner:
                 self._discard(transport)
                 if fresh or attempt == 2:
                     raise HostUnreachable(
-                        f"{self._where}: no answer within {self.command_timeout_s:g} s, or "
+                        f"{self._where}: no answer within {self.connect_timeout_s:g} s, or "
                         f"connection lost, during a file operation on {path} "
                         f"({exc or type(exc).__name__}); check that the host is up"
                     ) from exc
@@ -331,8 +332,10 @@ class SSHRunner:
             if self._sftp_client is None:
                 try:
                     self._sftp_client = paramiko.SFTPClient.from_transport(transport)
-                    # A hung host must not block a file operation forever.
-                    self._sftp_client.get_channel().settimeout(self.command_timeout_s)
+                    # Each SFTP request is answered at once by a live host: wait for
+                    # one no longer than for a new command's channel. Behind a cut
+                    # link the open connection looks alive; this bounds the wait.
+                    self._sftp_client.get_channel().settimeout(self.connect_timeout_s)
                 except _IO_ERRORS as exc:
                     self._discard_locked(transport)
                     raise HostUnreachable(
@@ -480,6 +483,14 @@ class SSHRunner:
             return AuthenticationRefused(
                 f"{self._where} refused key {key} for user {self.username!r}: add its public "
                 f"key to that user's authorized_keys on {self.host}, or fix username/key"
+            )
+        if isinstance(exc, paramiko.SSHException) and "No authentication methods" in str(exc):
+            agent = os.environ.get("SSH_AUTH_SOCK")
+            return AuthenticationRefused(
+                f"{self._where}: no key to log in with: no key file or key text is configured and "
+                + (f"the ssh-agent at {agent} holds no key (ssh-add one)" if agent else
+                   "no ssh-agent runs (SSH_AUTH_SOCK is not set)")
+                + "; or give key_filename or private_key"
             )
         if isinstance(exc, _IO_ERRORS):
             return HostUnreachable(

@@ -27,7 +27,7 @@ from antelope_ha.runner import (
 )
 from simsite.pair import SimPair
 from tasks import data, ids
-from tasks.sites import close_all, retry_if_transient
+from tasks.sites import close_all, retry_if_transient, runner_for
 from tests.sshd import SshdHandle, start_sshd
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -143,6 +143,20 @@ def test_site_that_hangs_under_a_command_times_out_within_bounds(bus: Remote, tm
     assert f"on {cfg.host}: `orbstat -s {cfg.orb}` did not finish within {COMMAND_TIMEOUT_S:g} s" in str(error)
     assert COMMAND_TIMEOUT_S <= elapsed < COMMAND_TIMEOUT_S + SLACK_S
     assert retry_if_transient(None, None, states[0])  # a converging step may try again
+
+
+def test_a_file_operation_on_a_hung_site_gives_up_within_the_connect_limit(bus: Remote):
+    """The open connection to a hung site (or one behind a cut link) looks alive: an SFTP
+    request on it waits no longer than a new command's channel would, not a command's limit."""
+    cfg = bus.cfg.model_copy(update={"ssh": bus.cfg.ssh.model_copy(update={"command_timeout_s": 60.0})})
+    runner = runner_for(cfg)
+    assert runner.read_file(cfg.path("rtexec.pf"))  # the connection and its SFTP channel are up
+    bus.sshd.pause()
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match=f"within {CONNECT_TIMEOUT_S:g} s"):
+        runner.read_file(cfg.path("rtexec.pf"))
+    # the request, then once more on a new connection: each bounded by the connect limit
+    assert time.monotonic() - started < 2 * CONNECT_TIMEOUT_S + SLACK_S
 
 
 def test_hung_site_is_unreachable_within_bounds_and_the_step_retried(bus: Remote):
