@@ -139,6 +139,8 @@ class LocalRunner:
         target = self._path(path)
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         tmp.write_bytes(data)
+        if target.exists():  # keep the file's mode, as the SSH runner does
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
         os.replace(tmp, target)
 
     def exists(self, path: str) -> bool:

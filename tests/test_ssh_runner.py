@@ -176,6 +176,29 @@ def test_missing_known_hosts_file_is_refused(sshd: SshdHandle, tmp_path: Path) -
             runner.run(["true"])
 
 
+def test_key_from_a_running_ssh_agent(sshd: SshdHandle, tmp_path: Path, monkeypatch) -> None:
+    """allow_agent: no key file given, the key is held by a real ssh-agent."""
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            assert time.monotonic() < deadline, "ssh-agent did not start listening"
+            time.sleep(0.05)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        without = runner_for(sshd, key_filename=None, allow_agent=True)
+        with pytest.raises(AuthenticationRefused, match=f"the ssh-agent at {socket_path} holds no key"):
+            without.run(["true"])
+        without.close()
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key_path)], check=True,
+                       env={**os.environ, "SSH_AUTH_SOCK": str(socket_path)}, capture_output=True)
+        with runner_for(sshd, key_filename=None, allow_agent=True) as runner:
+            assert runner.run(["echo", "agent"]).stdout == "agent\n"
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
 def test_wrong_client_key_is_refused(sshd: SshdHandle, tmp_path: Path) -> None:
     stranger = keygen(tmp_path / "stranger")
     with runner_for(sshd, key_filename=str(stranger)) as runner:
@@ -432,3 +455,6 @@ def test_local_runner_basics(tmp_path: Path) -> None:
     runner.write_file("f", b"data")
     assert runner.read_file("f") == b"data" and runner.exists("f") and not runner.exists("g")
     assert os.listdir(tmp_path) == ["f"]
+    (tmp_path / "f").chmod(0o640)
+    runner.write_file("f", b"new")
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640 and runner.read_file("f") == b"new"
