@@ -260,12 +260,13 @@ def pause(reason: Annotated[str, typer.Option(help="why (recorded)")],
 
 
 @app.command()
-def resume(by: Annotated[str, typer.Option(help="your name")], pair_name: PairOption = DEFAULT_PAIR) -> None:
+def resume(reason: Annotated[str, typer.Option(help="why (recorded)")],
+           by: Annotated[str, typer.Option(help="your name")], pair_name: PairOption = DEFAULT_PAIR) -> None:
     """Resume automatic failover."""
     now = time.time()
     _change_state(pair_name, lambda s: s.model_copy(update={"pause": None}).record(
-        Decision(at=now, action="resume", reason=f"automatic failover resumed by {by}")))
-    out.print(f"automatic failover of {pair_name} resumed by {by}")
+        Decision(at=now, action="resume", reason=f"automatic failover resumed by {by}: {reason}")))
+    out.print(f"automatic failover of {pair_name} resumed by {by}: {reason}")
 
 
 @app.command()

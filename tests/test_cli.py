@@ -78,8 +78,9 @@ def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
     paused = sim.state().pause
     assert paused is not None and (paused.by, paused.reason) == ("ana", "disk swap on ms")
     assert "PAUSED by ana" in run("status").output
-    assert run("resume", "--by", "ana").exit_code == 0
+    assert run("resume", "--reason", "disk swapped", "--by", "ana").exit_code == 0
     assert sim.state().pause is None
+    assert sim.state().decisions[-1].reason == "automatic failover resumed by ana: disk swapped"
     assert run("ack", "--by", "bo", "--reason", "MS is really down").exit_code == 0
     state = sim.state()
     assert state.hold_down_ack is not None
