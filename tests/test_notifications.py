@@ -129,12 +129,14 @@ def test_decisions_approvals_and_failed_runs_reach_the_operators(tmp_path: Path,
         assert "no answer within 2 s" in mail and "no answer within 2 s" in post
 
         # runs that fail tell the operators, whatever step they stopped at
+        sim.pair.crash("ms", "dbids", restart=False)  # a running dbids rewrites its lastid as it serves
         lastid = sim.pair.paths("ms").dir / "dbids" / "dbids.lastid"
         kept = lastid.read_bytes()
         lastid.write_text("not a lastid table\n")
         with pytest.raises(ValueError, match="lastid"):
             replicate_lastid(pair_name=sim.name)
         lastid.write_bytes(kept)
+        sim.pair.repair("ms", "dbids")
         mail, post = inbox.both("replicate-lastid FAILED")
         assert "The replicate-lastid run stopped" in mail and "The replicate-lastid run stopped" in post
 
