@@ -62,7 +62,7 @@ async def health(pair_name: str = "default", failover_inline: bool = False, dry_
         ok, detail = ids.probe_idserver(bus, ms.idserver_address, policy.probe_timeout_s)
         witness_ok, witness_detail = (True, "not needed") if ok else ping_witness(bus, pair.witness.host,
                                                                                    policy.probe_timeout_s)
-        self_ok, seen = probe_main(ms, policy.probe_timeout_s)
+        self_ok, seen = probe_main(ms, policy.probe_timeout_s, ask_idserver=not ok)
         probes = Probes(ok, detail, witness_ok, witness_detail, main_self_idserver_ok=self_ok, main=seen)
         fenced = None
 

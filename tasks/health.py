@@ -19,16 +19,17 @@ def ping_witness(cfg: SiteConfig, host: str, timeout_s: float) -> tuple[bool, st
 
 @task(name="Probe MS itself", task_run_name="probe {cfg.name} itself: SSH, ID server, ORB, writers",
       cache_policy=NO_CACHE, timeout_seconds=60)
-def probe_main(cfg: SiteConfig, timeout_s: float) -> tuple[bool | None, MainSeen]:
+def probe_main(cfg: SiteConfig, timeout_s: float, ask_idserver: bool = True) -> tuple[bool | None, MainSeen]:
     """From the worker, on the site: does its own ID server answer (None when
-    the site cannot be reached), and what else is seen there. Only the first
-    tells a dead MS from a cut link; the rest is reported, never decisive."""
+    the site cannot be reached, or not asked: BUS already got an answer), and
+    what else is seen there. Only the first tells a dead MS from a cut link;
+    the rest is reported, never decisive."""
     s = site(cfg)
     try:
         s.runner.run(["true"], timeout_s=timeout_s).check()
     except RunnerError as exc:
         return None, MainSeen(reachable=False, detail=str(exc))
-    idserver_ok = s.probe_idserver(cfg.idserver_address, timeout_s)[0]
+    idserver_ok = s.probe_idserver(cfg.idserver_address, timeout_s)[0] if ask_idserver else None
     not_checked: dict[str, str] = {}
     latency = None
     try:
