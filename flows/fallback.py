@@ -122,6 +122,7 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
         # Before acting on the answer: the record and MS are still what the person was shown.
         changed = changed_since_asked(pair_name, ms, asked, dry_run)
         if changed:
+            approvals[-1] = gate1.model_copy(update={"outcome": "approved, not acted on"})
             return (f"The approval was not acted on: {changed}. {bus.name} stays authoritative and was not "
                     f"touched ({ms.name} stays fenced)")
         set_fallback_in_progress(pair_name, ms.name, True, dry_run)
@@ -151,6 +152,7 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
             changed = f"{ms.name} ids are not consistent: {'; '.join(ms_ids['problems'])}"
     if changed:
         get_run_logger().warning("%s approved, not acted on: %s", gate2.gate, changed)
+        approvals[-1] = gate2.model_copy(update={"outcome": "approved, not acted on"})
         restore_backup(pair, pair_name, dry_run)
         return f"The approval was not acted on: {changed}. {bus.name} restored as authority"
     return None

@@ -37,7 +37,7 @@ class Approval(RunInput):
 class ApprovalRecord(BaseModel):
     gate: str
     site: str
-    outcome: Literal["approved", "rejected", "timed out", "skipped (dry run)"]
+    outcome: Literal["approved", "approved, not acted on", "rejected", "timed out", "skipped (dry run)"]
     operator: str | None = None
     reason: str | None = None
     at: float
