@@ -143,10 +143,10 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "One ping of the witness host answers within the probe timeout.",
         "`ping -c 1 <witness>` from BUS; if it fails, BUS is the one cut off: do not fail over.", acts=False),
     "Probe MS itself": StepGuide(
-        "From the worker, over SSH: is MS reachable, does its ID server answer on MS itself (a dead MS or "
-        "only a cut BUS -> MS link?), is ORB data flowing, are the db writers running. Only the ID server "
-        "counts towards a failover; the rest goes into the decision's reason, and a stalled ORB or a writer "
-        "down while the ID server answers is a warning.",
+        "From the worker, over SSH: is MS reachable; when BUS got no answer from MS's ID server, does it "
+        "answer on MS itself (a dead MS or only a cut BUS -> MS link?); otherwise, is ORB data flowing and "
+        "are the db writers running. Only the ID server counts towards a failover; the rest goes into the "
+        "decision's reason, and a stalled ORB or a writer down while the ID server answers is a warning.",
         "Each command answers within the probe timeout; an unreachable MS is reported, not an error.",
         "Log in to MS and run `idserver_connect <ms_idserver>`, `orbstat -s <orb>` and `ps -ef` "
         "(look for orb2dbt, orb2wf).", acts=False),

@@ -56,10 +56,6 @@ _GATE = re.compile(r"DRY RUN: would wait up to \S+ s for approval: (?P<gate>.+)$
 _CHANGES = re.compile(r"\b(\w+) \d+ -> \d+")
 _CLOCK = re.compile(r"\b\d\d:\d\d:\d\d UTC\b")
 _LATENCY = re.compile(r"\blatency \d+(?:\.\d+)? s\b")
-# With MS's ID server down its writers exit and rtexec restarts them: whether
-# one runs at the moment of the probe is chance.
-_WRITERS = re.compile(r"\bwriters? [\w-]+(?:, [\w-]+)* (?:NOT )?running"
-                      r"(?:, writers? [\w-]+(?:, [\w-]+)* (?:NOT )?running)?")
 
 
 @dataclass
@@ -157,7 +153,6 @@ class Generator:
         result = state.result()
         text = _CHANGES.sub(r"\1 <n> -> <n>", self.normalize(str(result)))
         text = _LATENCY.sub("latency <n> s", _CLOCK.sub("<time> UTC", text))
-        text = _WRITERS.sub("<which writers run>", text)
         return DryRun(str(state.state_details.flow_run_id), recorder.steps, text)
 
     def scenario(self, slug: str, flow: Flow, title: str, situation: str, **params) -> None:

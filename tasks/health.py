@@ -23,13 +23,17 @@ def probe_main(cfg: SiteConfig, timeout_s: float, ask_idserver: bool = True) -> 
     """From the worker, on the site: does its own ID server answer (None when
     the site cannot be reached, or not asked: BUS already got an answer), and
     what else is seen there. Only the first tells a dead MS from a cut link;
-    the rest is reported, never decisive."""
+    the rest is reported, never decisive, so it is not looked at while the ID
+    server fails from BUS: detection would wait for it."""
     s = site(cfg)
     try:
         s.runner.run(["true"], timeout_s=timeout_s).check()
     except RunnerError as exc:
         return None, MainSeen(reachable=False, detail=str(exc))
-    idserver_ok = s.probe_idserver(cfg.idserver_address, timeout_s)[0] if ask_idserver else None
+    if ask_idserver:
+        later = "looked at once the ID server answers"
+        return (s.probe_idserver(cfg.idserver_address, timeout_s)[0],
+                MainSeen(reachable=True, not_checked={"ORB": later, "writers": later}))
     not_checked: dict[str, str] = {}
     latency = None
     try:
@@ -42,4 +46,4 @@ def probe_main(cfg: SiteConfig, timeout_s: float, ask_idserver: bool = True) -> 
         writers = {w: w in tasks and bool(s.task_pids(w, tasks[w], timeout_s)) for w in cfg.writer_tasks}
     except (RunnerError, StepFailed, OSError) as exc:
         not_checked["writers"] = str(exc)
-    return idserver_ok, MainSeen(reachable=True, orb_latency_s=latency, writers=writers, not_checked=not_checked)
+    return None, MainSeen(reachable=True, orb_latency_s=latency, writers=writers, not_checked=not_checked)
