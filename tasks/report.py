@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 
+from antelope_ha.commands import fmt_time
 from antelope_ha.site import Planned
 
 
@@ -85,12 +86,9 @@ def publish_gap(site: str, start: float, end: float, before: dict[str, dict[str,
                 after: dict[str, dict[str, int]]) -> str:
     """MS's data gap: the window, and per table the rows BUS holds in it, how
     many MS held before the recovery and how many it holds after."""
-    def utc(t: float) -> str:
-        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
     rows = "\n".join(f"| {t} | {n} | {before['present'].get(t, 0)} | {after['present'].get(t, 0)} |"
                      for t, n in sorted(before["excerpt"].items()))
-    text = (f"# Data gap of {site}\n\nWindow {utc(start)} .. {utc(end)} UTC ({end - start:.1f} s)\n\n"
+    text = (f"# Data gap of {site}\n\nWindow {fmt_time(start)} .. {fmt_time(end)} ({end - start:.1f} s)\n\n"
             f"| table | rows of the window on the backup | on {site} before | on {site} after |\n"
             f"|---|---|---|---|\n{rows}")
     create_markdown_artifact(text, key="recovery-gap", description=f"data gap of {site} and what was merged")
