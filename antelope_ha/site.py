@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from antelope_ha import commands as C
@@ -130,10 +130,16 @@ class Site:
             raise StepFailed(f"{self.name}: task {name!r} is not in rtexec.pf Processes")
         return tasks[name]
 
-    def task_pids(self, name: str, task: RtexecTask | None = None, timeout_s: float | None = None) -> list[int]:
+    def task_pids(self, name: str, task: RtexecTask | None = None) -> list[int]:
         task = task or self.task(name)
-        procs = C.parse_ps(self.run(C.list_processes(), timeout_s=timeout_s).stdout)
+        procs = C.parse_ps(self.run(C.list_processes()).stdout)
         return C.task_pids(procs, task.command)
+
+    def tasks_running(self, names: Iterable[str], timeout_s: float | None = None) -> dict[str, bool]:
+        """Which of these tasks have a process, from one reading of rtexec.pf and one ps."""
+        tasks = self.tasks()
+        procs = C.parse_ps(self.run(C.list_processes(), timeout_s=timeout_s).stdout)
+        return {n: n in tasks and bool(C.task_pids(procs, tasks[n].command)) for n in names}
 
     def ensure_task(self, name: str, run: bool) -> Outcome:
         """Set the task's Run line and wait until rtexec has started or stopped it."""

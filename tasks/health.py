@@ -42,8 +42,7 @@ def probe_main(cfg: SiteConfig, timeout_s: float, ask_idserver: bool = True) -> 
         not_checked["ORB"] = str(exc)
     writers: dict[str, bool] = {}
     try:
-        tasks = s.tasks()
-        writers = {w: w in tasks and bool(s.task_pids(w, tasks[w], timeout_s)) for w in cfg.writer_tasks}
+        writers = s.tasks_running(cfg.writer_tasks, timeout_s)
     except (RunnerError, StepFailed, OSError) as exc:
         not_checked["writers"] = str(exc)
     return None, MainSeen(reachable=True, orb_latency_s=latency, writers=writers, not_checked=not_checked)
