@@ -461,7 +461,7 @@ class IdScan:
         return {k: s.max_id for k, s in self.keys.items() if s.max_id is not None}
 
 
-ProblemKind = Literal["above_lastid", "not_in_lastid", "duplicates", "null_ids"]
+ProblemKind = Literal["above_lastid", "not_in_lastid", "duplicates", "null_ids", "no_lastid"]
 
 
 @dataclass(frozen=True)
