@@ -32,7 +32,7 @@ time, ``origin`` has a ``review`` field and a 2-character ``etype``, ``snr`` and
 [C] Field order of wfdisc, remark, sitechan, lastid: LANL-Seismoacoustics/pisces
     ``pisces/schema/css3.py`` (the 1990 order, which Antelope keeps), and the
     wfdisc test files of ObsPy, ``obspy/io/css/tests/data/test_css.wfdisc``.
-[D] Field order, formats and nulls of stassoc, instrument, sensor, origerr, stamag:
+[D] Field order, formats and nulls of stassoc, instrument, sensor, origerr, stamag, wfedit:
     the dump of Antelope's css3.0 schema in malcolmw/seismic-python,
     ``seispy/data/schemas/css3.0.md`` (relations, then attributes with format and
     null); Defines and Primary from [A]. instrument, sensor, origerr and stamag
@@ -312,6 +312,11 @@ TABLES: dict[str, Table] = {
             _f("strike", 6, 2, -1.0), _f("sdepth", 9, 4, -1.0), _f("stime", 8, 2, -1.0),
             _f("conf", 5, 3, 0.0), _i("commid"), _LDDATE,
         ]),
+        # wfedit: field order and formats [D]; Defines edid [A]
+        Table("wfedit", [
+            _s("sta", 6), _s("chan", 8), _i("edid"), _t("time"), _t("endtime", 9999999999.999),
+            _s("probtype", 8), _s("edittype", 8), _s("auth", 15), _i("commid"), _LDDATE,
+        ]),
         # stamag: field order and formats [D]; primary ( magid magtype orid sta ) [A]
         Table("stamag", [
             _i("magid"), _s("sta", 6), _i("arid"), _i("orid"), _i("evid"), _s("phase", 8),
@@ -327,6 +332,7 @@ ID_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "arid": (("arrival", "arid"), ("assoc", "arid"), ("stamag", "arid")),
     "chanid": (("sitechan", "chanid"), ("wfdisc", "chanid"), ("arrival", "chanid"), ("sensor", "chanid")),
     "commid": tuple((t, "commid") for t in TABLES if "commid" in TABLES[t]._by_name),
+    "edid": (("wfedit", "edid"),),
     "evid": (("event", "evid"), ("origin", "evid"), ("netmag", "evid"), ("stamag", "evid")),
     "inid": (("instrument", "inid"), ("sensor", "inid")),
     "magid": (("netmag", "magid"), ("origin", "mbid"), ("origin", "msid"), ("origin", "mlid"),
@@ -338,11 +344,11 @@ ID_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 #: The table that defines (issues) each key: the one place a new value appears first. [A]
-#: These are the nine keys of css3.0's lastid (keyname: arid, chanid, commid, evid, inid,
-#: magid, orid, stassid, wfid).
+#: These are every key css3.0's lastid may hold: its keyname's range is "arid|chanid|commid|
+#: edid|evid|inid|magid|orid|stassid|wfid" [A] (attributes/keyname.rst).
 ID_OWNER: dict[str, str] = {
-    "arid": "arrival", "chanid": "sitechan", "commid": "remark", "evid": "event", "inid": "instrument",
-    "magid": "netmag", "orid": "origin", "stassid": "stassoc", "wfid": "wfdisc",
+    "arid": "arrival", "chanid": "sitechan", "commid": "remark", "edid": "wfedit", "evid": "event",
+    "inid": "instrument", "magid": "netmag", "orid": "origin", "stassid": "stassoc", "wfid": "wfdisc",
 }
 
 #: Keys that legitimately repeat in their owning table: a multi-line comment is several

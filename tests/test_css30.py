@@ -55,9 +55,25 @@ def test_column_offsets_match_the_published_origin_layout():
 
 
 def test_every_id_key_is_defined_by_a_table_that_holds_it():
+    # css3.0 keyname's range: arid|chanid|commid|edid|evid|inid|magid|orid|stassid|wfid
+    assert sorted(ID_OWNER) == sorted(ID_KEYS) == [
+        "arid", "chanid", "commid", "edid", "evid", "inid", "magid", "orid", "stassid", "wfid"]
     for key, owner in ID_OWNER.items():
         assert (owner, key) in ID_KEYS[key]
         assert TABLES[owner].field(key).fmt == "%8ld"
+    for key, places in ID_KEYS.items():
+        assert all(TABLES[t].field(f).fmt == "%8ld" for t, f in places), key
+
+
+@pytest.mark.parametrize("table, length, offsets", [
+    # from the schema dump's formats [D], and the real files of tests/data/antelope-samples
+    ("instrument", 240, {"inid": 0}), ("sensor", 140, {"inid": 52, "chanid": 61}),
+    ("origerr", 258, {"orid": 0, "commid": 231}), ("stamag", 118, {"magid": 0, "arid": 16, "orid": 25}),
+    ("stassoc", 188, {"stassid": 0}), ("wfedit", 122, {"edid": 16}),
+])
+def test_the_added_layouts(table, length, offsets):
+    assert TABLES[table].record_length == length
+    assert {k: TABLES[table].offset(k) for k in offsets} == offsets
 
 
 def test_null_row_prints_each_null_with_its_format():
@@ -285,7 +301,7 @@ def test_scan_finds_max_and_rows_of_each_owning_table(tmp_path):
     assert scan.max_ids() == {"arid": 1999, "orid": 9}
     assert scan.keys["arid"].rows == 1000 and scan.keys["orid"].rows == 3
     assert scan.keys["arid"].duplicated_values == 0
-    assert set(scan.missing) == {"event", "wfdisc", "sitechan", "netmag", "remark", "instrument", "stassoc"}
+    assert set(scan.missing) == {"event", "wfdisc", "sitechan", "netmag", "remark", "instrument", "stassoc", "wfedit"}
     assert check_ids(scan, {"arid": 1999, "orid": 9}) == []
 
 
