@@ -177,3 +177,13 @@ def test_a_sample_without_descriptor_is_named_with_the_fix(name, tmp_path):
     db = copy(name, tmp_path)
     with pytest.raises(DescriptorError, match=f"{db}: no such database descriptor; correct the site's db setting"):
         rewrite_dbidserver(db, "bus:2498")
+
+
+@pytest.mark.parametrize("module", ["css30", "lastid", "descriptor", "idscan"])
+def test_the_site_side_modules_parse_as_python_3_8(module):
+    """They run on the Antelope hosts with the host's own python3 (3.8 or later)."""
+    import ast
+
+    source = (Path(__file__).parent.parent / "antelope_ha" / f"{module}.py").read_text()
+    ast.parse(source, feature_version=(3, 8))
+    assert "from __future__ import annotations" in source  # annotations are never evaluated
