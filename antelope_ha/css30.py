@@ -505,14 +505,16 @@ def scan_ids(db_path: str | os.PathLike[str], tables: Iterable[str] | None = Non
       a merge appended a block) costs no per-row work: a run is kept as its range.
     - Any other block (rows sorted by time, shuffled, short runs) has its ids converted to
       integers with big-integer arithmetic and marked in a map of one byte per id, with
-      C-level loops (about 50 ns a row): ids are printed %8ld, so at most 99,999,999, and
-      the map is an anonymous mapping whose pages are touched only where ids are.
+      C-level loops: 50 to 100 ns a row in CPython, where reading costs about 30 (see
+      bench/scan.py for the ratios to ``cat``).
 
     The map counts the distinct marked ids, so "duplicates among them?" is one count at
     the end. Only where runs overlap each other or marked ids, or when the count shows
     duplicates, a second pass reads the blocks concerned and tallies exactly those ids.
-    Memory stays bounded: the block buffer, a few copies of a block's id column, and the
-    byte maps' touched pages (at most 100 MB each for ids near 99,999,999).
+    Memory stays bounded whatever the table size: the block buffer, a few copies of a
+    block's id column, and the map, as long as twice the highest id marked at most: ids
+    are printed %8ld, so at most 99,999,999 and the map at most 100 MB (two maps in a
+    second pass).
     """
     wanted = set(ID_OWNER.values()) if tables is None else set(tables)
     unknown = wanted - set(ID_OWNER.values())
@@ -551,7 +553,8 @@ def _lane_constant(lane: int, n: int) -> int:
 
 class _IdMap:
     """One byte per id, up to a bound given with the ids (at most _ID_SPACE). ``mark`` sets
-    the bytes of many ids with C-level loops; ``distinct`` counts them."""
+    the bytes of many ids with C-level loops; ``distinct`` counts them; ``close`` lets the
+    memory go."""
 
     def __init__(self, size: int = 0) -> None:
         self.bytes = bytearray(size)
