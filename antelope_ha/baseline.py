@@ -116,7 +116,7 @@ def _blocks(p: Mapping, baseline: Baseline | None, outage: Mapping[str, tuple[in
     if kind in ALWAYS_BLOCKING:
         return "the id server would issue ids already in the database"
     if baseline is None:
-        return "no baseline of old problems on record for this site"
+        return "no baseline of old problems on record for this site: antelope-ha baseline takes one"
     issued = outage.get(key)
     if kind == "duplicates":
         ids = set(p["ids"])

@@ -51,7 +51,7 @@ def test_a_new_duplicate_blocks_and_names_only_the_new_ids(db):
 
 def test_without_a_baseline_every_problem_blocks(db):
     (blocking,) = judge(report(db), None).blocking
-    assert blocking.endswith("[no baseline of old problems on record for this site]")
+    assert blocking.endswith("[no baseline of old problems on record for this site: antelope-ha baseline takes one]")
 
 
 def test_a_duplicate_among_the_ids_issued_during_the_outage_blocks_even_if_in_the_baseline(db):
