@@ -8,6 +8,13 @@ table therefore have the same length, which the id scan below relies on.
 Text is handled byte for byte (latin-1), because field widths are byte widths
 in the C library that writes the files.
 
+Reading takes what Antelope programs really leave in the files (see
+tests/data/antelope-samples): a text field left blank reads as its null ``-``;
+an ``lddate`` printed as a date (``07/01/93``, old files) is kept as that text,
+since nothing here needs it; a record whose every field is null is a row deleted
+with dbmark(3) and not yet removed by dbcrunch(1), which readers skip. Writing
+stays strict: nulls are written as Antelope writes them (``-``, ``-1``, ...).
+
 Layouts are Antelope's ``css3.0`` schema (``$ANTELOPE/data/schemas/css3.0``),
 which differs from the 1990 CSS 3.0 document in places (``lddate`` is an epoch
 time, ``origin`` has a ``review`` field and a 2-character ``etype``, ``snr`` and
@@ -25,16 +32,24 @@ time, ``origin`` has a ``review`` field and a 2-character ``etype``, ``snr`` and
 [C] Field order of wfdisc, remark, sitechan, lastid: LANL-Seismoacoustics/pisces
     ``pisces/schema/css3.py`` (the 1990 order, which Antelope keeps), and the
     wfdisc test files of ObsPy, ``obspy/io/css/tests/data/test_css.wfdisc``.
+[D] Field order, formats and nulls of stassoc, instrument, sensor, origerr, stamag, wfedit:
+    the dump of Antelope's css3.0 schema in malcolmw/seismic-python,
+    ``seispy/data/schemas/css3.0.md`` (relations, then attributes with format and
+    null); Defines and Primary from [A]. instrument, sensor, origerr and stamag
+    match every line of the real files in tests/data/antelope-samples.
 """
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 import tempfile
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, islice, repeat
 from pathlib import Path
 from typing import Literal
 
@@ -74,7 +89,7 @@ class Field:
                 value = self.null
             if any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise ValueError(f"{where}: {value!r} contains a control character; records are one line")
-        elif isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where}: expected a number, got {value!r}")
         elif self.kind == "int" and not isinstance(value, int):
             raise ValueError(f"{where}: expected an integer, got {value!r}")
@@ -92,6 +107,9 @@ class Field:
 _INT_RE = re.compile(r" *-?[0-9]+")
 _FLOAT_RE = re.compile(r" *-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# An lddate some old programs printed as a date, e.g. "07/01/93" or "Aug 11,1993"
+# (dbmon-demo's sitechan in tests/data/antelope-samples).
+_DATE_TEXT_RE = re.compile(r" *(?=.*[0-9])[A-Za-z0-9/:.,-]+(?: [A-Za-z0-9/:.,-]+)* *")
 
 
 class Table:
@@ -108,6 +126,8 @@ class Table:
             col += f.width + 1
         #: bytes per record, newline included
         self.record_length = col
+        #: a record whose every field is null: what dbmark(3) leaves of a deleted row
+        self.null_record = self.format_row({}).encode("latin-1")
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, {len(self.fields)} fields, {self.record_length} bytes per record)"
@@ -129,6 +149,10 @@ class Table:
             raise ValueError(f"{self.name}: no field named {', '.join(sorted(unknown))}")
         parts = [f.render(values.get(f.name, f.null), self.name) for f in self.fields]
         return " ".join(parts) + "\n"
+
+    def is_deleted(self, row: Mapping[str, object]) -> bool:
+        """True for a row whose every field is null: deleted with dbmark(3), not yet crunched."""
+        return all(row[f.name] == f.null for f in self.fields)
 
     def parse_row(
         self, line: str, lineno: int | None = None, path: str | os.PathLike[str] | None = None
@@ -163,14 +187,14 @@ class Table:
 
 
 def _parse_field(f: Field, text: str, table: str, start: int, lineno: int | None, path) -> int | float | str:
+    """A field's value; blank text is its null (real files leave text fields blank)."""
     where = f"{table}.{f.name} (columns {start + 1}-{start + f.width})"
     if f.kind == "str":
-        value = text.rstrip(" ")
-        if not value:
-            raise TableFormatError(path, lineno, f"{where} is blank; Antelope writes {f.null!r} for no value")
-        return value
+        return text.rstrip(" ") or f.null
     pattern = _INT_RE if f.kind == "int" else _FLOAT_RE
     if not pattern.fullmatch(text):
+        if f.name == "lddate" and _DATE_TEXT_RE.fullmatch(text):
+            return text.strip()  # a date as old programs wrote it; lddate is only ever shown
         expected = "an integer" if f.kind == "int" else "a number"
         raise TableFormatError(
             path, lineno,
@@ -259,25 +283,72 @@ TABLES: dict[str, Table] = {
             _f("edepth", 9, 4, -9.9999), _f("hang", 6, 1, -999.9), _f("vang", 6, 1, -999.9),
             _s("descrip", 50), _LDDATE,
         ]),
+        # stassoc: field order and formats [D]; primary ( stassid ), Defines stassid [A]
+        Table("stassoc", [
+            _i("stassid"), _s("sta", 6), _s("etype", 2), _s("review", 4), _s("location", 32),
+            _f("dist", 7, 2, -1.0), _f("azimuth", 7, 2, -1.0), _f("lat", 9, 4, -999.0),
+            _f("lon", 9, 4, -999.0), _f("depth", 9, 4, -999.0), _t("time"), _f("imb", 7, 2, -999.0),
+            _f("ims", 7, 2, -999.0), _f("iml", 7, 2, -999.0), _s("auth", 15), _i("commid"), _LDDATE,
+        ]),
+        # instrument: field order and formats [D] (ncalib null -99.999999); Defines inid [A]
+        Table("instrument", [
+            _i("inid"), _s("insname", 50), _s("instype", 6), _s("band", 1), _s("digital", 1),
+            _f("samprate", 11, 7, -1.0), _f("ncalib", 16, 6, -99.999999), _f("ncalper", 16, 6, -1.0),
+            _s("dir", 64), _s("dfile", 32), _s("rsptype", 6), _LDDATE,
+        ]),
+        # sensor: field order and formats [D] (calratio null 1.0, tshift null 0.0); it holds
+        # chanid and inid, defines neither [A]
+        Table("sensor", [
+            _s("sta", 6), _s("chan", 8), _t("time"), _t("endtime", 9999999999.999), _i("inid"),
+            _i("chanid"), _i("jdate"), _f("calratio", 16, 6, 1.0), _f("calper", 16, 6, -1.0),
+            _f("tshift", 6, 2, 0.0), _s("instant", 1), _LDDATE,
+        ]),
+        # origerr: field order and formats [D] (the covariances %15.4f null -999999999.9999,
+        # conf null 0.0); primary ( orid ) [A]
+        Table("origerr", [
+            _i("orid"), *(_f(name, 15, 4, -999999999.9999)
+                          for name in ("sxx", "syy", "szz", "stt", "sxy", "sxz", "syz", "stx", "sty", "stz")),
+            _f("sdobs", 9, 4, -1.0), _f("smajax", 9, 4, -1.0), _f("sminax", 9, 4, -1.0),
+            _f("strike", 6, 2, -1.0), _f("sdepth", 9, 4, -1.0), _f("stime", 8, 2, -1.0),
+            _f("conf", 5, 3, 0.0), _i("commid"), _LDDATE,
+        ]),
+        # wfedit: field order and formats [D]; Defines edid [A]
+        Table("wfedit", [
+            _s("sta", 6), _s("chan", 8), _i("edid"), _t("time"), _t("endtime", 9999999999.999),
+            _s("probtype", 8), _s("edittype", 8), _s("auth", 15), _i("commid"), _LDDATE,
+        ]),
+        # stamag: field order and formats [D]; primary ( magid magtype orid sta ) [A]
+        Table("stamag", [
+            _i("magid"), _s("sta", 6), _i("arid"), _i("orid"), _i("evid"), _s("phase", 8),
+            _s("magtype", 6), _f("magnitude", 7, 2, -99.99), _f("uncertainty", 7, 2, -1.0),
+            _s("auth", 15), _i("commid"), _LDDATE,
+        ]),
     ]
 }
 
 #: Where each id key appears in TABLES, as (table, field); a key can be held under another
-#: name (event.prefor is an orid, origin.mbid/msid/mlid are magids). [A]
+#: name (event.prefor is an orid, origin.mbid/msid/mlid are magids). [A][D]
 ID_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
-    "orid": (("origin", "orid"), ("assoc", "orid"), ("netmag", "orid"), ("event", "prefor")),
-    "evid": (("event", "evid"), ("origin", "evid"), ("netmag", "evid")),
-    "arid": (("arrival", "arid"), ("assoc", "arid")),
-    "wfid": (("wfdisc", "wfid"),),
-    "chanid": (("sitechan", "chanid"), ("wfdisc", "chanid"), ("arrival", "chanid")),
-    "magid": (("netmag", "magid"), ("origin", "mbid"), ("origin", "msid"), ("origin", "mlid")),
+    "arid": (("arrival", "arid"), ("assoc", "arid"), ("stamag", "arid")),
+    "chanid": (("sitechan", "chanid"), ("wfdisc", "chanid"), ("arrival", "chanid"), ("sensor", "chanid")),
     "commid": tuple((t, "commid") for t in TABLES if "commid" in TABLES[t]._by_name),
+    "edid": (("wfedit", "edid"),),
+    "evid": (("event", "evid"), ("origin", "evid"), ("netmag", "evid"), ("stamag", "evid")),
+    "inid": (("instrument", "inid"), ("sensor", "inid")),
+    "magid": (("netmag", "magid"), ("origin", "mbid"), ("origin", "msid"), ("origin", "mlid"),
+              ("stamag", "magid")),
+    "orid": (("origin", "orid"), ("assoc", "orid"), ("netmag", "orid"), ("event", "prefor"),
+             ("origerr", "orid"), ("stamag", "orid")),
+    "stassid": (("stassoc", "stassid"), ("arrival", "stassid")),
+    "wfid": (("wfdisc", "wfid"),),
 }
 
 #: The table that defines (issues) each key: the one place a new value appears first. [A]
+#: These are every key css3.0's lastid may hold: its keyname's range is "arid|chanid|commid|
+#: edid|evid|inid|magid|orid|stassid|wfid" [A] (attributes/keyname.rst).
 ID_OWNER: dict[str, str] = {
-    "orid": "origin", "evid": "event", "arid": "arrival", "wfid": "wfdisc",
-    "chanid": "sitechan", "magid": "netmag", "commid": "remark",
+    "arid": "arrival", "chanid": "sitechan", "commid": "remark", "edid": "wfedit", "evid": "event",
+    "inid": "instrument", "magid": "netmag", "orid": "origin", "stassid": "stassoc", "wfid": "wfdisc",
 }
 
 #: Keys that legitimately repeat in their owning table: a multi-line comment is several
@@ -288,14 +359,18 @@ REPEATS_IN_OWNER = frozenset({"commid"})
 # ---------------------------------------------------------------- files
 
 
-def read_table(path: str | os.PathLike[str], table: Table) -> Iterator[dict[str, int | float | str]]:
-    """Records of a table file, parsed. A last line without a newline is an error:
+def read_table(path: str | os.PathLike[str], table: Table,
+               deleted: bool = False) -> Iterator[dict[str, int | float | str]]:
+    """Records of a table file, parsed; rows deleted with dbmark(3) (every field null)
+    are skipped unless ``deleted``. A last line without a newline is an error:
     Antelope ends every record with one, so it is the trace of an interrupted write."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 raise TableFormatError(path, lineno, _partial_message(table, len(raw)))
-            yield table.parse_row(raw.decode("latin-1"), lineno, path)
+            row = table.parse_row(raw.decode("latin-1"), lineno, path)
+            if deleted or not table.is_deleted(row):
+                yield row
 
 
 def _partial_message(table: Table, length: int) -> str:
@@ -368,13 +443,15 @@ class IdStats:
     key: str
     table: str
     path: str
-    rows: int
-    nulls: int  # rows whose id is the null -1 (or otherwise not positive)
+    rows: int  # records in the file, deleted ones included
+    nulls: int  # rows (not deleted) whose id is the null -1 or otherwise not positive
     max_id: int | None
     duplicates_checked: bool  # False for keys that legitimately repeat (REPEATS_IN_OWNER)
     duplicated_values: int = 0  # distinct ids found on more than one row
     duplicate_rows: int = 0  # rows beyond the first for each duplicated id
     duplicate_examples: tuple[int, ...] = ()  # the smallest duplicated ids, at most 10
+    deleted: int = 0  # rows whose every field is null: deleted with dbmark(3), not yet crunched
+    duplicated_ids: tuple[int, ...] = ()  # the smallest duplicated ids, at most LISTED
 
 
 @dataclass(frozen=True)
@@ -390,37 +467,54 @@ class IdScan:
         return {k: s.max_id for k, s in self.keys.items() if s.max_id is not None}
 
 
+ProblemKind = Literal["above_lastid", "not_in_lastid", "duplicates", "null_ids", "no_lastid"]
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A consistency problem in plain words, for the operator."""
+    """A consistency problem in plain words, for the operator, with what identifies it
+    (so that a problem seen before can be told from a new one)."""
 
     key: str
-    kind: Literal["above_lastid", "not_in_lastid", "duplicates", "null_ids"]
+    kind: ProblemKind
     message: str
+    count: int = 0  # duplicated values, or rows without an id
+    ids: tuple[int, ...] = ()  # duplicates: the duplicated ids (the smallest LISTED)
+    span: tuple[int, int] | None = None  # the lowest and highest id concerned
 
     def __str__(self) -> str:
         return self.message
 
 
+#: Duplicated ids listed in full per key (beyond it, a count).
+LISTED = 1000
+
+
 def scan_ids(db_path: str | os.PathLike[str], tables: Iterable[str] | None = None) -> IdScan:
-    """Max id, row count and duplicated ids of each key, read from its owning table
-    ``<db_path>.<table>`` (all owning tables, or those named in ``tables``).
+    """Max id, row count, deleted rows and duplicated ids of each key, read from its owning
+    table ``<db_path>.<table>`` (all owning tables, or those named in ``tables``).
 
-    Only the record length and the id column are checked; other fields are not parsed.
+    Only the record length and the id column are checked; other fields are parsed only
+    for rows without an id (to tell a deleted row from a row missing its id).
 
-    Speed: each file is read in 4 MiB blocks of whole records; the id column of a block is
-    copied out with strided memoryview copies, then validated and split into increasing
-    runs with a few whole-block byte and big-integer operations, no per-row Python.
+    Speed, in any row order: each file is read in 4 MiB blocks of whole records; the id
+    column of a block is copied out with strided memoryview copies, then validated and
+    split into increasing runs with whole-block byte and big-integer operations.
 
-    Memory is bounded whatever the table size: the 4 MiB block buffer and a few copies of
-    its id column (8 bytes a record, under 0.5 MiB). Duplicates need no memory when
-    the ids of a table form runs of increasing values whose ranges do not overlap (the
-    normal case, even after a recovery merge appends a block). Otherwise a second pass
-    reads the blocks whose ids reach where runs overlap, and marks the ids found there (by
-    binary search in each run) in two bitmaps of max_id/8 bytes each: ids are printed %8ld,
-    so max_id is below 10**8 and the bitmaps below 12.5 MB each. Marking costs about
-    0.3 µs per marked row; a table of more than 10,000 runs (rows out of order
-    everywhere) has all its rows read again and marked.
+    - A block of a few long increasing runs (ids in file order, the usual case, also after
+      a merge appended a block) costs no per-row work: a run is kept as its range.
+    - Any other block (rows sorted by time, shuffled, short runs) has its ids converted to
+      integers with big-integer arithmetic and marked in a map of one byte per id, with
+      C-level loops: 50 to 100 ns a row in CPython, where reading costs about 30 (see
+      bench/scan.py for the ratios to ``cat``).
+
+    The map counts the distinct marked ids, so "duplicates among them?" is one count at
+    the end. Only where runs overlap each other or marked ids, or when the count shows
+    duplicates, a second pass reads the blocks concerned and tallies exactly those ids.
+    Memory stays bounded whatever the table size: the block buffer, a few copies of a
+    block's id column, and the map, as long as twice the highest id marked at most: ids
+    are printed %8ld, so at most 99,999,999 and the map at most 100 MB (two maps in a
+    second pass).
     """
     wanted = set(ID_OWNER.values()) if tables is None else set(tables)
     unknown = wanted - set(ID_OWNER.values())
@@ -439,12 +533,72 @@ def scan_ids(db_path: str | os.PathLike[str], tables: Iterable[str] | None = Non
     return IdScan(os.fspath(db_path), keys, tuple(missing))
 
 
-_MAX_RUNS = 10_000
-_SHORT_RUN = 32
+_MAX_RUNS = 10_000  # long runs kept per table; the ids of a block that would add more are marked
+_SHORT_RUN = 32  # runs this short are marked in the id map, longer ones kept as ranges
+_BLOCK_RUNS = 8  # a block of more runs than this (or than 1 in 256 rows) is marked whole
+_POINTS = 1000  # marked ids inside a run's range kept as points; beyond, as a range
 _BLOCK = 4 << 20
+_ID_SPACE = 10 ** 8  # %8ld ids: 1 .. 99,999,999
 # a space becomes 0, a digit d becomes 0x10 + d, any other byte 0xff
 _CLASSES = bytes(0 if b == 0x20 else 0x10 + b - 0x30 if 0x30 <= b <= 0x39 else 0xFF for b in range(256))
 _RUN_CHECK_BIT = 62  # lane values of classes are < 2**62: the top byte is at most 0x19
+_NULL_LANE = b"      -1"
+_NULL_LANE_RE = re.compile(re.escape(_NULL_LANE))
+_NONZERO_RE = re.compile(rb"[^\x00]")
+
+
+def _lane_constant(lane: int, n: int) -> int:
+    return int.from_bytes(lane.to_bytes(8, "big") * n, "big")
+
+
+class _IdMap:
+    """One byte per id, up to a bound given with the ids (at most _ID_SPACE). ``mark`` sets
+    the bytes of many ids with C-level loops; ``distinct`` counts them; ``close`` lets the
+    memory go."""
+
+    def __init__(self, size: int = 0) -> None:
+        self.bytes = bytearray(size)
+        self.marked = 0
+
+    def mark(self, ids: Iterable[int], count: int, bound: int) -> None:
+        """Mark ``count`` ids, all below ``bound``."""
+        if bound > len(self.bytes):
+            self.bytes.extend(bytes(min(_ID_SPACE, max(bound, 2 * len(self.bytes))) - len(self.bytes)))
+        deque(map(operator.setitem, repeat(self.bytes), ids, repeat(1)), 0)
+        self.marked += count
+
+    def mark_list(self, ids: list[int]) -> None:
+        if ids:
+            self.mark(ids, len(ids), max(ids) + 1)
+
+    def seen(self, ids: Sequence[int]) -> tuple[int, ...]:
+        """For each id, 1 if marked before, else 0."""
+        if not ids:
+            return ()
+        got = operator.itemgetter(*ids)(self.bytes)
+        return got if len(ids) > 1 else (got,)
+
+    def highest(self) -> int | None:
+        i = self.bytes.rfind(1)
+        return None if i < 0 else i
+
+    def distinct(self) -> int:
+        return self.bytes.count(1)
+
+    def within(self, lo: int, hi: int, limit: int) -> list[tuple[int, int]]:
+        """Marked ids between lo and hi: up to ``limit`` points, then one range for the rest."""
+        found: list[tuple[int, int]] = []
+        at = self.bytes.find(b"\x01", lo, hi + 1)
+        while at >= 0:
+            if len(found) == limit:
+                found.append((at, self.bytes.rfind(b"\x01", at, hi + 1)))
+                break
+            found.append((at, at))
+            at = self.bytes.find(b"\x01", at + 1, hi + 1)
+        return found
+
+    def close(self) -> None:
+        self.bytes = bytearray()
 
 
 class _IdColumnScan:
@@ -457,27 +611,37 @@ class _IdColumnScan:
         if table.field(key).width != 8:
             raise ValueError(f"{table.name}.{key}: the scan reads 8-byte id columns")
         self.unique = key not in REPEATS_IN_OWNER
-        self.rows = self.nulls = 0
-        self.max_id: int | None = None
-        self.runs: list[_Run] | None = []  # increasing runs, in file order
-        self.blocks: list[tuple[int, int, int, int]] = []  # first record, count, lowest and highest id
-        self._consts: dict[int, tuple[int, int, int, int]] = {}
+        self.rows = self.nulls = self.deleted = 0
+        self.runs: list[_Run] = []  # long increasing runs, in file order
+        self.run_max: int | None = None
+        self.blocks: list[_Block] = []
+        self.ids = _IdMap()
+        self._consts: dict[int, tuple[int, ...]] = {}
 
     def run(self) -> IdStats:
-        self._each_block(self._first_pass)
-        stats = dict(key=self.key, table=self.table.name, path=str(self.path), rows=self.rows,
-                     nulls=self.nulls, max_id=self.max_id, duplicates_checked=self.unique)
-        contested = self._contested() if self.unique else []
-        if contested:
-            stats.update(self._duplicates(contested))
-        return IdStats(**stats)
+        try:
+            self._each_block(self._first_pass)
+            highest = self.ids.highest()
+            max_id = max((m for m in (self.run_max, highest) if m is not None), default=None)
+            stats = dict(key=self.key, table=self.table.name, path=str(self.path), rows=self.rows,
+                         nulls=self.nulls, deleted=self.deleted, max_id=max_id, duplicates_checked=self.unique)
+            if self.unique and max_id is not None:
+                all_marked = self.ids.distinct() < self.ids.marked
+                contested = self._contested()
+                if all_marked or contested:
+                    self.ids.close()
+                    self.ids = _IdMap(max_id + 1)
+                    stats.update(self._duplicates(contested, all_marked, max_id))
+            return IdStats(**stats)
+        finally:
+            self.ids.close()
 
     # -- reading
 
-    def _each_block(self, handle: Callable[[bytearray, int, int, int], None],
+    def _each_block(self, handle: Callable[[bytearray, int, int], None],
                     blocks: list[tuple[int, int]] | None = None) -> None:
-        """Call handle(buffer, base, first_record, count) on every block of whole records (or
-        on the (first_record, count) blocks given), read into one reused buffer that stays
+        """Call handle(buffer, first_record, count) on every block of whole records (or on
+        the (first_record, count) blocks given), read into one reused buffer that stays
         hot in the CPU caches while the block is worked on."""
         L = self.L
         full, tail = divmod(self.path.stat().st_size, L)
@@ -496,7 +660,7 @@ class _IdColumnScan:
                     if not more:
                         raise TableFormatError(self.path, None, "the file shrank while it was read; scan again")
                     got += more
-                handle(buf, 0, first, n)
+                handle(buf, first, n)
             if tail and blocks is None:
                 f.seek(full * L)
                 rest = f.read()
@@ -511,7 +675,7 @@ class _IdColumnScan:
             "every record of a table has the same length: rewrite the line or restore the table"
         )
 
-    def _column(self, buf: bytearray, base: int, n: int) -> bytearray:
+    def _column(self, buf: bytearray, n: int) -> bytearray:
         """The id field of n records, packed as 8-byte lanes, copied with strided memoryviews
         (a stride in 8-byte units exists every 8/gcd(L, 8) records)."""
         L, period = self.L, 8 // math.gcd(self.L, 8)
@@ -520,41 +684,71 @@ class _IdColumnScan:
         with memoryview(buf) as mv, memoryview(col).cast("Q") as lanes:
             for j in range(min(period, n)):
                 count = (n - j + period - 1) // period
-                start = base + j * L + self.off
+                start = j * L + self.off
                 with mv[start:start + 8 * ((count - 1) * step + 1)] as raw, raw.cast("Q") as q:
                     lanes[j::period] = q[::step]
         return col
 
-    def _fast_column(self, buf: bytearray, base: int, n: int) -> tuple[bytearray, int] | None:
-        """The block's id column and its big-integer value if every record is well formed
-        with a positive id, else None (the caller then parses record by record)."""
+    def _fast_column(self, buf: bytearray, n: int) -> tuple[bytearray, int, list[int]] | None:
+        """The block's column of positive ids (rows with the null id -1 left out), its
+        big-integer value and the indexes of the rows left out; None if a record is not
+        well formed or an id is neither positive nor -1 (the caller then parses record by
+        record)."""
         L, off = self.L, self.off
-        if buf[base + L - 1:base + n * L:L].count(b"\n") != n:
+        if buf[L - 1:n * L:L].count(b"\n") != n:
             return None
-        for rec in (base, base + (n - 1) * L):  # separators, on a sample: a schema mismatch shows on every row
+        for rec in (0, (n - 1) * L):  # separators, on a sample: a schema mismatch shows on every row
             if (off and buf[rec + off - 1] != 0x20) or buf[rec + off + 8] != 0x20:
                 return None
-        col = self._column(buf, base, n)
+        col = self._column(buf, n)
+        without: list[int] = []
+        if b"-" in col:
+            without = [m.start() for m in _NULL_LANE_RE.finditer(col)]
+            if any(at % 8 for at in without):
+                return None
+            without = [at // 8 for at in without]
+            col = col.replace(_NULL_LANE, b"")
         cls = col.translate(_CLASSES)
-        if b"\xff" in cls or b"\x00" in cls[7::8]:
+        if b"\xff" in cls or b"\x00" in cls[7::8] or b"\x00" * 7 + b"\x10" in cls:  # the last: an id 0
             return None
+        if not col:
+            return col, 0, without
         # Spaces only before the digits: in cls a digit has bit 4 set and a space is 0, and
         # within a lane a space may follow only a space. Classes keep the order of the
         # printed numbers, so the big integer of cls serves the run check too.
         v = int.from_bytes(cls, "big")
-        _, _, ones, inner = self._constants(n)
-        digits = (v >> 4) & ones
-        after_digit = (digits >> 8) & inner
+        c = self._constants(len(col) // 8)
+        digits = (v >> 4) & c[2]
+        after_digit = (digits >> 8) & c[3]
         if after_digit & digits != after_digit:
             return None
-        return col, v
+        return col, v, without
 
-    def _slow_values(self, buf: bytearray, base: int, first: int, n: int) -> list[int]:
-        """Ids of a block parsed record by record (nulls included), raising on the first bad one."""
+    def _row_deleted(self, record: bytes | bytearray, lineno: int) -> bool:
+        """Whether a record without an id is a deleted row (every field null)."""
+        if record == self.table.null_record[:-1]:
+            return True
+        try:
+            return self.table.is_deleted(self.table.parse_row(record.decode("latin-1"), lineno, self.path))
+        except TableFormatError:
+            return False  # not even well formed: counted as a row without an id
+
+    def _no_id(self, buf: bytearray, first: int, rows: Iterable[int]) -> None:
+        """Count rows without an id: deleted rows apart."""
+        for i in rows:
+            if self._row_deleted(buf[i * self.L:(i + 1) * self.L - 1], first + i + 1):
+                self.deleted += 1
+            else:
+                self.nulls += 1
+
+    def _slow_values(self, buf: bytearray, first: int, n: int) -> list[int]:
+        """Positive ids of a block parsed record by record, raising on the first bad one;
+        rows without an id are counted as they go."""
         L, off, values = self.L, self.off, []
         field = self.table.field(self.key)
+        without = []
         for i in range(n):
-            rec, lineno = base + i * L, first + i + 1
+            rec, lineno = i * L, first + i + 1
             if buf[rec + L - 1] != 0x0A:
                 nl = buf.find(b"\n", rec)
                 raise TableFormatError(self.path, lineno, self._length_message((nl if nl >= 0 else len(buf)) - rec))
@@ -563,131 +757,212 @@ class _IdColumnScan:
                 raise TableFormatError(self.path, lineno, (
                     f"no space around {self.table.name}.{self.key} (columns {off + 1}-{off + 8}): "
                     f"{line[max(off - 1, 0):off + 9]!r}; the table has another layout or a value overflowed its field"))
-            values.append(_parse_field(field, line[off:off + 8], self.table.name, off, lineno, self.path))
+            value = _parse_field(field, line[off:off + 8], self.table.name, off, lineno, self.path)
+            if isinstance(value, int) and value > 0:
+                values.append(value)
+            else:
+                without.append(i)
+        self._no_id(buf, first, without)
         return values
 
-    # -- first pass: count, max, increasing runs
-
-    def _constants(self, n: int) -> tuple[int, int, int, int]:
-        """Lane constants for a block of n records (all blocks have one size but the last)."""
+    def _constants(self, n: int) -> tuple[int, ...]:
+        """Lane constants for a block of n lanes (all blocks have one size but the last and
+        those with rows left out, so only a few sizes are kept)."""
         c = self._consts.get(n)
         if c is None:
+            if len(self._consts) > 3:
+                self._consts.clear()
             top = 1 << _RUN_CHECK_BIT
-            c = tuple(int.from_bytes(lane * n, "big") for lane in (
-                (top - 1).to_bytes(8, "big"), top.to_bytes(8, "big"), b"\x01" * 8, b"\x00" + b"\x01" * 7))
+            c = tuple(_lane_constant(lane, n) for lane in (
+                top - 1, top, 0x0101010101010101, 0x0001010101010101,
+                0x000F000F000F000F, 0x00FF00FF00FF00FF, 0x0000FFFF0000FFFF, 0x00000000FFFFFFFF))
             self._consts[n] = c
         return c
 
-    def _first_pass(self, buf: bytearray, base: int, first: int, n: int) -> None:
-        self.rows += n
-        fast = self._fast_column(buf, base, n)
-        if fast is None:
-            values = self._slow_values(buf, base, first, n)
-            positive = [v for v in values if v > 0]
-            self.nulls += len(values) - len(positive)
-            runs = _runs_of(positive)
-        else:
-            col = fast[0]
-            runs = [_Run(lo, hi, e - s, None) if e - s > _SHORT_RUN
-                    else _Run.of([int(col[8 * i:8 * i + 8]) for i in range(s, e)])
-                    for s, e, lo, hi in self._column_runs(*fast, n)]
-        if runs:
-            self.blocks.append((first, n, min(r.lo for r in runs), max(r.hi for r in runs)))
-        for run in runs:
-            if self.max_id is None or run.hi > self.max_id:
-                self.max_id = run.hi
-            if self.runs is None:
-                continue
-            if self.runs and self.runs[-1].hi < run.lo:
-                self.runs[-1].extend(run)
-            else:
-                self.runs.append(run)
-                if len(self.runs) > _MAX_RUNS:
-                    self.runs = None
+    def _values(self, v: int, n: int) -> memoryview:
+        """The numbers of n lanes of digit classes, converted all at once: digit pairs, then
+        pairs of those, then of those (the lanes come out in reverse order)."""
+        c = self._constants(n)
+        d = ((v >> 8) & c[4]) * 10 + (v & c[4])  # a class is 0x10 + digit: the mask keeps the digit
+        d = ((d >> 16) & c[6]) * 100 + (d & c[6])
+        d = ((d >> 32) & c[7]) * 10000 + (d & c[7])
+        return memoryview(d.to_bytes(8 * n, "little")).cast("Q")
 
-    def _column_runs(self, col: bytearray, v: int, n: int) -> list[tuple[int, int, int, int]]:
-        """Increasing runs of the block as (first index, end index, first id, last id).
+    def _block_runs(self, col: bytearray, v: int) -> list[tuple[int, int, int, int]] | None:
+        """Increasing runs of the block as (first index, end index, first id, last id); None
+        when there are more than _BLOCK_RUNS or than one in 256 rows.
 
         Lanes of right-justified digit classes compare like the numbers they print, so lane
         i continues a run iff lane[i] - lane[i-1] >= 1, i.e. iff lane[i] + (2**62 - 1) -
         lane[i-1] has bit 62 set. Every lane of that sum stays within [0, 2**63), so one
         big-integer addition and subtraction compute all lanes without borrows between them.
         """
-        k, bit, _, _ = self._constants(n)
+        n = len(col) // 8
+        k, bit = self._constants(n)[:2]
         ahead = (v + k - (v >> 64)) & bit
         starts = [0]
         if ahead != bit:
+            limit = max(_BLOCK_RUNS, n // 256)
             breaks = (ahead ^ bit).to_bytes(8 * n, "big")
-            starts += [m.start() // 8 for m in re.finditer(rb"[^\x00]", breaks)]
+            starts += [m.start() // 8 for m in islice(_NONZERO_RE.finditer(breaks), limit)]
+            if len(starts) > limit:
+                return None
         ends = starts[1:] + [n]
         return [(s, e, int(col[8 * s:8 * s + 8]), int(col[8 * e - 8:8 * e])) for s, e in zip(starts, ends)]
 
+    # -- first pass: count, max, long runs kept as ranges, the other ids marked
+
+    def _first_pass(self, buf: bytearray, first: int, n: int) -> None:
+        self.rows += n
+        fast = self._fast_column(buf, n)
+        if fast is None:
+            values = self._slow_values(buf, first, n)
+            self.ids.mark_list(values)
+            self.blocks.append(_Block(first, n, True, None, bool(values)))
+            return
+        col, v, without = fast
+        self._no_id(buf, first, without)
+        if not col:
+            runs: list[tuple[int, int, int, int]] | None = []
+        elif _looks_increasing(col):
+            runs = self._block_runs(col, v)
+        else:
+            runs = None
+        long = [_Run(lo, hi, e - s) for s, e, lo, hi in runs or () if e - s > _SHORT_RUN]
+        if runs is None or not self._room_for(long):
+            self.ids.mark(self._values(v, len(col) // 8), len(col) // 8, _column_bound(col))
+            self.blocks.append(_Block(first, n, True, None, True))
+            return
+        short = [(s, e) for s, e, _, _ in runs if e - s <= _SHORT_RUN]
+        for s, e in short:
+            self.ids.mark_list([int(col[8 * i:8 * i + 8]) for i in range(s, e)])
+        self.blocks.append(_Block(first, n, False, (min(r.lo for r in long), max(r.hi for r in long))
+                                  if long else None, bool(short)))
+        for run in long:
+            if self.run_max is None or run.hi > self.run_max:
+                self.run_max = run.hi
+            if self.runs and self.runs[-1].hi < run.lo:
+                self.runs[-1].extend(run)
+            else:
+                self.runs.append(run)
+
+    def _room_for(self, long: list[_Run]) -> bool:
+        """Whether keeping these runs stays within _MAX_RUNS (a run that continues the last
+        one kept takes no room)."""
+        last = self.runs[-1].hi if self.runs else None
+        new = 0
+        for run in long:
+            new += last is None or last >= run.lo
+            last = run.hi
+        return len(self.runs) + new <= _MAX_RUNS
+
     def _contested(self) -> list[tuple[int, int]]:
-        """Id ranges where a duplicate can be: where the ranges of two long runs overlap, and
-        the ids of short runs that fall in a long run's range or repeat another short run's."""
-        if self.max_id is None:
-            return []
-        if self.runs is None:
-            return [(1, self.max_id)]
-        ranges = [(r.lo, r.hi) for r in self.runs if r.points is None]
-        points = sorted(p for r in self.runs if r.points is not None for p in r.points)
-        covered = _ranges_covered(ranges, 1)
-        starts = [a for a, _ in covered]
-
-        def in_a_range(p: int) -> bool:
-            i = bisect_right(starts, p) - 1
-            return i >= 0 and covered[i][1] >= p
-
+        """Id ranges where a long run may share an id with another run or with a marked id:
+        where the ranges of two long runs overlap, and the marked ids inside a run's range."""
+        ranges = [(r.lo, r.hi) for r in self.runs]
         found = _ranges_covered(ranges, 2)
-        found += [(p, p) for i, p in enumerate(points) if (i and points[i - 1] == p) or in_a_range(p)]
+        budget = _POINTS
+        for lo, hi in _ranges_covered(ranges, 1):
+            inside = self.ids.within(lo, hi, budget)
+            budget = max(0, budget - len(inside))
+            found += inside
         return _ranges_covered(found, 1)
 
-    # -- second pass: bitmaps of the contested ranges, in the blocks that reach them
+    # -- second pass: tally the ids that may be duplicated, in the blocks that hold them
 
-    def _duplicates(self, contested: list[tuple[int, int]]) -> dict[str, object]:
-        size = self.max_id // 8 + 1
-        seen, dup = bytearray(size), bytearray(size)
+    def _duplicates(self, contested: list[tuple[int, int]], all_marked: bool, max_id: int) -> dict[str, object]:
+        """Count duplicates exactly among the ids of the contested ranges, and among every
+        marked id when ``all_marked`` (the first pass counted fewer distinct marked ids
+        than marked rows). Every id is tallied in a fresh id map: gathered before it is
+        marked, so an id seen in an earlier block shows, and counted within its block."""
         firsts, lasts = [a for a, _ in contested], [b for _, b in contested]
-        extra = 0
+        inside = _IdMap(max_id + 1) if contested else None
+        if inside is not None:
+            for a, b in contested:
+                inside.bytes[a:b + 1] = b"\x01" * (b - a + 1)
+        marked_whole = {b.first: b.marked_whole for b in self.blocks}
+        dups: set[int] = set()
+        tallied = 0
 
-        def mark(values: Iterable[int]) -> None:
-            nonlocal extra
-            for v in values:
-                i, m = v >> 3, 1 << (v & 7)
-                if seen[i] & m:
-                    dup[i] |= m
-                    extra += 1
-                else:
-                    seen[i] |= m
-
-        def block(buf: bytearray, base: int, first: int, n: int) -> None:
-            fast = self._fast_column(buf, base, n)
-            if fast is None:
-                values = self._slow_values(buf, base, first, n)
-                mark(v for v in values if v > 0 and bisect_left(lasts, v) < bisect_right(firsts, v))
+        def tally(ids: list[int]) -> None:
+            nonlocal tallied
+            if not ids:
                 return
-            col = fast[0]
+            before = self.ids.seen(ids)
+            if 1 in before:
+                dups.update(compress(ids, before))
+            if len(set(ids)) < len(ids):
+                dups.update(v for v, c in Counter(ids).items() if c > 1)
+            self.ids.mark(ids, len(ids), max_id + 1)
+            tallied += len(ids)
+
+        def in_contested(ids: Iterable[int]) -> list[int]:
+            ids = list(ids)
+            return list(compress(ids, inside.seen(ids))) if inside is not None else []
+
+        def block(buf: bytearray, first: int, n: int) -> None:
+            fast = self._fast_column(buf, n)
+            if fast is None:
+                values = self._slow_values(buf, first, n)
+                tally(values if all_marked else in_contested(values))
+                return
+            col, v, _ = fast
+            if not col:
+                return
+            runs = None if marked_whole[first] else self._block_runs(col, v)
+            if runs is None:
+                values = self._values(v, len(col) // 8)
+                tally(values.tolist() if all_marked else in_contested(values))
+                return
             lanes = _Lanes(col)
-            for s, e, lo, hi in self._column_runs(*fast, n):
-                # the run is increasing: its ids inside a contested range are one slice of it
+            for s, e, lo, hi in runs:
+                if e - s <= _SHORT_RUN:  # marked in the first pass
+                    ids = [int(col[8 * i:8 * i + 8]) for i in range(s, e)]
+                    tally(ids if all_marked else in_contested(ids))
+                    continue
+                # a long run is increasing: its ids inside a contested range are one slice of it
                 for a, b in contested[bisect_left(lasts, lo):bisect_right(firsts, hi)]:
                     i0 = bisect_left(lanes, b"%8d" % a, s, e)
                     i1 = bisect_right(lanes, b"%8d" % b, i0, e)
-                    mark(int(col[8 * i:8 * i + 8]) for i in range(i0, i1))
+                    tally([int(col[8 * i:8 * i + 8]) for i in range(i0, i1)])
 
-        self._each_block(block, [(first, n) for first, n, lo, hi in self.blocks
-                                 if bisect_left(lasts, lo) < bisect_right(firsts, hi)])
-        examples: list[int] = []
-        for m in re.finditer(rb"[^\x00]", dup):
-            byte = m.group()[0]
-            examples += [8 * m.start() + b for b in range(8) if byte >> b & 1]
-            if len(examples) >= 10:
-                break
+        counted = self.nulls, self.deleted  # the reads below count rows without an id again
+        try:
+            reached = [(b.first, b.n) for b in self.blocks
+                       if (b.has_marked and (all_marked or contested)) or (
+                           b.span is not None and bisect_left(lasts, b.span[0]) < bisect_right(firsts, b.span[1]))]
+            self._each_block(block, reached)
+        finally:
+            self.nulls, self.deleted = counted
+            if inside is not None:
+                inside.close()
+        listed = sorted(dups)[:LISTED]
         return dict(
-            duplicated_values=int.from_bytes(dup, "little").bit_count(),
-            duplicate_rows=extra,
-            duplicate_examples=tuple(examples[:10]),
+            duplicated_values=len(dups),
+            duplicate_rows=tallied - self.ids.distinct(),
+            duplicate_examples=tuple(listed[:10]),
+            duplicated_ids=tuple(listed),
         )
+
+
+def _looks_increasing(col: bytearray, samples: int = 16) -> bool:
+    """Whether a few lanes spread over the column increase (printed ids compare as bytes like
+    the numbers they print): a block that fails is marked whole without looking for runs."""
+    n = len(col) // 8
+    lanes = [col[8 * i:8 * i + 8] for i in range(0, n, max(1, n // samples))]
+    return all(a < b for a, b in zip(lanes, lanes[1:]))
+
+
+def _column_bound(col: bytearray) -> int:
+    """A bound above every id of a column of printed ids, at most twice the highest:
+    (the highest leading digit + 1) * 10**(digits - 1), found with a few byte searches."""
+    n = len(col) // 8
+    for p in range(8):
+        lead = col[p::8]
+        if lead.count(b" ") < n:
+            top = next(d for d in b"987654321" if d in lead) - 0x30
+            return (top + 1) * 10 ** (7 - p)
+    return 1
 
 
 class _Lanes:
@@ -703,35 +978,28 @@ class _Lanes:
         return bytes(self.col[8 * i:8 * i + 8])
 
 
+@dataclass(frozen=True)
+class _Block:
+    """A block of records as the first pass saw it."""
+
+    first: int  # index of its first record
+    n: int  # records
+    marked_whole: bool  # its ids were all marked in the id map (not split into runs)
+    span: tuple[int, int] | None  # lowest and highest id of its long runs, if any
+    has_marked: bool  # some of its ids were marked in the id map
+
+
 @dataclass
 class _Run:
-    """Ids in increasing order: kept as their range if long, as the ids if short."""
+    """Ids in increasing order, kept as their range."""
 
     lo: int
     hi: int
     count: int
-    points: list[int] | None  # None once longer than _SHORT_RUN
-
-    @classmethod
-    def of(cls, ids: list[int]) -> _Run:
-        return cls(ids[0], ids[-1], len(ids), ids if len(ids) <= _SHORT_RUN else None)
 
     def extend(self, after: _Run) -> None:
         """Append a run whose ids all exceed this one's."""
         self.hi, self.count = after.hi, self.count + after.count
-        if self.points is not None and after.points is not None and self.count <= _SHORT_RUN:
-            self.points = self.points + after.points
-        else:
-            self.points = None
-
-
-def _runs_of(values: list[int]) -> list[_Run]:
-    runs, start = [], 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] <= values[i - 1]:
-            runs.append(_Run.of(values[start:i]))
-            start = i
-    return runs
 
 
 def _ranges_covered(ranges: Iterable[tuple[int, int]], depth: int) -> list[tuple[int, int]]:
@@ -753,7 +1021,7 @@ def _ranges_covered(ranges: Iterable[tuple[int, int]], depth: int) -> list[tuple
 
 def check_ids(scan: IdScan, lastid: Mapping[str, int]) -> list[Problem]:
     """Problems that would let the id server hand out an id already in the database,
-    or that show an id already used twice."""
+    or that show an id already used twice. Deleted rows are not a problem (see deleted_rows)."""
     problems: list[Problem] = []
     for key, s in scan.keys.items():
         where = f"{s.path}"
@@ -762,20 +1030,30 @@ def check_ids(scan: IdScan, lastid: Mapping[str, int]) -> list[Problem]:
             if last is None:
                 problems.append(Problem(key, "not_in_lastid", (
                     f"{key}: lastid has no {key} row but {where} holds {key} up to {s.max_id}; "
-                    f"add a lastid row for {key} with keyvalue {s.max_id} or more")))
+                    f"add a lastid row for {key} with keyvalue {s.max_id} or more"), span=(1, s.max_id)))
             elif s.max_id > last:
                 problems.append(Problem(key, "above_lastid", (
                     f"{key}: {where} holds {key} up to {s.max_id} but lastid is {last}, so the id server "
-                    f"would issue {last + 1}..{s.max_id} again; set lastid {key} to {s.max_id} or more")))
+                    f"would issue {last + 1}..{s.max_id} again; set lastid {key} to {s.max_id} or more"),
+                    span=(last + 1, s.max_id)))
         if s.duplicated_values:
             shown = ", ".join(map(str, s.duplicate_examples))
             more = ", ..." if s.duplicated_values > len(s.duplicate_examples) else ""
             problems.append(Problem(key, "duplicates", (
                 f"{key}: {s.duplicated_values} {key} values are used more than once in {where} "
                 f"({s.duplicate_rows} extra rows; {shown}{more}); a merge was applied twice or two id "
-                "servers were active: remove the duplicate rows before starting dbids")))
+                "servers were active: remove the duplicate rows before starting dbids"),
+                count=s.duplicated_values, ids=s.duplicated_ids,
+                span=(s.duplicated_ids[0], s.duplicated_ids[-1]) if s.duplicated_ids else None))
         if s.nulls:
             problems.append(Problem(key, "null_ids", (
-                f"{key}: {s.nulls} rows of {where} have no {key} (null or not positive); "
-                "every row of its owning table needs one")))
+                f"{key}: {s.nulls} rows of {where} have no {key} (null or not positive) but are not "
+                "deleted rows (other fields are set); every row of its owning table needs one"), count=s.nulls))
     return problems
+
+
+def deleted_rows(scan: IdScan) -> list[str]:
+    """Information, never a problem: owning tables holding rows deleted with dbmark(3)."""
+    return [f"{s.table}: {s.deleted} deleted rows (every field null: marked with dbmark, not yet removed "
+            f"with dbcrunch) in {s.path}; they hold no {key} and are skipped"
+            for key, s in scan.keys.items() if s.deleted]

@@ -1,13 +1,16 @@
 """The site-side program of the consistency checks, run as
 ``python -m antelope_ha.idscan`` on the host that holds the database:
 
-  ids DB --lastid FILE     max id and duplicates per key, checked against lastid
+  ids DB --lastid FILE     max id, duplicates and deleted rows per key, checked
+                           against lastid
   gap DB BEFORE AFTER      MS's outage gap: after its last row before BEFORE,
                            up to its first row after that (AFTER is the fallback
                            time, for the message when no row follows yet)
   overlap DB EXCERPT       rows of the excerpt, and how many of them DB holds
 
-Each prints one JSON object; errors go to stderr with exit status 1.
+Each prints one JSON object; errors go to stderr with exit status 1. Rows
+deleted with dbmark (every field null) are skipped by gap and overlap and only
+counted, as information, by ids.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from antelope_ha.css30 import TABLES, TableFormatError, check_ids, read_table, scan_ids
+from antelope_ha.css30 import TABLES, Problem, TableFormatError, check_ids, deleted_rows, read_table, scan_ids
 from antelope_ha.lastid import LastidError, read_lastid
 
 # Times are printed with 5 decimals (%17.5f); the gap starts just after MS's last row.
@@ -25,18 +28,23 @@ TIME_STEP = 0.001
 
 
 def ids_report(db: str, lastid_path: str) -> dict:
+    """The ids of ``db`` against the lastid table at ``lastid_path``: per key, and every
+    problem twice, in words (``problems``) and with what identifies it (``found``, so a
+    problem seen before can be told from a new one). ``info`` is never a problem."""
     scan = scan_ids(db)
     lastid = read_lastid(lastid_path) if Path(lastid_path).exists() else {}
-    problems = [str(p) for p in check_ids(scan, lastid)]
+    found = check_ids(scan, lastid)
     if not Path(lastid_path).exists():
-        problems.insert(0, f"{lastid_path} does not exist: the ID server has no lastid table")
+        found.insert(0, Problem("-", "no_lastid", f"{lastid_path} does not exist: the ID server has no lastid table"))
     keys = {
         k: {"max": s.max_id, "rows": s.rows, "lastid": lastid.get(k), "duplicates": s.duplicated_values,
-            "examples": list(s.duplicate_examples)}
+            "examples": list(s.duplicate_examples), "deleted": s.deleted, "nulls": s.nulls}
         for k, s in scan.keys.items()
     }
-    return {"db": db, "keys": keys, "problems": problems, "ok": not problems,
-            "duplicates": sum(s.duplicated_values for s in scan.keys.values())}
+    return {"db": db, "keys": keys, "problems": [str(p) for p in found], "ok": not found,
+            "found": [{"key": p.key, "kind": p.kind, "message": p.message, "count": p.count, "ids": list(p.ids),
+                       "span": list(p.span) if p.span else None} for p in found],
+            "info": deleted_rows(scan), "duplicates": sum(s.duplicated_values for s in scan.keys.values())}
 
 
 def _times(db: str, table: str) -> Iterator[float]:

@@ -124,6 +124,18 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Every max id is <= lastid, and no key is used twice.",
         "Run the same command on the site (`<python> -m antelope_ha.idscan ids db/db --lastid "
         "dbids/dbids.lastid`); raise lastid above the max ids before any dbids starts there.", acts=False),
+    "Judge ids against the baseline": StepGuide(
+        "Sort the id scan's problems into those that block dbids on the site and old ones: a problem blocks "
+        "when it is new since the site's baseline, touches the ids BUS issued during the outage, or is an id "
+        "above lastid.",
+        "No blocking problem; old ones are listed with when they were first seen.",
+        "`antelope-ha status --pair <pair>` lists the baseline's old problems; fix each blocking one on the "
+        "site (raise lastid, remove the duplicate rows) and scan again.", acts=False),
+    "Record the baseline of old id problems": StepGuide(
+        "When a site takes authority, its id problems as scanned then become its baseline: later checks "
+        "block only on problems new since.",
+        "The state record keeps, per site, each problem and when it was first seen.",
+        "`antelope-ha baseline --by <name> --reason <why> --pair <pair>` takes it again by hand."),
     "Raise lastid": StepGuide(
         "Raise `dbids.lastid` so the next ids are above every id that may have been given; never lowers "
         "a value.",

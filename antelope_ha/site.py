@@ -17,9 +17,9 @@ from antelope_ha import commands as C
 from antelope_ha.config import SiteConfig
 from antelope_ha.descriptor import (
     backup_name,
+    check_editable,
     missing_descriptor,
     parse_descriptor,
-    require_dbidserver,
     set_dbidserver,
 )
 from antelope_ha.lastid import format_lastid, parse_lastid
@@ -200,9 +200,9 @@ class Site:
     # --- ID server, descriptor, lastid -----------------------------------------
     def check_ready(self) -> Outcome:
         """Read everything a takeover will edit, before it edits anything: the
-        descriptor must name an ID server, lastid must parse, rtexec.pf must
-        list the ID server, writer and information-system tasks."""
-        require_dbidserver(*self.descriptor())
+        descriptor must be one its dbidserver line can be set in, lastid must
+        parse, rtexec.pf must list the ID server, writer and information-system tasks."""
+        check_editable(*self.descriptor())
         self.read_lastid()
         tasks = self.tasks()
         missing = [t for t in (self.config.idserver_task, *self.config.writer_tasks, *self.config.infosys_tasks)

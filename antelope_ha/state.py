@@ -12,6 +12,8 @@ import time
 
 from pydantic import BaseModel, Field
 
+from antelope_ha.baseline import Baseline, take
+
 MAX_DECISIONS = 20
 
 
@@ -63,6 +65,9 @@ class HAState(BaseModel):
     fallback_in_progress: bool = False
     recovery_windows: dict[int, tuple[float, float]] = Field(
         default_factory=dict, description="the window recovered for each BUS epoch")
+    baselines: dict[str, Baseline] = Field(
+        default_factory=dict, description="per site, its id problems when its baseline was taken: old ones "
+                                          "are listed, not blocking (antelope_ha/baseline.py)")
 
     @classmethod
     def initial(cls, main_site: str) -> HAState:
@@ -74,6 +79,11 @@ class HAState(BaseModel):
                         flow_run=flow_run, reason=reason)
         return self.model_copy(update={"authority": new, "history": [*self.history, self.authority],
                                        "consecutive_failures": 0, "declined": None})
+
+    def with_baseline(self, site: str, report: dict, reason: str) -> HAState:
+        """The site's baseline taken again from an id scan report (``idscan ids``)."""
+        return self.model_copy(update={"baselines": {
+            **self.baselines, site: take(report, self.baselines.get(site), reason)}})
 
     def record(self, decision: Decision) -> HAState:
         return self.model_copy(update={"decisions": [*self.decisions, decision][-MAX_DECISIONS:]})

@@ -1,17 +1,29 @@
-"""Benchmark of css30.scan_ids against its baselines, in one run.
+"""Benchmark of css30.scan_ids against its baselines, in one run, in four row orders.
 
 Generates a CSS3.0 database of about the requested size in a temporary
 directory (per event: 1 origin, 1 event, 20 arrival, 20 assoc, 60 wfdisc rows;
-ids increasing with gaps, as when two sites share one id server), then times
-with a warm page cache:
+ids increasing with gaps, as when two sites share one id server), then writes
+its owning tables in each order real tables come in and times, with a warm
+page cache:
 
   read limit   ``cat`` of the owning table files to /dev/null
   awk|sort     an awk | sort -n | uniq -c | awk pipeline computing the same answer
   scan_ids     this project's scan, in process; its peak memory in a child process
 
-and repeats the scan and the pipeline after appending a recovery block and a
-few duplicated rows to each owning table, which sends the scan down its
-slower duplicate pass.
+The orders:
+
+  rising       rows in id order, as the writers append them
+  shuffled     rows in random order
+  time-sorted  as dbsort by time leaves a table: each row's time is its write
+               order plus up to WINDOW rows of jitter (the wfdiscs of one hour's
+               segments, the arrivals of one event, start seconds apart)
+  merged       rising, with MERGED of the rows (a block of ids BUS issued during an
+               outage) missing from their place and appended at the end, as a
+               recovery merge leaves the table
+
+and last the rising tables with DUPLICATES rows appended again (a merge applied
+twice), which sends the scan through its second pass: answers checked against
+awk's, no read-limit target.
 
     python -m bench.scan --size-mb 1024 [--size-mb 4096] [--quick]
 """
@@ -19,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -34,12 +47,16 @@ PER_EVENT = {"origin": 1, "event": 1, "arrival": 20, "assoc": 20, "wfdisc": 60}
 KEY_OF = {table: key for key, table in ID_OWNER.items()}
 TARGETS = {"read": 2.0, "awk": 5.0, "rss_mb": 200.0}
 DUPLICATES = 10
+WINDOW = 60
+MERGED = 0.02
+ORDERS = ("rising", "shuffled", "time-sorted", "merged")
+SEED = 13
 
 
 def _template(table: str, ids: tuple[str, ...], **values: object) -> bytes:
     """A record of ``table`` as a bytes %-template with ``%8d`` in place of each id field."""
     t = TABLES[table]
-    line = t.format_row({k: 0 for k in ids} | values).encode("latin-1")
+    line = t.format_row({**{k: 0 for k in ids}, **values}).encode("latin-1")
     for off in sorted((t.offset(name) for name in ids), reverse=True):
         line = line[:off] + b"%8d" + line[off + 8:]
     return line
@@ -61,9 +78,12 @@ TEMPLATES = {
                         dfile="BAL_HHZ_2023318_00.msd", lddate=_T0),
 }
 
+Rows = dict[str, list]  # per table, each row's ids: an int, or a tuple for two-id templates
 
-def generate(db: Path, size_mb: int) -> dict[str, int]:
-    """Write the database tables; return the next unused id per key."""
+
+def generate(db: Path, size_mb: int) -> tuple[Rows, dict[str, int]]:
+    """Write the assoc table (not scanned) and return the id tuples of each owning
+    table's rows, in id order, and the next unused id per key."""
     per_event = sum(n * TABLES[t].record_length for t, n in PER_EVENT.items())
     events = max(1, size_mb * 2**20 // per_event)
     next_id = {"orid": 1, "evid": 1, "arid": 1, "wfid": 1}
@@ -75,22 +95,39 @@ def generate(db: Path, size_mb: int) -> dict[str, int]:
         next_id[key] = out[-1] + 2
         return out
 
-    files = {t: open(f"{db}.{t}", "wb") for t in PER_EVENT}
-    try:
-        batch = 2000
-        for first in range(0, events, batch):
-            n = min(batch, events - first)
-            orids, evids = ids("orid", n), ids("evid", n)
-            arids, wfids = ids("arid", 20 * n), ids("wfid", 60 * n)
-            files["origin"].write(b"".join(TEMPLATES["origin"] % p for p in zip(orids, evids)))
-            files["event"].write(b"".join(TEMPLATES["event"] % p for p in zip(evids, orids)))
-            files["arrival"].write(b"".join(TEMPLATES["arrival"] % a for a in arids))
-            files["assoc"].write(b"".join(TEMPLATES["assoc"] % (a, orids[i // 20]) for i, a in enumerate(arids)))
-            files["wfdisc"].write(b"".join(TEMPLATES["wfdisc"] % w for w in wfids))
-    finally:
-        for f in files.values():
-            f.close()
-    return next_id
+    orids, evids = ids("orid", events), ids("evid", events)
+    arids, wfids = ids("arid", 20 * events), ids("wfid", 60 * events)
+    with open(f"{db}.assoc", "wb") as f:
+        for first in range(0, len(arids), 40_000):
+            f.write(b"".join(TEMPLATES["assoc"] % (a, orids[i // 20])
+                             for i, a in enumerate(arids[first:first + 40_000], first)))
+    rows = {"origin": list(zip(orids, evids)), "event": list(zip(evids, orids)), "arrival": arids, "wfdisc": wfids}
+    return rows, next_id
+
+
+def in_order(rows: list, order: str, rng: random.Random) -> list:
+    """The rows of one table in one of ORDERS (module docstring)."""
+    if order == "shuffled":
+        out = list(rows)
+        rng.shuffle(out)
+        return out
+    if order == "time-sorted":
+        return [r for _, r in sorted(((i + rng.uniform(0, WINDOW), r) for i, r in enumerate(rows)),
+                                     key=lambda kr: kr[0])]
+    if order == "merged":
+        n = max(1, int(len(rows) * MERGED))
+        at = len(rows) * 4 // 5
+        return rows[:at] + rows[at + n:] + rows[at:at + n]
+    return rows
+
+
+def write_owned(db: Path, rows: Rows, order: str) -> None:
+    rng = random.Random(SEED)
+    for table in OWNED:
+        ordered = in_order(rows[table], order, rng)
+        with open(f"{db}.{table}", "wb") as f:
+            for first in range(0, len(ordered), 40_000):
+                f.write(b"".join(TEMPLATES[table] % r for r in ordered[first:first + 40_000]))
 
 
 def append_merge(db: Path, next_id: dict[str, int]) -> None:
@@ -172,25 +209,25 @@ def _peak_rss_mb(code: str, db: Path) -> float:
 
 
 def run(size_mb: int, quick: bool = False) -> list[dict]:
-    """Generate a database of about size_mb MB, measure, and return one row per figure:
-    figure, value, unit, baseline, ratio, target, met, answer."""
+    """Generate a database of about size_mb MB, measure each order, and return one row
+    per figure: figure, value, unit, baseline, ratio, target, met, answer."""
     repeat = 1 if quick else 3
     work = Path(tempfile.mkdtemp(prefix="scanbench-"))
     try:
         db = work / "db"
-        next_id = generate(db, size_mb)
+        rows_of, next_id = generate(db, size_mb)
         files = _files(db)
-        size = sum(os.path.getsize(f) for f in files)
-        rows: list[dict] = []
+        idle = _peak_rss_mb("import antelope_ha.css30", db)
+        out: list[dict] = []
 
-        def measure(label: str) -> None:
+        def measure(label: str, read_target: float | None) -> None:
+            size = sum(os.path.getsize(f) for f in files)
             subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm the cache
             cat_s, _ = _best(lambda: subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True), repeat)
             awk_s, awk = _best(lambda: awk_answer(db), 1)
             scan_s, ours = _best(lambda: scan_answer(db), repeat)
-            # a merged table needs the duplicate pass, a second read: no read-limit target
-            read_target = TARGETS["read"] if label == "clean" else None
-            rows.extend([
+            peak = _peak_rss_mb("from antelope_ha.css30 import scan_ids\nscan_ids(sys.argv[1])", db)
+            out.extend([
                 dict(figure=f"{label}: read limit, cat of {size / 2**20:.0f} MB", value=cat_s, unit="s",
                      baseline=None, ratio=None, target=None, met=None, answer=None),
                 dict(figure=f"{label}: awk|sort|uniq pipeline", value=awk_s, unit="s",
@@ -201,22 +238,19 @@ def run(size_mb: int, quick: bool = False) -> list[dict]:
                 dict(figure=f"{label}: scan_ids speed-up over awk", value=scan_s, unit="s", baseline=awk_s,
                      ratio=awk_s / scan_s, target=f">= {TARGETS['awk']}x faster",
                      met=awk_s / scan_s >= TARGETS["awk"], answer=None),
+                dict(figure=f"{label}: scan_ids peak RSS (child process)", value=peak, unit="MB",
+                     baseline=idle, ratio=peak / idle, target=f"< {TARGETS['rss_mb']:.0f} MB",
+                     met=peak < TARGETS["rss_mb"], answer=None),
             ])
 
-        measure("clean")
-        idle = _peak_rss_mb("import antelope_ha.css30", db)
-        peak = _peak_rss_mb("from antelope_ha.css30 import scan_ids\nscan_ids(sys.argv[1])", db)
-        rows.append(dict(figure="clean: scan_ids peak RSS (child process)", value=peak, unit="MB",
-                         baseline=idle, ratio=peak / idle, target=f"< {TARGETS['rss_mb']:.0f} MB",
-                         met=peak < TARGETS["rss_mb"], answer=None))
+        for order in ORDERS:
+            write_owned(db, rows_of, order)
+            measure(order, TARGETS["read"])
+        write_owned(db, rows_of, "rising")
         append_merge(db, next_id)
-        size = sum(os.path.getsize(f) for f in files)
-        measure(f"merged, {DUPLICATES} duplicates")
-        peak = _peak_rss_mb("from antelope_ha.css30 import scan_ids\nscan_ids(sys.argv[1])", db)
-        rows.append(dict(figure=f"merged, {DUPLICATES} duplicates: scan_ids peak RSS", value=peak, unit="MB",
-                         baseline=idle, ratio=peak / idle, target=f"< {TARGETS['rss_mb']:.0f} MB",
-                         met=peak < TARGETS["rss_mb"], answer=None))
-        return rows
+        # a merged table with duplicates needs the second pass, a second read: no read-limit target
+        measure(f"merged twice, {DUPLICATES} duplicates", None)
+        return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -5,7 +5,8 @@
   runbook   regenerate the runbooks under docs/runbooks
   drill     the whole cycle on a simulated pair, measured
   pause / resume / ack   automatic failover: maintenance pause, hold-down acknowledgement
-  setup     save the pair's blocks and deployments from a configuration file
+  baseline  record each site's id problems now as old ones (checks then block only on new ones)
+  setup     save the pair's blocks and deployments from a configuration file, take the baseline
 
 Every command talks to the Prefect API in PREFECT_API_URL, or to embedded
 Prefect when it is not set.
@@ -151,6 +152,7 @@ def status(pair_name: PairOption = DEFAULT_PAIR,
         out.print(f"lastid replica on {pair.backup.name}: [yellow]none on record[/yellow]")
     out.print(f"consecutive failed probes of {pair.main.name}: {state.consecutive_failures}"
               f"/{pair.policy.failures_before_failover}")
+    _print_baselines(state)
     if state.decisions:
         table = Table(title="recent decisions")
         for column in ("at", "action", "reason"):
@@ -234,10 +236,57 @@ def drill(json: Annotated[bool, typer.Option("--json", help="print the report as
 @app.command()
 def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configuration", exists=True,
                                                  dir_okay=False)]) -> None:
-    """Save the pair's blocks, work pools and deployments from CONFIG."""
+    """Save the pair's blocks, work pools and deployments from CONFIG, then take the
+    baseline of each reachable site's id problems."""
+    from deployments.setup import load_config
     from deployments.setup import main as run_setup
 
-    raise typer.Exit(run_setup([str(config)]))
+    code = run_setup([str(config)])
+    if code == 0:
+        take_baselines(load_config(config).pair, "setup")
+    raise typer.Exit(code)
+
+
+# --- baseline of old id problems ---------------------------------------------------------------
+def _print_baselines(state: HAState) -> None:
+    for site, b in sorted(state.baselines.items()):
+        out.print(f"old id problems of {site} (baseline taken {_when(b.taken_at)}, {b.reason}; "
+                  f"listed, not blocking): " + ("none" if not b.problems else ""))
+        for p in b.problems:
+            out.print(f"  - {p.shown()}")
+
+
+def take_baselines(pair_name: str, reason: str) -> HAState:
+    """Scan both sites' ids and record their problems as the baseline (a site that
+    cannot be scanned keeps its baseline, and is named)."""
+    from tasks.sites import runner_for
+    from tasks.state import update_state
+
+    pair, _ = load_pair_and_state(pair_name)
+    reports = {}
+    for cfg in (pair.main, pair.backup):
+        try:
+            reports[cfg.name] = Site(cfg, runner_for(cfg)).scan_ids()
+        except (RunnerError, OSError, StepFailed, ValueError) as exc:
+            out.print(f"[yellow]{cfg.name}: its ids could not be scanned ({type(exc).__name__}: {exc}); "
+                      f"its baseline is unchanged: run antelope-ha baseline again when it can be[/yellow]")
+
+    def change(s: HAState) -> HAState:
+        for name, report in reports.items():
+            s = s.with_baseline(name, report, reason)
+        return s
+
+    state = update_state(pair_name, pair.main.name, change)
+    _print_baselines(state)
+    return state
+
+
+@app.command()
+def baseline(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[str, typer.Option(help="why")],
+             pair_name: PairOption = DEFAULT_PAIR) -> None:
+    """Record each site's id problems now as old: from then on the fallback's id check
+    blocks only on problems new since, or touching the ids issued during an outage."""
+    take_baselines(pair_name, f"taken by {by}: {reason}")
 
 
 # --- pause, resume, ack: the state record only -------------------------------------------

@@ -14,7 +14,7 @@ The steps, in the operators' order:
   4. point BUS's db descriptor at the local dbids
   5. restart BUS's db writers so they take ids from it
   6. activate the information systems on BUS
-  7. notify the operators
+  7. record BUS's id problems as its baseline (the scan of step 1); notify the operators
 Every step converges: rerunning after a crash finishes the job.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
                                   bus.name, state.authority.epoch)
         ids.check_ready(bus)
-        lastid = None if taken else lastid_targets(pair_name, pair, state, approvals, dry_run)
+        lastid, scan = (None, None) if taken else lastid_targets(pair_name, pair, state, approvals, dry_run)
         if not taken and lastid is None:
             summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
                        f"using it; nothing was changed on either site. {ASK_AGAIN}")
@@ -89,6 +89,8 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             realtime.restart_task(bus, writer, changed_at, dry_run)
         for infosys in bus.infosys_tasks:
             realtime.start_task(bus, infosys, dry_run)
+        if scan is not None:
+            ids.record_baseline(pair_name, ms.name, bus, scan, f"{bus.name} takes authority (failover)", dry_run)
 
         if dry_run:
             return publish_plan("failover", plans(str(flow_run.get_id())))
@@ -119,15 +121,15 @@ def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, ap
 
 
 def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, approvals: list[ApprovalRecord],
-                   dry_run: bool) -> dict[str, int] | None:
-    """Step 1's numbers: replica + margin, never below BUS's own ids. When the
-    replica is older than the policy allows, a person approves them first;
-    None means they did not."""
+                   dry_run: bool) -> tuple[dict[str, int] | None, dict]:
+    """Step 1's numbers: replica + margin, never below BUS's own ids, and BUS's id
+    scan. When the replica is older than the policy allows, a person approves the
+    numbers first; None means they did not."""
     bus, policy = pair.backup, pair.policy
     replica, scan, targets = proposed_lastid(pair)
     age = None if state.replica is None else time.time() - state.replica.taken_at
     if age is not None and age <= policy.lastid_max_age_s:
-        return targets
+        return targets, scan
     rows = "\n".join(f"| {k} | {replica.get(k, '-')} | {scan['keys'].get(k, {}).get('max', '-')} | {v} |"
                      for k, v in sorted(targets.items()))
     findings = (
@@ -138,7 +140,7 @@ def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, approvals: 
     )
     answer = ask_approval("failover with a stale lastid replica", bus.name, findings,
                           policy.approval_timeout_s, policy.approval_poll_s, dry_run)
-    return targets if approved(pair_name, pair, answer, approvals, dry_run) else None
+    return (targets if approved(pair_name, pair, answer, approvals, dry_run) else None), scan
 
 
 def proposed_lastid(pair: PairConfig) -> tuple[dict[str, int], dict, dict[str, int]]:

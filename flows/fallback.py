@@ -18,8 +18,10 @@ the same way.
   On MS:   check db consistency against dbids.lastid
   -- approval 2 --
   Re-check: the record's authority unchanged; MS reachable, rtexec running;
-           MS's db consistent against dbids.lastid, scanned again
-  On MS:   record MS as the authority; start dbids; start db writers
+           MS's db consistent against dbids.lastid, scanned again: no id problem
+           new since MS's baseline or touching the ids BUS issued
+  On MS:   record MS as the authority (and its baseline of old id problems);
+           start dbids; start db writers
   On BUS:  start db writers against MS's dbids; start monitoring MS;
            stop information systems
   On MS:   start information systems
@@ -31,6 +33,7 @@ from contextlib import nullcontext
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from antelope_ha.baseline import Verdict
 from antelope_ha.config import PairConfig, SiteConfig
 from antelope_ha.state import Authority
 from tasks import authority, data, ids, realtime
@@ -115,7 +118,8 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
     if not passed_gate1:
         gate1 = ask_approval(
             f"fallback to {ms.name}: stop {bus.name}'s db writers (point of no return)", ms.name,
-            findings(ms, ms_ids, flowing, bus), policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+            findings(ms, ms_ids, ids.judge_ids(pair_name, ms.name, ms, ms_ids), flowing, bus),
+            policy.approval_timeout_s, policy.approval_poll_s, dry_run)
         approvals.append(gate1)
         if gate1.outcome not in ("approved", "skipped (dry run)"):
             return f"{bus.name} stays authoritative; nothing was changed on {bus.name} ({ms.name} stays fenced)"
@@ -131,7 +135,8 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
     for writer in bus.writer_tasks:
         realtime.stop_task(bus, writer, dry_run)
     realtime.stop_task(bus, bus.idserver_task, dry_run)
-    ids.raise_lastid(ms, ids.read_lastid(bus), f"lastid from {bus.name} at fallback", dry_run)
+    handed_over = ids.read_lastid(bus)
+    ids.raise_lastid(ms, handed_over, f"lastid from {bus.name} at fallback", dry_run)
     ids.set_dbidserver(bus, ms.idserver_address, dry_run)
     authority.disarm(ms, "fallback in progress", dry_run)
 
@@ -139,7 +144,8 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
     ms_ids = ids.scan_ids(ms)
     gate2 = ask_approval(
         f"fallback to {ms.name}: start dbids on {ms.name}", ms.name,
-        findings(ms, ms_ids, flowing, bus), policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+        findings(ms, ms_ids, ids.judge_ids(pair_name, ms.name, ms, ms_ids, handed_over), flowing, bus),
+        policy.approval_timeout_s, policy.approval_poll_s, dry_run)
     approvals.append(gate2)
     if gate2.outcome not in ("approved", "skipped (dry run)"):
         restore_backup(pair, pair_name, dry_run)
@@ -148,13 +154,15 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
     changed = changed_since_asked(pair_name, ms, asked, dry_run)
     if not changed:
         ms_ids = ids.scan_ids(ms)
-        if not (ms_ids["ok"] or dry_run):
-            changed = f"{ms.name} ids are not consistent: {'; '.join(ms_ids['problems'])}"
+        blocking = ids.judge_ids(pair_name, ms.name, ms, ms_ids, handed_over).blocking
+        if blocking and not dry_run:
+            changed = f"{ms.name} ids are not consistent: {'; '.join(blocking)}"
     if changed:
         get_run_logger().warning("%s approved, not acted on: %s", gate2.gate, changed)
         approvals[-1] = gate2.model_copy(update={"outcome": "approved, not acted on"})
         restore_backup(pair, pair_name, dry_run)
         return f"The approval was not acted on: {changed}. {bus.name} restored as authority"
+    ids.record_baseline(pair_name, ms.name, ms, ms_ids, f"{ms.name} takes authority again (fallback)", dry_run)
     return None
 
 
@@ -180,12 +188,16 @@ def restore_backup(pair: PairConfig, pair_name: str, dry_run: bool) -> None:
     set_fallback_in_progress(pair_name, ms.name, False, dry_run)
 
 
-def findings(ms: SiteConfig, scan: dict, flowing: str, bus: SiteConfig) -> str:
-    problems = "\n".join(f"- {p}" for p in scan["problems"]) or "- none"
+def findings(ms: SiteConfig, scan: dict, verdict: Verdict, flowing: str, bus: SiteConfig) -> str:
+    blocking = "\n".join(f"- {p}" for p in verdict.blocking) or "- none"
+    old = "\n".join(f"- {p}" for p in verdict.old) or "- none"
+    info = "".join(f"\n- {i}" for i in scan.get("info", []))
     keys = "\n".join(f"| {k} | {v['max']} | {v.get('lastid')} | {v['duplicates']} |"
                      for k, v in sorted(scan["keys"].items()))
     return (f"**{ms.name} data flow:** {flowing}\n\n**{ms.name} ids** (max in db, lastid, values used twice):\n\n"
-            f"| key | max | lastid | used twice |\n|---|---|---|---|\n{keys}\n\n**Problems:**\n{problems}\n\n"
+            f"| key | max | lastid | used twice |\n|---|---|---|---|\n{keys}\n\n"
+            f"**Problems that block dbids on {ms.name}:**\n{blocking}\n\n"
+            f"**Old problems (in {ms.name}'s baseline, not blocking):**\n{old}{info}\n\n"
             f"{bus.name} keeps serving ids until this is approved.")
 
 

@@ -6,11 +6,13 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from antelope_ha.baseline import Verdict, judge, outage_ids
 from antelope_ha.config import SiteConfig
 from antelope_ha.lastid import failover_lastid
 from antelope_ha.site import Outcome
 from tasks.realtime import STEP, logged
 from tasks.sites import site
+from tasks.state import load_state, update_state
 
 
 @task(name="Check the site is ready", task_run_name="check {cfg.name} can take over", **STEP)
@@ -28,6 +30,27 @@ def read_lastid(cfg: SiteConfig) -> dict[str, int]:
 def scan_ids(cfg: SiteConfig) -> dict:
     """Max id and duplicates per key of the site's db, checked against its lastid."""
     return site(cfg).scan_ids()
+
+
+@task(name="Judge ids against the baseline", task_run_name="which id problems of {cfg.name} block",
+      cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: dict,
+              handed_over: dict[str, int] | None = None) -> Verdict:
+    """The scan's problems that block (new since the site's baseline, or touching the ids
+    BUS issued up to the lastid it ``handed_over``) and the old ones, with when first seen."""
+    state = load_state(pair_name, main_site)
+    outage = None if handed_over is None else outage_ids(state.replica.values if state.replica else None,
+                                                         handed_over)
+    return judge(scan, state.baselines.get(cfg.name), outage)
+
+
+@task(name="Record the baseline of old id problems", task_run_name="baseline of {cfg.name}'s id problems",
+      cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_baseline(pair_name: str, main_site: str, cfg: SiteConfig, scan: dict, reason: str,
+                    dry_run: bool = False) -> None:
+    """Taken when the site takes authority: its problems now are the old ones from then on."""
+    if not dry_run:
+        update_state(pair_name, main_site, lambda s: s.with_baseline(cfg.name, scan, reason))
 
 
 @task(name="Raise lastid", task_run_name="raise dbids.lastid on {cfg.name}", **STEP)

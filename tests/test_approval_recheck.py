@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import time
+from itertools import islice
 
 import pytest
 
-from antelope_ha.css30 import TABLES, append_rows
+from antelope_ha.css30 import TABLES, append_rows, read_table, write_table
 from antelope_ha.lastid import parse_lastid
 from flows.failover import failover
 from flows.fallback import fallback
@@ -118,3 +119,41 @@ def test_stale_replica_lastid_is_computed_again_after_the_approval(tmp_path, cap
         assert_bus_authoritative(sim)
         table = run_artifact(state.state_details.flow_run_id, "failover-approvals")
         assert "| failover with a stale lastid replica | approved | tester |" in table and " UTC |" in table
+
+
+def test_an_old_duplicate_does_not_block_the_fallback_and_a_new_one_does(tmp_path):
+    from deployments.cli import take_baselines
+
+    with sim_pair(tmp_path, "recheck4") as sim:
+        arrivals = sim.pair.paths("ms").dir / f"{sim.cfg.main.db}.arrival"
+        old, new = (r["arid"] for r in islice(read_table(arrivals, TABLES["arrival"]), 2))
+        add_arrival(sim, "ms", old)  # a duplicate MS holds from long ago
+        take_baselines(sim.name, "setup")  # as antelope-ha setup does
+        taken = sim.state().baselines["ms"]
+        assert [(p.kind, p.ids) for p in taken.problems] == [("duplicates", [old])]
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+
+        def answer(n: int) -> dict:
+            if n == 1:  # while the person decides on dbids, MS gets a new duplicate
+                add_arrival(sim, "ms", new)
+            return approve()
+
+        with answering("fallback", answer):
+            result = fallback(pair_name=sim.name)
+        assert "The approval was not acted on: ms ids are not consistent" in result, result
+        assert f"[new since the baseline: {new}]" in result and "bus restored as authority" in result
+        assert_bus_authoritative(sim)
+
+        rows = list(read_table(arrivals, TABLES["arrival"]))  # MS is fenced: its writers are stopped
+        write_table(arrivals, TABLES["arrival"], [r for r in rows if not (r["sta"] == "XTRA" and r["arid"] == new)])
+        with answering("fallback", lambda n: approve()):
+            result = fallback(pair_name=sim.name)
+        assert result.startswith("ms is authoritative again"), result
+        state = sim.state()
+        assert state.authority.site == "ms" and running(sim, "ms", "dbids")
+        again = state.baselines["ms"]
+        assert again.reason == "ms takes authority again (fallback)"
+        assert [(p.ids, p.first_seen) for p in again.problems] == [([old], taken.problems[0].first_seen)]
+        assert state.baselines["bus"].reason == "bus takes authority (failover)"

@@ -256,15 +256,14 @@ def test_the_same_site_twice_is_refused(pair):
 
 
 @pytest.mark.slow
-def test_failover_refuses_a_descriptor_without_dbidserver_before_acting(tmp_path):
-    with sim_pair(tmp_path, "nodbidserver") as sim:
+def test_failover_refuses_an_old_two_line_descriptor_before_acting(tmp_path):
+    with sim_pair(tmp_path, "twolinedesc") as sim:
         replicate_lastid(pair_name=sim.name)
         db = sim.pair.paths("bus").dir / "db" / "db"
-        db.write_text("".join(line for line in db.read_text().splitlines(keepends=True)
-                              if not line.startswith("dbidserver")))
-        watched = ("rtexec.pf", "ha/authority", "ha/armed")
+        db.write_text("css3.0\n./{db}\n")
+        watched = ("rtexec.pf", "ha/authority", "ha/armed", "db/db")
         before = sim.snapshot(*watched)
-        with pytest.raises(ValueError, match=f"bus:{db}: no dbidserver line"):
+        with pytest.raises(ValueError, match=f"bus:{db}: an old two-line descriptor .* rewrite it in the keyword form"):
             failover(pair_name=sim.name, reason="bad input test")
         assert sim.snapshot(*watched) == before and sim.state().authority.site == "ms"
 

@@ -14,9 +14,12 @@ def test_scan_bench_smoke():
     assert rows and all(set(r) == {"figure", "value", "unit", "baseline", "ratio", "target", "met", "answer"}
                         for r in rows)
     answers = [r for r in rows if r["answer"] is not None]
-    assert len(answers) == 4  # awk and scan, on the clean and on the merged database
+    assert len(answers) == 10  # awk and scan, on the four orders and on the table merged twice
+    orders = [a["figure"].split(":")[0] for a in answers[0::2]]
+    assert orders == ["rising", "shuffled", "time-sorted", "merged", "merged twice, 10 duplicates"]
     for awk, scan in zip(answers[0::2], answers[1::2]):
         assert "awk" in awk["figure"] and "scan_ids" in scan["figure"]
         assert scan["answer"] == awk["answer"]
     merged = answers[-1]["answer"]
     assert all(stats[3] == 10 for stats in merged.values())  # the 10 duplicated rows of each table were found
+    assert all(stats[3] == 0 for a in answers[:-2] for stats in a["answer"].values())

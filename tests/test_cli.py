@@ -149,6 +149,9 @@ def test_an_unknown_pair_is_named_with_the_fix(sim: Sim):
 
 
 def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import deployments.cli
     import deployments.setup
     import flows.drill
     import flows.runbook
@@ -157,9 +160,29 @@ def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_pat
     config = tmp_path / "pair.yaml"
     config.write_text("pair: x\n")
     monkeypatch.setattr(deployments.setup, "setup", lambda path, **kw: calls.append(("setup", path)))
+    monkeypatch.setattr(deployments.setup, "load_config", lambda path: SimpleNamespace(pair="x"))
+    monkeypatch.setattr(deployments.cli, "take_baselines", lambda pair, reason: calls.append(("baseline", pair, reason)))
     monkeypatch.setattr(flows.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
     monkeypatch.setattr(flows.runbook, "write_runbooks", lambda out: calls.append(("runbook", out)) or [out / "x.md"])
     assert cli.invoke(app, ["setup", str(config)]).exit_code == 0
     assert cli.invoke(app, ["drill", "--json"]).exit_code == 1  # the drill's own exit status
     assert cli.invoke(app, ["runbook", "--out", str(tmp_path / "rb")]).exit_code == 0
-    assert calls == [("setup", config), ("drill", ["--json"]), ("runbook", tmp_path / "rb")]
+    assert calls == [("setup", config), ("baseline", "x", "setup"), ("drill", ["--json"]), ("runbook", tmp_path / "rb")]
+
+
+def test_baseline_records_each_sites_old_id_problems_and_status_lists_them(sim: Sim):
+    from antelope_ha.css30 import TABLES, append_rows, read_table
+
+    arrivals = sim.pair.paths("bus").dir / f"{sim.cfg.backup.db}.arrival"
+    first = next(read_table(arrivals, TABLES["arrival"]))
+    append_rows(arrivals, TABLES["arrival"], [first])  # the same arrival twice on BUS
+    result = run("baseline", "--by", "ana", "--reason", "known since 2019")
+    assert result.exit_code == 0, result.output
+    state = sim.state()
+    assert state.baselines["ms"].problems == [] and state.baselines["ms"].reason == "taken by ana: known since 2019"
+    # BUS's lastid is a replica never taken here: its keys are also above it
+    (old,) = [p for p in state.baselines["bus"].problems if p.kind == "duplicates"]
+    assert (old.key, old.ids) == ("arid", [first["arid"]])
+    shown = run("status").output
+    assert "old id problems of ms (baseline taken" in shown and "taken by ana: known since 2019" in shown
+    assert "1 arid values are used more than once" in shown and "(first seen 20" in shown

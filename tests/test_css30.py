@@ -55,9 +55,25 @@ def test_column_offsets_match_the_published_origin_layout():
 
 
 def test_every_id_key_is_defined_by_a_table_that_holds_it():
+    # css3.0 keyname's range: arid|chanid|commid|edid|evid|inid|magid|orid|stassid|wfid
+    assert sorted(ID_OWNER) == sorted(ID_KEYS) == [
+        "arid", "chanid", "commid", "edid", "evid", "inid", "magid", "orid", "stassid", "wfid"]
     for key, owner in ID_OWNER.items():
         assert (owner, key) in ID_KEYS[key]
         assert TABLES[owner].field(key).fmt == "%8ld"
+    for key, places in ID_KEYS.items():
+        assert all(TABLES[t].field(f).fmt == "%8ld" for t, f in places), key
+
+
+@pytest.mark.parametrize("table, length, offsets", [
+    # from the schema dump's formats [D], and the real files of tests/data/antelope-samples
+    ("instrument", 240, {"inid": 0}), ("sensor", 140, {"inid": 52, "chanid": 61}),
+    ("origerr", 258, {"orid": 0, "commid": 231}), ("stamag", 118, {"magid": 0, "arid": 16, "orid": 25}),
+    ("stassoc", 188, {"stassid": 0}), ("wfedit", 122, {"edid": 16}),
+])
+def test_the_added_layouts(table, length, offsets):
+    assert TABLES[table].record_length == length
+    assert {k: TABLES[table].offset(k) for k in offsets} == offsets
 
 
 def test_null_row_prints_each_null_with_its_format():
@@ -110,9 +126,41 @@ def test_parse_row_errors_name_file_line_field_and_fix(tmp_path):
         ORIGIN.parse_row(shifted, 1, "x")
     with pytest.raises(TableFormatError, match=r"control byte 0x00 at column 1"):
         ORIGIN.parse_row("\0" * 237, 1, "x")
-    blank = good[:ORIGIN.offset("auth")] + " " * 15 + good[ORIGIN.offset("auth") + 15:]
-    with pytest.raises(TableFormatError, match=r"origin\.auth .* is blank; Antelope writes '-'"):
-        ORIGIN.parse_row(blank, 1, "x")
+    with pytest.raises(TableFormatError, match=r"origin\.lddate \(columns 221-237\) is 'yesterday'"):
+        ORIGIN.parse_row(good[:220] + "        yesterday\n", 1, "x")
+    with pytest.raises(TableFormatError, match=r"origin\.time .* is '07/01/93', expected a number"):
+        ORIGIN.parse_row(good[:30] + "         07/01/93" + good[47:], 1, "x")
+
+
+def test_blank_text_reads_as_null_and_writes_as_dash():
+    good = ORIGIN.format_row({"orid": 12, "evid": 3, "auth": "JSPC", "review": "y"})
+    at = ORIGIN.offset("auth")
+    blank = good[:at] + " " * 15 + good[at + 15:]
+    row = ORIGIN.parse_row(blank, 1, "x")
+    assert row["auth"] == "-" and row["review"] == "y"
+    assert ORIGIN.format_row(row) == good.replace("JSPC           ", "-              ")
+
+
+def test_an_lddate_printed_as_a_date_is_kept_as_text():
+    sitechan = TABLES["sitechan"]
+    line = sitechan.format_row({"sta": "AAK", "chan": "BHZ", "ondate": 1990001, "chanid": 7})
+    for date in ("07/01/93", "Aug 11,1993"):
+        row = sitechan.parse_row(line[:123] + date.rjust(17) + "\n", 1, "x")
+        assert row["lddate"] == date and row["chanid"] == 7
+        assert not sitechan.is_deleted(row)
+        with pytest.raises(ValueError, match="sitechan.lddate: expected a number"):
+            sitechan.format_row(row)  # writing stays strict
+
+
+def test_a_row_of_nulls_is_a_deleted_row_and_readers_skip_it(tmp_path):
+    assert ORIGIN.is_deleted(ORIGIN.parse_row(ORIGIN.null_record.decode()))
+    blanks = " ".join(" " * f.width if f.kind == "str" else f.fmt % f.null for f in ORIGIN.fields) + "\n"
+    live = ORIGIN.format_row({"orid": 5, "evid": 2, "time": 1e9})
+    write = tmp_path / "db.origin"
+    write.write_bytes((live + ORIGIN.null_record.decode() + blanks).encode())
+    assert [r["orid"] for r in read_table(write, ORIGIN)] == [5]
+    assert len(list(read_table(write, ORIGIN, deleted=True))) == 3
+    assert not ORIGIN.is_deleted(ORIGIN.parse_row(ORIGIN.format_row({"auth": "x"})))  # one field set
 
 
 def _value(field: Field) -> st.SearchStrategy:
@@ -253,7 +301,7 @@ def test_scan_finds_max_and_rows_of_each_owning_table(tmp_path):
     assert scan.max_ids() == {"arid": 1999, "orid": 9}
     assert scan.keys["arid"].rows == 1000 and scan.keys["orid"].rows == 3
     assert scan.keys["arid"].duplicated_values == 0
-    assert set(scan.missing) == {"event", "wfdisc", "sitechan", "netmag", "remark"}
+    assert set(scan.missing) == {"event", "wfdisc", "sitechan", "netmag", "remark", "instrument", "stassoc", "wfedit"}
     assert check_ids(scan, {"arid": 1999, "orid": 9}) == []
 
 
@@ -297,11 +345,59 @@ def test_scan_agrees_with_a_plain_count(tmp_path_factory, ids, sort):
         css30._BLOCK = old
 
 
-def test_scan_with_many_out_of_order_runs_marks_every_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(css30, "_MAX_RUNS", 3)
-    ids = [5, 4, 3, 2, 1, 9, 8, 7, 3, 100]
+def _write_with_deleted(path: Path, ids: list) -> None:
+    """Arrivals with these arids; None stands for a row deleted with dbmark (all null)."""
+    path.write_bytes(b"".join(ARRIVAL.null_record if a is None else ARRIVAL.format_row(r).encode()
+                              for a, r in zip(ids, _arrivals([-1 if a is None else a for a in ids]))))
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.one_of(st.integers(1, 60), st.integers(1, 99_999_999), st.just(-1), st.just(None)),
+                    max_size=300),
+       order=st.sampled_from(["as drawn", "sorted", "sorted, then a block appended again"]),
+       block_rows=st.sampled_from([5, 64]), block_runs=st.sampled_from([1, 8]), max_runs=st.sampled_from([2, 10_000]))
+def test_scan_agrees_with_a_plain_count_on_every_path(tmp_path_factory, ids, order, block_rows, block_runs, max_runs):
+    """Blocks split into runs or marked whole, long runs kept or (over the limit) marked,
+    deleted rows and null ids in any block: the answer is always the plain count's."""
+    if order != "as drawn":
+        ids = sorted(ids, key=lambda a: -2 if a is None else a)
+    if order.endswith("again"):
+        ids += ids[len(ids) // 3:len(ids) // 2]
+    tmp = tmp_path_factory.mktemp("scan")
+    saved = css30._BLOCK, css30._BLOCK_RUNS, css30._MAX_RUNS
+    css30._BLOCK, css30._BLOCK_RUNS, css30._MAX_RUNS = block_rows * ARRIVAL.record_length, block_runs, max_runs
+    try:
+        _write_with_deleted(tmp / "db.arrival", ids)
+        s = scan_ids(tmp / "db", ["arrival"]).keys["arid"]
+    finally:
+        css30._BLOCK, css30._BLOCK_RUNS, css30._MAX_RUNS = saved
+    live = [a for a in ids if a is not None]
+    rows, nulls, max_id, values, extra, examples = _reference(live)
+    assert (s.rows, s.nulls, s.deleted, s.max_id) == (len(ids), nulls, len(ids) - len(live), max_id)
+    assert (s.duplicated_values, s.duplicate_rows, s.duplicate_examples) == (values, extra, examples)
+    dups = sorted({a for a in live if a > 0 and live.count(a) > 1})
+    assert s.duplicated_ids == tuple(dups[:css30.LISTED])
+
+
+def test_scan_converts_every_digit_of_marked_ids(tmp_path, monkeypatch):
+    """Ids of one to eight digits in no order go through the whole-block conversion."""
+    monkeypatch.setattr(css30, "_BLOCK_RUNS", 1)
+    ids = [99_999_999, 1, 10_000_000, 90_909_090, 12_345_678, 7, 5_000_001, 99_999_999, 80, 1]
     write_table(tmp_path / "db.arrival", ARRIVAL, _arrivals(ids))
-    assert _scanned(tmp_path) == _reference(ids)
+    assert _scanned(tmp_path) == _reference(ids) == (10, 0, 99_999_999, 2, 2, (1, 99_999_999))
+
+
+def test_scan_of_shuffled_and_time_sorted_tables_finds_the_one_duplicate(tmp_path):
+    import random
+    rng = random.Random(7)
+    ids = list(range(1, 60_000, 2)) + [33_333]  # the last one already used
+    for order in ("shuffled", "time-sorted"):
+        if order == "shuffled":
+            rng.shuffle(ids)
+        else:
+            ids.sort(key=lambda a: a + rng.randrange(200))
+        write_table(tmp_path / "db.arrival", ARRIVAL, _arrivals(ids))
+        assert _scanned(tmp_path) == _reference(ids) == (30_001, 0, 59_999, 1, 1, (33_333,)), order
 
 
 def test_scan_reports_a_bad_id_with_its_line(tmp_path, small_blocks):

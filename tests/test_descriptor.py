@@ -6,13 +6,18 @@ import stat
 
 import pytest
 
+from pathlib import Path
+
 from antelope_ha.descriptor import (
     DescriptorError,
+    check_editable,
     check_server,
     parse_descriptor,
     rewrite_dbidserver,
     set_dbidserver,
 )
+
+SAMPLES = Path(__file__).parent / "data" / "antelope-samples"
 
 PLAIN = """# Datascope Database Descriptor file
 
@@ -76,8 +81,6 @@ def test_set_dbidserver_changes_only_that_line_byte_for_byte():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("schema css3.0\nDescription &Literal{\ndbidserver a:1\n}\n",
-     r"db/db: no dbidserver line; add a line 'dbidserver host:port'"),
     ("dbidserver idhost\n", r"db/db, line 1: 'idhost' is not host:port"),
     ("dbidserver idhost:0\n", r"'idhost:0' is not host:port with a port from 1 to 65535"),
     ("dbidserver idhost:65536\n", r"'idhost:65536' is not host:port"),
@@ -119,12 +122,67 @@ def test_rewrite_converges_without_touching_the_file(tmp_path):
     assert os.listdir(tmp_path) == ["db"]
 
 
-def test_rewrite_refuses_a_descriptor_without_dbidserver(tmp_path):
+# What cssdescriptor and dbcreate write, byte for byte (dbmon-demo's descriptor), and
+# hand-written variants seen in antelope_contrib (bin/export/events/examples/dbfull/reno).
+DBMON = (SAMPLES / "dbmon-demo" / "demo").read_text()
+
+
+def test_an_empty_or_none_dbidserver_names_no_id_server():
+    assert DBMON == "#\nschema css3.0\ndblocks local\ndbidserver \ndbpath \n"
+    d = parse_descriptor(DBMON, "demo")
+    assert (d.schema, d.dblocks, d.dbidserver, d.dbpath, d.two_line) == ("css3.0", "local", None, None, False)
+    for line in ("dbidserver\n", "dbidserver none\n", "dbidserver   NONE  # not yet\n"):
+        assert parse_descriptor("schema css3.0\n" + line, "x").dbidserver is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    (DBMON, DBMON.replace("dbidserver \n", "dbidserver bus:2498\n")),
+    ("schema css3.0\ndbidserver\ndblocks\n", "schema css3.0\ndbidserver bus:2498\ndblocks\n"),
+    ("schema css3.0\ndbidserver none # none yet\r\n", "schema css3.0\ndbidserver bus:2498 # none yet\r\n"),
+    # no dbidserver line: one is added after the last directive, with its line ending
+    ("# db\r\nschema css3.0\r\ndbpath ./{db}\r\nDescription &Literal{\r\ndbidserver x:1\r\n}\r\n",
+     "# db\r\nschema css3.0\r\ndbpath ./{db}\r\ndbidserver bus:2498\r\nDescription &Literal{\r\n"
+     "dbidserver x:1\r\n}\r\n"),
+    ("schema css3.0", "schema css3.0\ndbidserver bus:2498\n"),
+    ("# only a comment\n", "# only a comment\ndbidserver bus:2498\n"),
+])
+def test_pointing_a_descriptor_at_a_server_fills_or_adds_the_line_only(text, expected):
+    new = set_dbidserver(text, "bus:2498", "db")
+    assert new == expected
+    assert parse_descriptor(new, "db").dbidserver == "bus:2498"
+    assert set_dbidserver(new, "bus:2498", "db") == new
+
+
+def test_a_real_descriptor_round_trips_byte_for_byte(tmp_path):
+    """dbmon-demo's descriptor pointed at BUS's server and back at MS's, through the
+    file edit the flows use: only the dbidserver line ever differs from the original."""
+    path = tmp_path / "demo"
+    path.write_bytes((SAMPLES / "dbmon-demo" / "demo").read_bytes())
+    assert rewrite_dbidserver(path, "bus-ids.example.org:2498") is True
+    assert path.read_bytes() == DBMON.replace("dbidserver \n", "dbidserver bus-ids.example.org:2498\n").encode()
+    assert rewrite_dbidserver(path, "ms-ids.example.org:2498") is True
+    back = path.read_bytes().replace(b"dbidserver ms-ids.example.org:2498\n", b"dbidserver \n")
+    assert back == (SAMPLES / "dbmon-demo" / "demo").read_bytes()
+    assert rewrite_dbidserver(path, "ms-ids.example.org:2498") is False
+
+
+def test_the_old_two_line_descriptor_is_read_and_editing_it_is_refused_with_the_conversion(tmp_path):
+    text = (SAMPLES / "dbcorrelate-testcase1" / "db").read_text()
+    assert text == "css3.0\n./{db}:/data/dbmaster/{reno}\n"
+    d = parse_descriptor(text, "db")
+    assert (d.schema, d.dbpath, d.dbidserver, d.two_line) == ("css3.0", "./{db}:/data/dbmaster/{reno}", None, True)
     path = tmp_path / "db"
-    path.write_text("schema css3.0\n")
-    with pytest.raises(DescriptorError, match=f"{path}: no dbidserver line"):
-        rewrite_dbidserver(path, "bus:2498")
-    assert path.read_text() == "schema css3.0\n" and os.listdir(tmp_path) == ["db"]
+    path.write_text(text)
+    for edit in (lambda: rewrite_dbidserver(path, "bus:2498"), lambda: check_editable(text, path)):
+        with pytest.raises(DescriptorError) as e:
+            edit()
+        assert str(e.value) == (
+            f"{path}: an old two-line descriptor ('css3.0', then the dbpath), which cannot name an id server; "
+            "rewrite it in the keyword form, then run again:\nschema css3.0\n"
+            "dbpath ./{db}:/data/dbmaster/{reno}\ndbidserver host:port\n")
+    assert path.read_text() == text and os.listdir(tmp_path) == ["db"]
+    converted = "schema css3.0\ndbpath ./{db}:/data/dbmaster/{reno}\ndbidserver host:2498\n"
+    assert parse_descriptor(converted, "db").dbpath == d.dbpath
 
 
 def test_latin1_bytes_are_kept(tmp_path):

@@ -53,7 +53,7 @@ def test_crlf_is_kept():
 @pytest.mark.parametrize("text, words", [
     ("Run &Arr{\n}\n", "no Processes block"),
     ("Processes &Tbl{\nx y\n", "never closed"),
-    (PF.replace("orb2dbt     no", "orb2dbt     maybe"), "must be yes or no"),
+    (PF.replace("orb2dbt     no", "orb2dbt     maybe"), "must be a boolean .*got 'maybe'"),
 ])
 def test_malformed_pf_is_refused_naming_the_problem(text, words):
     with pytest.raises(RtexecPfError, match=words):
@@ -69,3 +69,35 @@ def test_tab_separated_process_lines():
     pf = "Processes &Tbl{\nrtrun\tmatlab -display :0 -r x\n}\nRun &Arr{\nrtrun\tyes\n}\n"
     (task,) = parse_rtexec_pf(pf)
     assert task.name == "rtrun" and task.command == ("matlab", "-display", ":0", "-r", "x") and task.run
+
+
+@pytest.mark.parametrize("word, run", [
+    *((w, True) for w in ("yes", "y", "on", "true", "t", "ok", "1", "YES", "On", "True", "T", "OK")),
+    *((w, False) for w in ("no", "n", "off", "false", "f", "0", "NO", "Off", "False", "F")),
+])
+def test_run_values_are_read_as_rtexec_reads_booleans(word, run):
+    (task,) = parse_rtexec_pf(f"Processes &Tbl{{\ndbids dbids -p 2498 dbids\n}}\nRun &Arr{{\ndbids {word}\n}}\n")
+    assert task.run is run
+
+
+# What rtkill(1) leaves: it rewrites a Run value to 1 or 0 (antelope_contrib nobuild/bin/rt/rtkill/rtkill.xpl).
+RTKILLED = PF.replace("orbserver   yes", "orbserver   1").replace("dbids       yes", "dbids       0") \
+    .replace("orb2dbt     no", "orb2dbt     0")
+
+
+def test_a_file_edited_by_rtkill_keeps_its_style():
+    assert {t.name: t.run for t in parse_rtexec_pf(RTKILLED)} == {
+        "orbserver": True, "dbids": False, "orb2dbt": False, "pub2web": False}
+    out = set_task_run(RTKILLED, "dbids", True)
+    assert out == RTKILLED.replace("dbids       0     # the ID server", "dbids       1     # the ID server")
+    added = set_task_run(RTKILLED, "pub2web", True)
+    assert "pub2web\t1\n}" in added  # a new line in the style of the block
+
+
+@pytest.mark.parametrize("old, run, new", [
+    ("On", False, "Off"), ("TRUE", False, "FALSE"), ("t", False, "f"), ("y", False, "n"), ("ok", False, "no"),
+    ("no", True, "yes"), ("0", True, "1"), ("off", True, "on"),
+])
+def test_a_run_line_is_rewritten_in_its_own_style(old, run, new):
+    pf = PF.replace("orb2dbt     no", f"orb2dbt     {old}")
+    assert set_task_run(pf, "orb2dbt", run) == PF.replace("orb2dbt     no", f"orb2dbt     {new}")

@@ -91,9 +91,20 @@ def test_dbids_ids_are_unique_increasing_and_survive_a_restart(tmp_path: Path) -
     finally:
         server.kill()
         server.wait()
+    def bare(key: bytes) -> int:
+        """As pr_origin.xpl asks: the key name alone, no newline; one line back."""
+        host, _, port = address.rpartition(":")
+        with pair.net.connect("bus", host, int(port), 2.0) as sock, sock.makefile("rb") as f:
+            sock.sendall(key)
+            return int(f.readline())
+
     server = serve()
     try:
         assert next_ids("orid", 1) == [max(got) + 1]
+        assert bare(b"orid") == max(got) + 2 and bare(b"evid") == 1
+        assert bare(b"mykey") == 1  # not a css3.0 key: answered once the client pauses
+        assert pair.lastid("ms") == {"orid": max(got) + 2, "evid": 1, "mykey": 1,
+                                     **{k: 0 for k in ("arid", "wfid")}}
     finally:
         server.kill()
         server.wait()

@@ -11,6 +11,10 @@ DBIDS, whose ``lastid`` table is ``DBIDS.lastid``. One request per line:
 - ``next KEYNAME``: the new id, lastid + 1; the lastid table is rewritten
   (atomically, lddate updated) before the answer is sent, so an id is never
   given twice, even across a crash;
+- ``KEYNAME`` alone: the same. This is how antelope_contrib's pr_origin.xpl asks
+  (``print $sock "$idname"``, then it reads one line), without a newline: a bare
+  css3.0 key name is answered at once, any other text once the client pauses
+  (IDLE_S) or closes its side;
 - ``ping``: ``pong SITE LASTID-PATH``.
 
 The lastid table is read at each request, so a table replaced while dbids
@@ -19,12 +23,13 @@ runs (replication) is honoured. Allocations are serialized by a lock.
 from __future__ import annotations
 
 import re
+import socket
 import socketserver
 import threading
 import time
 from pathlib import Path
 
-from antelope_ha.css30 import atomic_write
+from antelope_ha.css30 import ID_OWNER, atomic_write
 from antelope_ha.lastid import format_lastid, read_lastid
 from simsite.layout import ProgramSite, this_site
 from simsite.net import Network
@@ -33,6 +38,7 @@ from simsite.programs.cli import Parser, fail, log
 PROG = "dbids"
 MAX_ID = 99999999  # css3.0 ids are 8 characters (dbnextid(3))
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,14}$")  # a lastid keyname
+IDLE_S = 0.2  # a request without a newline is complete when the client pauses this long
 
 
 class IdServer(socketserver.ThreadingTCPServer):
@@ -52,7 +58,9 @@ class IdServer(socketserver.ThreadingTCPServer):
             return f"pong {self.site.name} {self.lastid}"
         if len(words) == 2 and words[0] == "next" and _KEY.match(words[1]):
             return str(self.next_id(words[1]))
-        return f"error unknown request {request!r}: use 'next KEYNAME' or 'ping'"
+        if len(words) == 1 and _KEY.match(words[0]):
+            return str(self.next_id(words[0]))
+        return f"error unknown request {request!r}: use 'next KEYNAME', 'KEYNAME' or 'ping'"
 
     def next_id(self, key: str) -> int:
         with self.lock:
@@ -71,15 +79,35 @@ class Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         if not self.server.net.allows(self.client_address[0], self.server.site.name):
             return  # the link from the client's host is cut: drop it
-        for raw in self.rfile:
-            request = raw.decode(errors="replace").strip()
+        sock: socket.socket = self.request
+        pending = b""
+        while True:
+            sock.settimeout(IDLE_S if pending else None)
             try:
-                reply = self.server.answer(request)
-            except (OSError, ValueError, OverflowError) as exc:
-                log(PROG, f"cannot answer {request!r}: {exc}")
-                reply = f"error {exc}"
-            self.wfile.write(reply.encode() + b"\n")
-            self.wfile.flush()
+                chunk = sock.recv(4096)
+            except socket.timeout:  # the client waits for an answer to a request without a newline
+                self.reply(pending)
+                pending = b""
+                continue
+            if not chunk:
+                if pending.strip():
+                    self.reply(pending)
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self.reply(line)
+            if pending.decode(errors="replace").strip() in ID_OWNER:
+                self.reply(pending)
+                pending = b""
+
+    def reply(self, raw: bytes) -> None:
+        request = raw.decode(errors="replace").strip()
+        try:
+            reply = self.server.answer(request)
+        except (OSError, ValueError, OverflowError) as exc:
+            log(PROG, f"cannot answer {request!r}: {exc}")
+            reply = f"error {exc}"
+        self.request.sendall(reply.encode() + b"\n")
 
 
 def main(argv: list[str]) -> int:
