@@ -6,6 +6,7 @@
   drill     the whole cycle on a simulated pair, measured
   pause / resume / ack   automatic failover: maintenance pause, hold-down acknowledgement
   setup     save the pair's blocks and deployments from a configuration file
+  site-tool build   write the site tool (the id checks, one file) that setup copies to each site
 
 Every command talks to the Prefect API in PREFECT_API_URL, or to embedded
 Prefect when it is not set.
@@ -238,6 +239,25 @@ def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configura
     from deployments.setup import main as run_setup
 
     raise typer.Exit(run_setup([str(config)]))
+
+
+site_tool_app = typer.Typer(help="The site tool: the id checks as one standard-library-only file "
+                                 "that the Antelope hosts run with their own python3.", no_args_is_help=True)
+app.add_typer(site_tool_app, name="site-tool")
+
+
+@site_tool_app.command("build")
+def site_tool_build(out_path: Annotated[Path, typer.Option("--out", help="file or directory to write")] = Path(".")
+                    ) -> None:
+    """Write the site tool (antelope-ha-site.pyz); `setup` copies it to each site itself."""
+    from antelope_ha.sitetool import SiteToolError, build, digest
+
+    try:
+        path = build(out_path)
+    except (SiteToolError, OSError) as exc:
+        out.print(f"[red]site tool not built: {exc}[/red]", markup=True)
+        raise typer.Exit(2) from None
+    out.print(f"wrote {path} (sha256 {digest(path)})", markup=False)
 
 
 # --- pause, resume, ack: the state record only -------------------------------------------
