@@ -156,7 +156,7 @@ def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_pat
     calls = []
     config = tmp_path / "pair.yaml"
     config.write_text("pair: x\n")
-    monkeypatch.setattr(deployments.setup, "setup", lambda path, **kw: calls.append(("setup", path)))
+    monkeypatch.setattr(deployments.setup, "setup", lambda path, **kw: calls.append(("setup", path)) or [])
     monkeypatch.setattr(flows.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
     monkeypatch.setattr(flows.runbook, "write_runbooks", lambda out: calls.append(("runbook", out)) or [out / "x.md"])
     assert cli.invoke(app, ["setup", str(config)]).exit_code == 0

@@ -170,3 +170,40 @@ def test_the_cli_builds_it(tmp_path: Path) -> None:
     assert f"wrote {built} (sha256 {sitetool.digest(built)})" in " ".join(result.output.split())
     out = subprocess.run([system_python(), "-I", "-S", str(built), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "ids" in out.stdout and "overlap" in out.stdout
+
+
+def test_setup_puts_the_tool_on_both_sites_over_ssh_once_both_can_run_it(tmp_path: Path) -> None:
+    from deployments.setup import ConfigError, SetupConfig, install_site_tools
+    from simsite.pair import SimPair
+
+    pair = SimPair.create(tmp_path / "pair")
+    try:
+        pair.serve_ssh()
+        cfg = pair.pair_config()
+        sites = {"main": cfg.main.model_dump(), "backup": cfg.backup.model_dump()}
+        config = SetupConfig.model_validate({"pair": "tool", "witness": cfg.witness.model_dump(), **sites})
+        placed = {name: pair.paths(name).ha / sitetool.FILE_NAME for name in ("ms", "bus")}
+        for path in placed.values():
+            path.unlink()
+        assert install_site_tools(config) == [f"{name}: site tool copied to {path}" for name, path in placed.items()]
+        built = sitetool.build(tmp_path / "built.pyz").read_bytes()
+        assert all(path.read_bytes() == built for path in placed.values())
+        assert install_site_tools(config) == [f"{name}: site tool {path} already current"
+                                              for name, path in placed.items()]
+
+        placed["bus"].unlink()
+        old = SetupConfig.model_validate({**config.model_dump(), "main": {**sites["main"], "python": "/no/python3"}})
+        with pytest.raises(ConfigError) as err:
+            install_site_tools(old)
+        assert "main.python: /no/python3 does not run on" in str(err.value)
+        assert "fix: set main.python to the site's python3 (3.8 or later)" in str(err.value)
+        assert not placed["bus"].exists()  # checked both sites before copying to either
+
+        gone = SetupConfig.model_validate({**config.model_dump(), "backup": {
+            **sites["backup"], "ssh": {**sites["backup"]["ssh"], "known_hosts": str(tmp_path / "empty")}}})
+        (tmp_path / "empty").write_text("")
+        with pytest.raises(ConfigError, match=r"backup \(bus, 127\.0\.0\.3\): .*\n.*fix: check backup.host and "
+                                              r"backup.ssh"):
+            install_site_tools(gone)
+    finally:
+        pair.stop()
