@@ -159,7 +159,7 @@ class WebhookSettings(BaseModel):
                 raise ValueError("json_data and form_data: give only one of them")
             templates = {"url": self.url, "headers": self.headers, "json_data": self.json_data,
                          "form_data": self.form_data}
-        known = set(self.secrets_env) | ({"subject", "body", "name"} if self.kind == "custom-webhook" else set())
+        known = set(self.secrets_env) | (set(_TEMPLATE_KEYS) if self.kind == "custom-webhook" else set())
         for where, value in templates.items():
             for name in sorted(set(_PLACEHOLDER.findall(json.dumps(value))) - known):
                 raise ValueError(f"{where} uses {{{{{name}}}}}, which nothing fills in: add secrets_env: "
