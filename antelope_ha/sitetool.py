@@ -18,10 +18,11 @@ import hashlib
 import importlib.util
 import io
 import os
+import posixpath
 import shutil
 import sys
 import tempfile
-import posixpath
+import threading
 import zipapp
 from pathlib import Path
 
@@ -33,6 +34,11 @@ PACKAGE = "antelope_ha"
 MIN_PYTHON = (3, 8)
 FILE_NAME = "antelope-ha-site.pyz"
 _EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can carry
+# CPython 3.11.7's parser is not safe in two threads at once ("SystemError: AST
+# constructor recursion depth mismatch", seen when simulated pairs were built
+# in parallel): one build at a time per process, and the last one kept.
+_BUILD_LOCK = threading.Lock()
+_built: dict[str, bytes] = {}
 
 MAIN = f'''\
 """antelope-ha site tool: the id checks ({ENTRY}), standard library only."""
@@ -120,11 +126,30 @@ def check_syntax(sources: dict[str, Path], version: tuple[int, int] = MIN_PYTHON
 
 def build(target: Path, entry: str = ENTRY) -> Path:
     """Write the zipapp to ``target`` (a file, or a directory to put ``FILE_NAME`` in)."""
-    sources = modules(entry)
-    check_syntax(sources)
     target = Path(target)
     if target.is_dir():
         target = target / FILE_NAME
+    data = archive(entry)
+    tmp_target = target.with_name(f".{target.name}.tmp{threading.get_ident()}")
+    tmp_target.write_bytes(data)
+    tmp_target.chmod(0o755)
+    tmp_target.replace(target)
+    return target
+
+
+def archive(entry: str = ENTRY) -> bytes:
+    """The zipapp's bytes, built again whenever a source changed."""
+    with _BUILD_LOCK:
+        sources = modules(entry)
+        key = entry + "".join(f"\0{p}\0{p.stat().st_mtime_ns}" for p in sources.values())
+        if key not in _built:
+            check_syntax(sources)
+            _built.clear()
+            _built[key] = _zip(sources)
+        return _built[key]
+
+
+def _zip(sources: dict[str, Path]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="antelope-ha-site-tool-") as tmp:
         stage = Path(tmp) / "app"
         package = stage / PACKAGE
@@ -139,12 +164,7 @@ def build(target: Path, entry: str = ENTRY) -> Path:
             os.utime(path, (_EPOCH, _EPOCH))
         buffer = io.BytesIO()
         zipapp.create_archive(stage, buffer, interpreter="/usr/bin/env python3", compressed=True)
-    data = buffer.getvalue()
-    tmp_target = target.with_name(f".{target.name}.tmp")
-    tmp_target.write_bytes(data)
-    tmp_target.chmod(0o755)
-    tmp_target.replace(target)
-    return target
+    return buffer.getvalue()
 
 
 def digest(path: Path) -> str:
