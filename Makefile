@@ -1,36 +1,47 @@
 # The two commands a newcomer runs: `make drill` and `make test`.
 # Each bootstraps what it needs: Debian packages, a virtualenv, the Python packages.
-# `make deps` installs what running needs; `make test` adds what only the tests need.
+# `make deps` installs what a worker needs and no more; `make drill` adds what the
+# simulated sites need, `make test` what only the tests need. Python packages come
+# from the lock files in requirements/ (exact versions, checked by their hashes).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+LOCK      := requirements/runtime.txt
+TEST_LOCK := requirements/test.txt
+PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: drill test bench deps sysdeps testdeps clean
+.PHONY: drill test bench deps sysdeps drill-sysdeps testdeps test-sysdeps lock clean
 
-# The drill runs on embedded Prefect, with its own Prefect home under var/.
-drill: deps
-	mkdir -p var/prefect
-	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+# The drill runs on embedded Prefect, with its own Prefect home (var/prefect).
+# The first start of embedded Prefect in a new home creates and migrates its
+# database: 16-40 s on 2 busy cores, past Prefect's default limit of 20 s;
+# the limit here is 120 s. (antelope-ha sets the same limit when none is set,
+# and creates PREFECT_HOME: see deployments/cli.py.)
+DRILL_HOME ?= $(CURDIR)/var/prefect
+drill: deps drill-sysdeps
+	mkdir -p $(DRILL_HOME)
+	PREFECT_HOME=$(DRILL_HOME) PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
-	PREFECT_LOGGING_LEVEL=WARNING $(PY) -m flows.drill
+	PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/antelope-ha drill
 
 test: testdeps
 	$(PY) -m pytest -q
 
-bench: deps
+bench: deps drill-sysdeps
 	$(PY) -m bench
 
-deps: sysdeps $(STAMP)
+deps: sysdeps $(VENV)/.deps
 
-# What the project needs to run (workers, the drill): python3-venv for
-# `python3 -m venv`; procps for ps; openssh-server: a real sshd per simulated
-# site of the drill.
-DEBS := python3-venv procps openssh-server
-# What only the tests need: chromium drives the approval form of the Prefect UI
-# headless in the end-to-end tests; postgresql is the database of their Prefect
-# server, as on real hosts.
-TEST_DEBS := chromium postgresql
+# What a worker needs: python3-venv for `python3 -m venv`; procps for ps
+# (sites with transport local run their commands on the worker).
+DEBS := python3-venv procps
+# What the simulated sites of the drill and the benchmarks need: a real sshd each.
+DRILL_DEBS := openssh-server
+# What only the tests need, beyond the drill's: chromium drives the approval
+# form of the Prefect UI headless in the end-to-end tests; postgresql is the
+# database of their Prefect server, as on real hosts; systemd brings
+# systemd-analyze, which checks the units under deployments/systemd.
+TEST_DEBS := $(DRILL_DEBS) chromium postgresql systemd
 
 # Install the Debian packages of $(1) that are missing.
 define install_debs
@@ -46,14 +57,36 @@ endef
 sysdeps:
 	$(call install_debs,$(DEBS))
 
-testdeps: deps
+drill-sysdeps:
+	$(call install_debs,$(DRILL_DEBS))
+
+testdeps: deps test-sysdeps $(VENV)/.testdeps
+
+test-sysdeps:
 	$(call install_debs,$(TEST_DEBS))
 
-$(STAMP): pyproject.toml
+# The lock holds setuptools too (the build backend), so the project installs
+# without fetching anything unchecked: --no-build-isolation.
+$(VENV)/.deps: $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.testdeps: $(TEST_LOCK) $(VENV)/.deps
+	$(PY) -m pip install -q --require-hashes -r $(TEST_LOCK)
+	touch $@
+
+# After changing the dependencies in pyproject.toml: new lock files. The test
+# lock starts from the runtime one, so both pin the same versions.
+lock:
+	test -x build/lock-tools/bin/pip-compile || \
+	  ($(PYTHON) -m venv build/lock-tools && build/lock-tools/bin/pip install -q $(PIP_TOOLS))
+	build/lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+	  --no-emit-find-links --no-emit-index-url --no-emit-trusted-host -o $(LOCK) pyproject.toml
+	cp $(LOCK) $(TEST_LOCK)
+	build/lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+	  --no-emit-find-links --no-emit-index-url --no-emit-trusted-host --extra test -o $(TEST_LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -174,26 +174,27 @@ def merge_window(excerpt: str, db: str, start: float, end: float) -> Command:
     )
 
 
-# --- consistency scan (this project's own program, installed on each site) ------
-def scan_ids(python: str, db: str, dbids: str) -> Command:
-    return cmd(
-        f"check ids of {db} against {dbids}.lastid",
-        python, "-m", "antelope_ha.idscan", "ids", db, "--lastid", f"{dbids}.lastid",
-    )
+# --- consistency scan (this project's site tool, antelope_ha/sitetool.py) --------
+def site_tool(python: str, tool: str) -> tuple[str, ...]:
+    """How a site runs the site tool: with its own python3, isolated (-I: no
+    PYTHON* variables, no user site-packages) and without site-packages (-S),
+    so only the standard library and the tool's own modules are used."""
+    return (python, "-I", "-S", tool)
 
 
-def find_gap(python: str, db: str, around_start: float, around_end: float) -> Command:
+def scan_ids(tool: Sequence[str], db: str, dbids: str) -> Command:
+    return cmd(f"check ids of {db} against {dbids}.lastid", *tool, "ids", db, "--lastid", f"{dbids}.lastid")
+
+
+def find_gap(tool: Sequence[str], db: str, around_start: float, around_end: float) -> Command:
     return cmd(
         f"find the gap in {db} around {fmt_time(around_start)} .. {fmt_time(around_end)}",
-        python, "-m", "antelope_ha.idscan", "gap", db, fmt_epoch(around_start), fmt_epoch(around_end),
+        *tool, "gap", db, fmt_epoch(around_start), fmt_epoch(around_end),
     )
 
 
-def overlap(python: str, db: str, excerpt: str) -> Command:
-    return cmd(
-        f"how many rows of {excerpt} {db} already holds",
-        python, "-m", "antelope_ha.idscan", "overlap", db, excerpt,
-    )
+def overlap(tool: Sequence[str], db: str, excerpt: str) -> Command:
+    return cmd(f"how many rows of {excerpt} {db} already holds", *tool, "overlap", db, excerpt)
 
 
 def modified_time(path: str) -> Command:

@@ -10,6 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from antelope_ha.commands import site_tool
+from antelope_ha.sitetool import FILE_NAME as SITE_TOOL_FILE
+
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TASK = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -68,7 +71,11 @@ class SiteConfig(BaseModel):
     orb: str = Field(":6510", description="ORB address for orbstat, as seen on the site")
     max_orb_latency_s: float = Field(30.0, gt=0, description="ORB data older than this is stalled")
     python: str = Field(
-        "python3", description="interpreter on the site host with antelope-ha installed (id scans)"
+        "python3", description="the site host's own Python 3.8 or later, which runs the site tool (id checks)"
+    )
+    site_tool: str = Field(
+        f"ha/{SITE_TOOL_FILE}", min_length=1,
+        description="where setup puts the site tool (the id checks, one file) on the site, relative to rtexec_dir",
     )
     ha_dir: str = Field("ha", description="directory (relative to rtexec_dir) for authority and fence markers")
 
@@ -101,6 +108,10 @@ class SiteConfig(BaseModel):
     def path(self, relative: str) -> str:
         """A site path: relative paths are under rtexec_dir."""
         return relative if relative.startswith("/") else f"{self.rtexec_dir.rstrip('/')}/{relative}"
+
+    def site_tool_command(self) -> tuple[str, ...]:
+        """The command that runs the site tool on this site."""
+        return site_tool(self.python, self.path(self.site_tool))
 
 
 class PairPolicy(BaseModel):

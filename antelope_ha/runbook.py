@@ -122,7 +122,7 @@ STEP_GUIDE: dict[str, StepGuide] = {
     "Check ids": StepGuide(
         "Scan the site's database: max id per key and any id used twice, against its lastid.",
         "Every max id is <= lastid, and no key is used twice.",
-        "Run the same command on the site (`<python> -m antelope_ha.idscan ids db/db --lastid "
+        "Run the same command on the site (`<python> -I -S ha/antelope-ha-site.pyz ids db/db --lastid "
         "dbids/dbids.lastid`); raise lastid above the max ids before any dbids starts there.", acts=False),
     "Judge ids against the baseline": StepGuide(
         "Sort the id scan's problems into those that block dbids on the site and old ones: a problem blocks "
@@ -221,7 +221,8 @@ STEP_GUIDE: dict[str, StepGuide] = {
     "Compare the excerpt with the db": StepGuide(
         "Count which rows of the excerpt MS already holds, to merge once and never twice.",
         "All present: nothing to merge; none present: merge; some present: stop.",
-        "`<python> -m antelope_ha.idscan overlap db/db <excerpt>` on MS; compare by hand before merging.", acts=False),
+        "`<python> -I -S ha/antelope-ha-site.pyz overlap db/db <excerpt>` on MS; compare by hand before "
+        "merging.", acts=False),
     "Merge the window": StepGuide(
         "Append the excerpt into MS's database (not retried: a half-done append must be looked at).",
         "trexcerpt exits 0; afterwards every row of the window is on MS and no id is used twice.",

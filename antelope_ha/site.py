@@ -286,7 +286,8 @@ class Site:
         return min(lat.values()) if lat else None
 
     def scan_ids(self) -> dict:
-        r = self.run(C.scan_ids(self.config.python, self.config.db, self.config.dbids), timeout_s=3600)
+        cfg = self.config
+        r = self.run(C.scan_ids(cfg.site_tool_command(), cfg.db, cfg.dbids), timeout_s=3600)
         return json.loads(r.stdout)
 
     # --- excerpts of the database (trexcerpt) ---------------------------------

@@ -7,12 +7,15 @@
   pause / resume / ack   automatic failover: maintenance pause, hold-down acknowledgement
   baseline  record each site's id problems now as old ones (checks then block only on new ones)
   setup     save the pair's blocks and deployments from a configuration file, take the baseline
+  site-tool build   write the site tool (the id checks, one file) that setup copies to each site
 
 Every command talks to the Prefect API in PREFECT_API_URL, or to embedded
 Prefect when it is not set.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,6 +30,20 @@ from antelope_ha.config import PairConfig, SiteConfig
 from antelope_ha.runner import RunnerError
 from antelope_ha.site import Site, StepFailed
 from antelope_ha.state import Decision, HAState, Pause
+
+# Embedded Prefect (no PREFECT_API_URL) starts a temporary server at the first
+# call, which must answer within a limit. In a new PREFECT_HOME it first
+# creates and migrates its database: 16-40 s on 2 busy cores (measured), past
+# Prefect's default limit of 20 s. And when the directory holding PREFECT_HOME
+# does not exist, the server cannot create its database and exits at once;
+# Prefect takes that exit for a busy port and starts it again until the limit
+# ends in "Timed out while attempting to connect to ephemeral Prefect API
+# server". Both are settled here, before Prefect is imported (it reads its
+# settings once).
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+os.environ.setdefault(STARTUP_TIMEOUT, "120")
+if os.environ.get("PREFECT_HOME"):
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 out = Console(highlight=False, soft_wrap=True)
@@ -289,6 +306,25 @@ def baseline(by: Annotated[str, typer.Option(help="your name")], reason: Annotat
     take_baselines(pair_name, f"taken by {by}: {reason}")
 
 
+site_tool_app = typer.Typer(help="The site tool: the id checks as one standard-library-only file "
+                                 "that the Antelope hosts run with their own python3.", no_args_is_help=True)
+app.add_typer(site_tool_app, name="site-tool")
+
+
+@site_tool_app.command("build")
+def site_tool_build(out_path: Annotated[Path, typer.Option("--out", help="file or directory to write")] = Path(".")
+                    ) -> None:
+    """Write the site tool (antelope-ha-site.pyz); `setup` copies it to each site itself."""
+    from antelope_ha.sitetool import SiteToolError, build, digest
+
+    try:
+        path = build(out_path)
+    except (SiteToolError, OSError) as exc:
+        out.print(f"[red]site tool not built: {exc}[/red]", markup=True)
+        raise typer.Exit(2) from None
+    out.print(f"wrote {path} (sha256 {digest(path)})", markup=False)
+
+
 # --- pause, resume, ack: the state record only -------------------------------------------
 def _change_state(pair_name: str, change) -> HAState:
     from tasks.state import update_state
@@ -329,5 +365,21 @@ def ack(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[st
     out.print(f"hold-down of {pair_name} acknowledged by {by}: {reason}")
 
 
+def main() -> None:
+    """The ``antelope-ha`` command: embedded Prefect that does not start is a message, not a traceback."""
+    try:
+        app()
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        home = os.environ.get("PREFECT_HOME", "~/.prefect")
+        out.print(f"embedded Prefect did not answer within {os.environ[STARTUP_TIMEOUT]} s ({exc})", style="red",
+                  markup=False)
+        out.print(f"The first start in a new PREFECT_HOME ({home}) creates its database and is the slowest; the "
+                  f"machine may be busy. Run the command again, or raise {STARTUP_TIMEOUT}, or point "
+                  "PREFECT_API_URL at a Prefect server.", markup=False)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

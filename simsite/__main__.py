@@ -2,6 +2,9 @@
 
     python -m simsite create DIR [--interval S] [--seed N] [--base-address A]
     python -m simsite start DIR | stop DIR | status DIR
+    python -m simsite serve DIR      start it with each site behind its own sshd, in the
+                                     foreground until Ctrl-C or SIGTERM, then stop it all
+    python -m simsite config DIR     main, backup and witness for the setup file (YAML)
     python -m simsite fault DIR crash SITE TASK [--no-restart]
     python -m simsite fault DIR repair SITE TASK
     python -m simsite fault DIR power-off HOST | power-on HOST [--no-rtexec]
@@ -12,14 +15,18 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+
+import yaml
 
 from antelope_ha.descriptor import parse_descriptor
 from antelope_ha.rtexec_pf import parse_rtexec_pf
 from simsite.build import DB_TABLES
 from simsite.layout import SITES, WITNESS
-from simsite.pair import SimError, SimPair
+from simsite.pair import SimPair
 
 
 def status(pair: SimPair) -> str:
@@ -32,6 +39,10 @@ def status(pair: SimPair) -> str:
         rtexec = pair.rtexec_pid(site)
         lines.append(f"{site} {settings.address} power {power}, rtexec "
                      + (f"pid {rtexec}" if rtexec else "not running"))
+        if (sshd := pair.sshd(site)) is not None:
+            listener = sshd.pid()
+            lines.append(f"  sshd {sshd.username}@{sshd.host}:{sshd.port} "
+                         + (f"pid {listener}" if listener else "not running"))
         dbidserver = parse_descriptor(paths.db.read_text(), str(paths.db)).dbidserver
         lines.append(f"  db/db dbidserver {dbidserver}; ID server of this site {settings.idserver_address}")
         lines.append("  lastid " + ", ".join(f"{k} {v}" for k, v in sorted(pair.lastid(site).items())))
@@ -62,6 +73,34 @@ FAULTS = {
 }
 
 
+def config_text(pair: SimPair) -> str:
+    """The sites and the witness as a setup file names them."""
+    cfg = pair.pair_config()
+    return yaml.safe_dump({"main": cfg.main.model_dump(mode="json", exclude_none=True),
+                           "backup": cfg.backup.model_dump(mode="json", exclude_none=True),
+                           "witness": cfg.witness.model_dump(mode="json")}, sort_keys=False)
+
+
+def serve(pair: SimPair) -> None:
+    """Start the pair behind one sshd per site and keep it up until Ctrl-C or
+    SIGTERM; then stop everything, sshd included. Meanwhile other commands
+    (fault, status) act on it, powering sites and their sshd off and on."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        pair.serve_ssh()
+        pair.start()
+        print(status(pair))
+        print(f"# for the setup file (python -m simsite config {pair.root}):")
+        print(config_text(pair), end="")
+        print(f"serving {pair.root}: Ctrl-C or SIGTERM stops it all", flush=True)
+        done.wait()
+    finally:
+        pair.stop()
+    print(f"stopped {pair.root}")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m simsite", description="A simulated Antelope pair.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -71,7 +110,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--seed", type=int, default=1)
     create.add_argument("--base-address", default="127.0.0.2", help="ms's address; bus and witness follow")
     for name, help_ in (("start", "start rtexec on each site and the witness"),
-                        ("stop", "stop everything, leave no process"), ("status", "show the pair")):
+                        ("stop", "stop everything, sshd included, leave no process"), ("status", "show the pair"),
+                        ("serve", "start it behind one sshd per site; stop it all on Ctrl-C or SIGTERM"),
+                        ("config", "print main, backup and witness for the setup file")):
         sub.add_parser(name, help=help_).add_argument("dir", type=Path)
     fault_parser = sub.add_parser("fault", help="inject a fault")
     fault_parser.add_argument("dir", type=Path)
@@ -96,6 +137,12 @@ def main(argv: list[str]) -> int:
             print(f"created {pair.root}")
             return 0
         pair = SimPair.open(args.dir)
+        if args.command == "serve":
+            serve(pair)
+            return 0
+        if args.command == "config":
+            print(config_text(pair), end="")
+            return 0
         if args.command == "start":
             pair.start()
         elif args.command == "stop":
@@ -103,7 +150,7 @@ def main(argv: list[str]) -> int:
         elif args.command == "fault":
             FAULTS[args.fault][1](pair, args)
         print(status(pair))
-    except SimError as exc:
+    except RuntimeError as exc:  # SimError, or an sshd that cannot start
         print(f"simsite: {exc}", file=sys.stderr)
         return 1
     return 0

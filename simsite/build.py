@@ -7,6 +7,8 @@ from pathlib import Path
 
 from antelope_ha.css30 import atomic_write
 from antelope_ha.lastid import format_lastid
+from antelope_ha.sitetool import FILE_NAME as SITE_TOOL_FILE
+from antelope_ha.sitetool import build as build_site_tool
 from simsite.layout import SITES, WITNESS, PairSettings, SitePaths, SiteSettings
 from simsite.net import Network
 
@@ -34,6 +36,8 @@ def build_pair(root: Path, settings: PairSettings) -> None:
     for name, site in settings.sites.items():
         build_site(SitePaths(root / name), site, settings.packet_interval_s,
                    dbidserver=main.idserver_address, authoritative=name == main.name)
+        # the site tool where setup puts it on real hosts (SiteConfig.site_tool's default)
+        build_site_tool(SitePaths(root / name).ha / SITE_TOOL_FILE)
     witness = SitePaths(root / WITNESS)
     for d in (witness.bin, witness.logs):
         d.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,12 @@ class SimPair:
         self.root = root
         self.settings = PairSettings.load(root)
         self.net = Network(root / "net")
-        self._sshd: dict[str, SshdHandle] = {}
+        # A site served over SSH by any process (``serve_ssh``, ``python -m simsite serve``) is
+        # served here too: its sshd is found from its directory.
+        self._sshd: dict[str, SshdHandle] = {
+            name: SshdHandle.attach(self._sshd_dir(name)) for name in SITES
+            if (self._sshd_dir(name) / "handle.json").exists()}
+        self._sshd_owned: set[str] = set()  # sites whose sshd ends with this process
 
     # --- creating and opening ----------------------------------------------------
     @classmethod
@@ -106,17 +111,31 @@ class SimPair:
             python=sys.executable, **access,
         )
 
-    def serve_ssh(self) -> None:
-        """A real sshd on each site's own address: the flows log in as on real hosts.
-        Powering a site off stops its sshd; cutting the orchestrator's link to it
-        freezes its sshd (connections hang, as over a dead link)."""
+    def serve_ssh(self, *, stop_at_exit: bool = True) -> None:
+        """A real sshd on each powered-on site's own address: the flows log in as
+        on real hosts. Powering a site off stops its sshd; cutting the
+        orchestrator's link to it freezes its sshd (connections hang, as over a
+        dead link). Without ``stop_at_exit`` the sshds outlive this process."""
         client_key = None
         for name in SITES:
             if name not in self._sshd:
                 self._sshd[name] = start_sshd(
-                    self.root / "ssh" / name, host=self.settings.sites[name].address,
-                    home=self.paths(name).dir, client_key_path=client_key)
+                    self._sshd_dir(name), host=self.settings.sites[name].address,
+                    home=self.paths(name).dir, client_key_path=client_key, stop_at_exit=stop_at_exit)
+                if not self.net.is_on(name):
+                    self._sshd[name].stop()
+            if self.net.is_on(name):
+                self._sshd[name].start(stop_at_exit=stop_at_exit)
+            if stop_at_exit:
+                self._sshd_owned.add(name)
             client_key = self._sshd[name].client_key_path
+
+    def _sshd_dir(self, name: str) -> Path:
+        return self.root / "ssh" / name
+
+    def sshd(self, name: str) -> SshdHandle | None:
+        """The site's sshd, if the pair is served over SSH."""
+        return self._sshd.get(name)
 
     def pair_config(self, policy: PairPolicy | None = None) -> PairConfig:
         return PairConfig(
@@ -256,7 +275,7 @@ class SimPair:
         starts its responder."""
         self.net.set_power(self.paths(host).name, True)
         if host in self._sshd:
-            self._sshd[host].start()
+            self._sshd[host].start(stop_at_exit=host in self._sshd_owned)
         if host == WITNESS:
             self._start_witness()
         elif start_rtexec and self.rtexec_pid(host) is None:

@@ -6,6 +6,10 @@ flows log in to a production host: over SSH, with a strict known_hosts file.
 ``sshd_config`` (the system configuration is never read) and runs
 ``/usr/sbin/sshd -D -e`` as a child process, so the caller owns it and must stop
 it (``SshdHandle`` is a context manager; ``stop_all`` runs at interpreter exit).
+Started with ``stop_at_exit=False`` it outlives its starter instead; any
+process can take it over later with ``SshdHandle.attach(directory)`` (its
+settings are in ``handle.json``, its pid in ``sshd.pid``): that is how the
+``python -m simsite`` commands power a served site off and on.
 
 Logins are as the current user. As root this needs ``/run/sshd`` (created
 here). ``HOME`` is set to a directory of the site (``SetEnv``) so that the
@@ -20,7 +24,9 @@ site (TCP still connects, SSH never answers), ``stop``/``start`` power it off
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import getpass
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simsite.ports import listen_port
+from simsite.procs import cmdline, is_running, read_pid, wait_gone
 
 SSHD = "/usr/sbin/sshd"  # absolute: sshd re-executes itself by this path
 _running: set[SshdHandle] = set()
@@ -62,6 +69,32 @@ class SshdHandle:
         return self.directory / "sshd.log"
 
     @property
+    def pid_path(self) -> Path:
+        return self.directory / "sshd.pid"
+
+    @property
+    def handle_path(self) -> Path:
+        return self.directory / "handle.json"
+
+    @classmethod
+    def attach(cls, directory: str | os.PathLike[str]) -> SshdHandle:
+        """The handle of an sshd set up in ``directory`` by any process, running or not."""
+        fields = json.loads((Path(directory) / "handle.json").read_text())
+        paths = {"directory", "home", "client_key_path", "host_key_path"}
+        return cls(**{k: Path(v) if k in paths else tuple(v) if k == "extra_config" else v
+                      for k, v in fields.items()})
+
+    def pid(self) -> int | None:
+        """The running listener: this process's child, or the one its pid file names."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self.proc.pid
+        pid = read_pid(self.pid_path)
+        # sshd rewrites its command line ("sshd: /usr/sbin/sshd -D -e -f CONFIG [listener] ...")
+        if pid is not None and is_running(pid) and str(self.config_path) in " ".join(cmdline(pid)):
+            return pid
+        return None
+
+    @property
     def host_public_key(self) -> str:
         """``<type> <base64>`` of the host key, as in a known_hosts line."""
         return " ".join(self.host_key_path.with_suffix(".pub").read_text().split()[:2])
@@ -81,9 +114,10 @@ class SshdHandle:
         """How many logins sshd accepted so far (one per SSH connection)."""
         return self.log_text().count("Accepted publickey for ")
 
-    def start(self, ready_timeout_s: float = 10.0) -> None:
-        """Start sshd (again) with this configuration; return once it listens."""
-        if self.proc is not None and self.proc.poll() is None:
+    def start(self, ready_timeout_s: float = 10.0, *, stop_at_exit: bool = True) -> None:
+        """Start sshd (again) with this configuration; return once it listens.
+        Without ``stop_at_exit`` it runs on, in a session of its own, after this process ends."""
+        if self.pid() is not None:
             return
         if not Path(SSHD).exists():
             raise RuntimeError(f"{SSHD} not found: install openssh-server (`make sysdeps`)")
@@ -92,9 +126,10 @@ class SshdHandle:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=not stop_at_exit,
             )
-        _running.add(self)
+        if stop_at_exit:
+            _running.add(self)
         ready = f"Server listening on {self.host} port {self.port}.".encode()
         deadline = time.monotonic() + ready_timeout_s
         while ready not in (log := self.log_path.read_bytes()[log_offset:]):
@@ -109,18 +144,21 @@ class SshdHandle:
 
     def stop(self) -> None:
         """Power the site off: kill the listener and all it started. Idempotent."""
-        if self.proc is None:
-            return
-        for pid in self._site_processes(detached=True):
-            _signal(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a paused sshd cannot act on SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        pid = self.pid()
+        if pid is not None:
+            for child in self._site_processes(detached=True):
+                _signal(child, signal.SIGKILL)
+            _signal(pid, signal.SIGCONT)  # a paused sshd cannot act on SIGTERM
+            _signal(pid, signal.SIGTERM)
+            if self.proc is not None and self.proc.pid == pid:
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            elif wait_gone([pid], 5.0):
+                _signal(pid, signal.SIGKILL)
+                wait_gone([pid], 5.0)
         self.proc = None
         _running.discard(self)
 
@@ -140,10 +178,11 @@ class SshdHandle:
         self._signal_tree(signal.SIGCONT)
 
     def _signal_tree(self, sig: signal.Signals) -> None:
-        if self.proc is None:
+        pid = self.pid()
+        if pid is None:
             raise RuntimeError(f"sshd on {self.host}:{self.port} is not running")
-        for pid in [self.proc.pid, *self._site_processes(detached=True)]:
-            _signal(pid, sig)
+        for target in [pid, *self._site_processes(detached=True)]:
+            _signal(target, sig)
 
     def _site_processes(self, detached: bool) -> list[int]:
         """Every process below the listener, collected before any is signalled.
@@ -153,7 +192,8 @@ class SshdHandle:
         without a tty) and were re-parented to init: every login gets the
         ``SIMSITE_SSHD`` variable, which finds them.
         """
-        if self.proc is None:
+        listener = self.pid()
+        if listener is None:
             return []
         marker = f"SIMSITE_SSHD={self.config_path}".encode()
         children: dict[int, list[int]] = {}
@@ -170,12 +210,12 @@ class SshdHandle:
             children.setdefault(ppid, []).append(int(entry.name))
             if detached and marker in environ:
                 found.append(int(entry.name))
-        todo = [self.proc.pid]
+        todo = [listener]
         while todo:
             kids = children.get(todo.pop(), [])
             found += kids
             todo += kids
-        return sorted(set(found) - {self.proc.pid})
+        return sorted(set(found) - {listener})
 
     def __enter__(self) -> SshdHandle:
         return self
@@ -193,6 +233,7 @@ def start_sshd(
     client_key_path: str | os.PathLike[str] | None = None,
     extra_config: Sequence[str] = (),
     ready_timeout_s: float = 10.0,
+    stop_at_exit: bool = True,
 ) -> SshdHandle:
     """Start an sshd on ``host`` (any 127.x.y.z works on Linux) and a free port.
 
@@ -200,6 +241,7 @@ def start_sshd(
     ``client_key_path`` lets several sites accept the same client key; by
     default one is generated. ``home`` (default ``directory/home``) becomes the
     login's ``HOME``. ``extra_config`` lines are appended to sshd_config.
+    ``stop_at_exit``: see ``SshdHandle.start``.
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -219,7 +261,7 @@ def start_sshd(
             host_key_path=host_key, extra_config=tuple(extra_config),
         )
         try:
-            handle.start(ready_timeout_s)
+            handle.start(ready_timeout_s, stop_at_exit=stop_at_exit)
             return handle
         except RuntimeError as exc:
             # A free port can be taken by someone else before sshd binds it.
@@ -263,6 +305,8 @@ def _write_config(handle: SshdHandle) -> None:
         *handle.extra_config,
     ]
     handle.config_path.write_text("\n".join(lines) + "\n")
+    settings = {f.name: getattr(handle, f.name) for f in dataclasses.fields(handle) if f.name != "proc"}
+    handle.handle_path.write_text(json.dumps(settings, default=str, indent=2) + "\n")
 
 
 def _keygen(path: Path, comment: str) -> Path:

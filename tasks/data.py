@@ -31,7 +31,7 @@ def find_gap(cfg: SiteConfig, around_start: float, around_end: float) -> tuple[f
     """The rows MS lacks: strictly between its last row before the outage and its
     first row after it."""
     s = site(cfg)
-    data = json.loads(s.run(C.find_gap(cfg.python, cfg.db, around_start, around_end)).stdout)
+    data = json.loads(s.run(C.find_gap(cfg.site_tool_command(), cfg.db, around_start, around_end)).stdout)
     if data["end"] is None:
         raise StepFailed(f"{cfg.name} has no row after {C.fmt_time(around_end)} yet: its writers have not "
                          f"caught up since the fallback; run the recovery again once they have")
@@ -40,7 +40,7 @@ def find_gap(cfg: SiteConfig, around_start: float, around_end: float) -> tuple[f
 
 @task(name="Compare the excerpt with the db", task_run_name="which rows of {excerpt} {cfg.name} holds", **STEP)
 def overlap(cfg: SiteConfig, excerpt: str) -> dict[str, dict[str, int]]:
-    return json.loads(site(cfg).run(C.overlap(cfg.python, cfg.db, excerpt)).stdout)
+    return json.loads(site(cfg).run(C.overlap(cfg.site_tool_command(), cfg.db, excerpt)).stdout)
 
 
 @task(name="Extract the window", task_run_name="extract the outage window on {cfg.name}", **STEP)

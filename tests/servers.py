@@ -258,12 +258,18 @@ class Api:
 # --- notification receivers -------------------------------------------------------------
 @dataclass
 class SmtpReceiver:
-    """aiosmtpd on loopback that requires STARTTLS and a login, as a real relay does."""
+    """aiosmtpd on loopback. By default it requires STARTTLS and a login, as a
+    real relay does; ``tls="ssl"`` speaks TLS from the first byte (SMTPS),
+    ``tls="none"`` never; ``login=False`` is a relay without login, which
+    refuses (and counts) every login attempt."""
 
     directory: Path
     username: str = "antelope-ha"
     password: str = "not-a-real-password"
+    tls: str = "starttls"
+    login: bool = True
     messages: list[Message] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
     port: int = field(default_factory=listen_port)
     ca_path: Path | None = None
     _controller: Any = None
@@ -289,12 +295,19 @@ class SmtpReceiver:
                 return "250 OK"
 
         def login(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-            ok = (isinstance(data, LoginPassword) and data.login == self.username.encode()
+            self.logins.append(mechanism)
+            ok = (self.login and isinstance(data, LoginPassword) and data.login == self.username.encode()
                   and data.password == self.password.encode())
             return AuthResult(success=ok, handled=False)  # handled=False: a refusal gets its 535 reply
 
-        self._controller = Controller(Sink(), hostname="127.0.0.1", port=self.port, tls_context=context,
-                                      require_starttls=True, authenticator=login, auth_require_tls=True)
+        # With SMTPS the whole connection is TLS, which aiosmtpd's own check cannot see.
+        options: dict[str, Any] = {"authenticator": login, "auth_required": self.login,
+                                   "auth_require_tls": self.tls == "starttls"}
+        if self.tls == "starttls":
+            options.update(tls_context=context, require_starttls=True)
+        elif self.tls == "ssl":
+            options.update(ssl_context=context)
+        self._controller = Controller(Sink(), hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
 
     def texts(self) -> list[str]:

@@ -182,7 +182,7 @@ def test_failover_refuses_bad_css30_rows_on_bus_and_changes_nothing(pair, record
         with pytest.raises(CommandFailed) as info:
             failover(pair_name=PAIR, reason="bad input test")
     text = str(info.value)
-    assert f"on {pair.settings.sites['bus'].address}: `" in text and "antelope_ha.idscan ids" in text
+    assert f"on {pair.settings.sites['bus'].address}: `" in text and "antelope-ha-site.pyz ids" in text
     assert "db/db.origin, line " in text  # the scan's own output names the table and the line
 
 
@@ -275,9 +275,9 @@ ARG = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="
 BUILDERS: dict[str, Callable[[str], C.Command]] = {
     "extract_window": lambda v: C.extract_window(v, v + "/out", 1.0, 2.0),
     "merge_window": lambda v: C.merge_window(v, "db/db", 1.0, 2.0),
-    "scan_ids": lambda v: C.scan_ids(v, v, v),
-    "find_gap": lambda v: C.find_gap("python3", v, 1.0, 2.0),
-    "overlap": lambda v: C.overlap("python3", v, v),
+    "scan_ids": lambda v: C.scan_ids(C.site_tool(v, v), v, v),
+    "find_gap": lambda v: C.find_gap(C.site_tool("python3", "ha/antelope-ha-site.pyz"), v, 1.0, 2.0),
+    "overlap": lambda v: C.overlap(C.site_tool("python3", "ha/antelope-ha-site.pyz"), v, v),
     "remove_tree": C.remove_tree,
     "make_dirs": C.make_dirs,
     "probe_idserver": C.probe_idserver,

@@ -35,6 +35,7 @@ def test_a_secret_named_but_not_exported_is_refused(monkeypatch: pytest.MonkeyPa
 def test_example_is_valid_and_fills_the_pair_into_every_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTELOPE_HA_SMTP_PASSWORD", "p")
     monkeypatch.setenv("ANTELOPE_HA_SMS_TOKEN", "t")
+    monkeypatch.setenv("ANTELOPE_HA_TELEGRAM_TOKEN", "t")
     config = load_config(EXAMPLE)
     project = render_prefect_file(config)
     assert {d["parameters"]["pair_name"] for d in project["deployments"]} == {config.pair}
@@ -47,6 +48,7 @@ def test_example_is_valid_and_fills_the_pair_into_every_deployment(monkeypatch: 
 def test_json_is_read_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTELOPE_HA_SMTP_PASSWORD", "p")
     monkeypatch.setenv("ANTELOPE_HA_SMS_TOKEN", "t")
+    monkeypatch.setenv("ANTELOPE_HA_TELEGRAM_TOKEN", "t")
     path = tmp_path / "pair.json"
     path.write_text(json.dumps(yaml.safe_load(EXAMPLE.read_text())))
     assert load_config(path).pair == load_config(EXAMPLE).pair
