@@ -946,12 +946,15 @@ class _IdColumnScan:
 
 
 def _few_runs(col: bytearray, samples: int = 16) -> bool:
-    """Whether a few lanes spread over the column increase but for a break or two (printed ids
-    compare as bytes like the numbers they print): a block where they do not is marked whole
-    without looking for its runs."""
+    """Whether a few lanes spread over the column, and the first few, increase but for a break
+    or two (printed ids compare as bytes like the numbers they print): a block where they do
+    not (shuffled, or sorted by time) is marked whole without looking for its runs."""
     n = len(col) // 8
-    lanes = [col[8 * i:8 * i + 8] for i in range(0, n, max(1, n // samples))]
-    return sum(a >= b for a, b in zip(lanes, lanes[1:])) <= 2
+    for indexes in (range(0, n, max(1, n // samples)), range(min(n, 4 * samples))):
+        lanes = [col[8 * i:8 * i + 8] for i in indexes]
+        if sum(a >= b for a, b in zip(lanes, lanes[1:])) > 2:
+            return False
+    return True
 
 
 def _column_bound(col: bytearray) -> int:
