@@ -824,7 +824,7 @@ class _IdColumnScan:
         self._no_id(buf, first, without)
         if not col:
             runs: list[tuple[int, int, int, int]] | None = []
-        elif _looks_increasing(col):
+        elif _few_runs(col):
             runs = self._block_runs(col, v)
         else:
             runs = None
@@ -945,12 +945,16 @@ class _IdColumnScan:
         )
 
 
-def _looks_increasing(col: bytearray, samples: int = 16) -> bool:
-    """Whether a few lanes spread over the column increase (printed ids compare as bytes like
-    the numbers they print): a block that fails is marked whole without looking for runs."""
+def _few_runs(col: bytearray, samples: int = 16) -> bool:
+    """Whether a few lanes spread over the column, and the first few, increase but for a break
+    or two (printed ids compare as bytes like the numbers they print): a block where they do
+    not (shuffled, or sorted by time) is marked whole without looking for its runs."""
     n = len(col) // 8
-    lanes = [col[8 * i:8 * i + 8] for i in range(0, n, max(1, n // samples))]
-    return all(a < b for a, b in zip(lanes, lanes[1:]))
+    for indexes in (range(0, n, max(1, n // samples)), range(min(n, 4 * samples))):
+        lanes = [col[8 * i:8 * i + 8] for i in indexes]
+        if sum(a >= b for a, b in zip(lanes, lanes[1:])) > 2:
+            return False
+    return True
 
 
 def _column_bound(col: bytearray) -> int:

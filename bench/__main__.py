@@ -1,6 +1,7 @@
 """``make bench``: every benchmark of the project, one table.
 
-  scan      css30.scan_ids on 1 GB and 4 GB databases vs cat (read limit) and awk|sort|uniq
+  scan      css30.scan_ids on 1 GB and 4 GB databases, in four row orders, vs cat (read
+            limit) and awk|sort|uniq
   probe     a 4-probe health cycle over one reused SSH connection vs a new connection per probe
   failover  MS ID server crash -> BUS hands out ids, Prefect flows vs the bare Site steps
 
@@ -34,7 +35,7 @@ from collections.abc import Callable  # noqa: E402
 
 Row = dict[str, object]
 SCAN_SIZES_MB = (1024, 4096)
-DISK_HEADROOM = 1.3  # the scan bench's database plus what its merge step appends
+DISK_HEADROOM = 1.3  # the scan bench's database (each order is written over the last) plus its merge step
 
 
 def scan_rows(size_mb: int) -> list[Row]:

@@ -256,7 +256,7 @@ def test_the_same_site_twice_is_refused(pair):
 
 
 @pytest.mark.slow
-def test_failover_refuses_an_old_two_line_descriptor_before_acting(tmp_path):
+def test_failover_refuses_an_old_two_line_descriptor_before_acting(tmp_path, prefect_server):
     with sim_pair(tmp_path, "twolinedesc") as sim:
         replicate_lastid(pair_name=sim.name)
         db = sim.pair.paths("bus").dir / "db" / "db"
