@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -182,17 +182,28 @@ def scan_ids(python: str, db: str, dbids: str) -> Command:
     )
 
 
-def find_gap(python: str, db: str, around_start: float, around_end: float) -> Command:
+def recovery_bounds(python: str, db: str, before: float, after: float) -> Command:
     return cmd(
-        f"find the gap in {db} around {fmt_time(around_start)} .. {fmt_time(around_end)}",
-        python, "-m", "antelope_ha.idscan", "gap", db, fmt_epoch(around_start), fmt_epoch(around_end),
+        f"the last moment {db} recorded before {fmt_time(before)} and the first after {fmt_time(after)}",
+        python, "-m", "antelope_ha.idscan", "bounds", db, fmt_epoch(before), fmt_epoch(after),
     )
 
 
-def overlap(python: str, db: str, excerpt: str) -> Command:
+def inventory(python: str, db: str, start: float, end: float, ids: Mapping[str, tuple[int, int]]) -> Command:
+    """The rows of ``db`` a recovery check needs: timed from ``start`` to ``end``
+    (exact, as the times are compared with the records'), or carrying an id of
+    ``ids``, and every row of their events."""
+    ranges = [f"--ids={k}={first}-{last}" for k, (first, last) in sorted(ids.items())]
     return cmd(
-        f"how many rows of {excerpt} {db} already holds",
-        python, "-m", "antelope_ha.idscan", "overlap", db, excerpt,
+        f"list the rows of {db} from {fmt_time(start)} to {fmt_time(end)} and those of the ids issued",
+        python, "-m", "antelope_ha.idscan", "inventory", db, repr(start), repr(end), *ranges,
+    )
+
+
+def narrow_excerpt(python: str, excerpt: str, keep: str) -> Command:
+    return cmd(
+        f"keep in {excerpt} only the rows listed in {keep}",
+        python, "-m", "antelope_ha.idscan", "narrow", excerpt, keep, changes=True,
     )
 
 
