@@ -13,7 +13,7 @@ drill: deps
 	mkdir -p var/prefect
 	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
-	PREFECT_LOGGING_LEVEL=WARNING $(PY) -m flows.drill
+	PREFECT_LOGGING_LEVEL=WARNING $(PY) -m flows.drill $(ARGS)
 
 test: testdeps
 	$(PY) -m pytest -q
