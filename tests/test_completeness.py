@@ -261,12 +261,15 @@ def test_a_window_given_by_hand_requires_every_bus_event_in_it(sites):
 
 def test_verification_reads_the_whole_id_scan_not_only_duplicates():
     """Recovery's verification fails on ids above lastid with no id used twice
-    (a verification that read only the duplicates would pass it)."""
+    (a verification that read only the duplicates would pass it), and on ids
+    used twice. The flow's own use of it: test_flows.py, the full cycle."""
     scan = {"ok": False, "duplicates": 0,
             "problems": ["orid: db.origin holds orid up to 6020 but lastid is 6000, so the id server would "
                          "issue 6001..6020 again; set lastid orid to 6020 or more"]}
     found = K.verification_problems([K.Verdict((0.0, 1.0))], scan)
     assert found == [f"MS ids: {scan['problems'][0]}"]
+    twice = {"ok": False, "duplicates": 1, "problems": ["orid: 1 orid values are used more than once in db.origin"]}
+    assert K.verification_problems([K.Verdict((0.0, 1.0))], twice) == [f"MS ids: {twice['problems'][0]}"]
     assert K.verification_problems([K.Verdict((0.0, 1.0))], {"ok": True, "duplicates": 0, "problems": []}) == []
 
 
@@ -345,3 +348,30 @@ def test_real_databases_give_the_right_answers(db: Path, tmp_path: Path):
     arids = {int(line.split()[2]) for line in rows.get("arrival", [])}
     expected = sum(1 for line in rows.get("assoc", []) if int(line.split()[0]) > 0 and int(line.split()[0]) not in arids)
     assert sum(": arid " in o and "has no arrival row" in o for o in v.orphans) == expected
+
+
+def test_outages_to_recover_are_those_not_yet_verified_else_the_last():
+    def epoch(site: str, n: int) -> Authority:
+        return Authority(site=site, epoch=n, since=100.0 * n, lastid={"orid": 10 * n})
+
+    state = HAState(authority=epoch("ms", 5), history=[epoch("ms", 1), epoch("bus", 2), epoch("ms", 3),
+                                                       epoch("bus", 4)])
+    assert [(o.epoch, o.since, o.until, o.ids) for o in K.outages(state, "ms", "bus")] == [
+        (2, 200.0, 300.0, {"orid": (21, 30)}), (4, 400.0, 500.0, {"orid": (41, 50)})]
+    assert [o.epoch for o in K.to_recover(state, "ms", "bus")] == [2, 4]
+    assert [o.epoch for o in K.to_recover(state.model_copy(update={"recovered_through": 2}), "ms", "bus")] == [4]
+    assert [o.epoch for o in K.to_recover(state.model_copy(update={"recovered_through": 4}), "ms", "bus")] == [4]
+    old = state.model_copy(update={"history": [a.model_copy(update={"lastid": None}) for a in state.history]})
+    assert [o.ids for o in K.outages(old, "ms", "bus")] == [None, None]  # a record made before lastid was kept
+
+
+def test_an_older_orphan_of_ms_own_rows_is_a_note_not_a_failure(sites):
+    """MS's own assoc pointing at an arrival neither site holds was there before
+    the outage: listed apart, it does not fail the recovery."""
+    ms_db, bus_db, ms, bus = sites
+    orid = next(o["orid"] for o in ms["origin"] if o["time"] == 1005.0)
+    ms["assoc"].append(dict(next(a for a in ms["assoc"] if a["orid"] == orid), arid=99_999))
+    write_db(ms_db, ms, in_gap(bus))
+    v = assess(ms_db, bus_db)
+    assert v.ok and not v.orphans
+    assert any("neither site holds" in n for n in v.notes)

@@ -13,6 +13,8 @@ from antelope_ha.commands import list_processes
 from antelope_ha.completeness import Verdict
 from antelope_ha.css30 import TABLES, read_table
 from antelope_ha.idscan import ids_report
+from antelope_ha.lastid import read_lastid, write_lastid
+from antelope_ha.site import StepFailed
 from antelope_ha.runner import LocalRunner
 from deployments.cli import app as cli
 from flows.calling import call_flow
@@ -306,6 +308,13 @@ def test_full_cycle_and_recovery_merges_once(tmp_path):
         assert copies_of_bus(sim) == merged
         with pytest.raises(WindowError, match="empty or reversed"):
             recovery(pair_name=sim.name, start=2000.0, end=1000.0)
+
+        # The verification reads MS's whole id scan: an id above lastid, none used twice, fails it.
+        sim.pair.crash("ms", "dbids", restart=False)  # a serving dbids would rewrite its lastid
+        lastid = sim.pair.paths("ms").lastid
+        write_lastid(lastid, read_lastid(lastid) | {"orid": 1})
+        with pytest.raises(StepFailed, match=r"verification failed on ms: MS ids: orid: .* lastid is 1\b"):
+            recovery(pair_name=sim.name)
 
 
 def test_ms_off_at_the_second_gate_then_one_recovery_merges_both_gaps(tmp_path):
