@@ -74,10 +74,9 @@ class DrillReport:
     lost_by_table: dict[str, int] = field(default_factory=dict)
     orphans: int = -1
     duplicate_ids: int = -1  # ids used twice within a site, or naming two rows across the sites
-    ids_above_lastid: list[str] = field(default_factory=list)
     gaps: list[list[float]] = field(default_factory=list)  # MS's gaps, [start, end] epoch seconds
     packets_missing: int = -1  # ORB packets BUS received with no origin on MS (one origin per packet)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the rule's findings and MS's id scan's problems
     seed: int = 1
     rate: float = 5.0  # packets per second
     probe_interval_s: float = 1.0
@@ -273,7 +272,6 @@ def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: flo
     report.duplicate_ids = sum(len(v.twice) for v in verdicts) + sum(
         s.duplicated_values for d in (ms_db, bus_db) for s in scan_ids(d).keys.values())
     ids = ids_report(str(ms_db), str(ms_dir / "dbids" / "dbids.lastid"))
-    report.ids_above_lastid = [p for p in ids["problems"] if "lastid is" in p]
     report.problems = completeness.verification_problems(verdicts, ids)
 
     ms_seqs = {round(t / interval) for t in origin_times(ms_dir)}
