@@ -22,7 +22,7 @@ drill: deps drill-sysdeps
 	mkdir -p $(DRILL_HOME)
 	PREFECT_HOME=$(DRILL_HOME) PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
-	PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/antelope-ha drill
+	PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/antelope-ha drill $(ARGS)
 
 test: testdeps
 	$(PY) -m pytest -q

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -186,15 +186,29 @@ def scan_ids(tool: Sequence[str], db: str, dbids: str) -> Command:
     return cmd(f"check ids of {db} against {dbids}.lastid", *tool, "ids", db, "--lastid", f"{dbids}.lastid")
 
 
-def find_gap(tool: Sequence[str], db: str, around_start: float, around_end: float) -> Command:
+def recovery_bounds(tool: Sequence[str], db: str, before: float, after: float) -> Command:
     return cmd(
-        f"find the gap in {db} around {fmt_time(around_start)} .. {fmt_time(around_end)}",
-        *tool, "gap", db, fmt_epoch(around_start), fmt_epoch(around_end),
+        f"the last moment {db} recorded before {fmt_time(before)} and the first after {fmt_time(after)}",
+        *tool, "bounds", db, fmt_epoch(before), fmt_epoch(after),
     )
 
 
-def overlap(tool: Sequence[str], db: str, excerpt: str) -> Command:
-    return cmd(f"how many rows of {excerpt} {db} already holds", *tool, "overlap", db, excerpt)
+def inventory(tool: Sequence[str], db: str, start: float, end: float, ids: Mapping[str, tuple[int, int]]) -> Command:
+    """The rows of ``db`` a recovery check needs: timed from ``start`` to ``end``
+    (exact, as the times are compared with the records'), or carrying an id of
+    ``ids``, and every row of their events."""
+    ranges = [f"--ids={k}={first}-{last}" for k, (first, last) in sorted(ids.items())]
+    return cmd(
+        f"list the rows of {db} from {fmt_time(start)} to {fmt_time(end)} and those of the ids issued",
+        *tool, "inventory", db, repr(start), repr(end), *ranges,
+    )
+
+
+def narrow_excerpt(tool: Sequence[str], excerpt: str, keep: str) -> Command:
+    return cmd(
+        f"keep in {excerpt} only the rows listed in {keep}",
+        *tool, "narrow", excerpt, keep, changes=True,
+    )
 
 
 def modified_time(path: str) -> Command:

@@ -3,28 +3,26 @@
 
   ids DB --lastid FILE     max id, duplicates and deleted rows per key, checked
                            against lastid
-  gap DB BEFORE AFTER      MS's outage gap: after its last row before BEFORE,
-                           up to its first row after that (AFTER is the fallback
-                           time, for the message when no row follows yet)
-  overlap DB EXCERPT       rows of the excerpt, and how many of them DB holds
+  bounds DB BEFORE AFTER   the last moment DB recorded before BEFORE, the first after AFTER
+  inventory DB START END [--ids KEY=FIRST-LAST ...]
+                           the rows a recovery check needs (antelope_ha.completeness)
+  narrow EXCERPT KEEP      keep in the excerpt only the lines KEEP lists (antelope_ha.excerpt)
 
 Each prints one JSON object; errors go to stderr with exit status 1. Rows
-deleted with dbmark (every field null) are skipped by gap and overlap and only
-counted, as information, by ids.
+deleted with dbmark (every field null) are skipped by bounds and inventory and
+only counted, as information, by ids.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from antelope_ha.css30 import TABLES, Problem, TableFormatError, check_ids, deleted_rows, read_table, scan_ids
+from antelope_ha.completeness import coverage_bounds, take_inventory
+from antelope_ha.css30 import Problem, TableFormatError, check_ids, deleted_rows, scan_ids
+from antelope_ha.excerpt import narrow, read_keep
 from antelope_ha.lastid import LastidError, read_lastid
-
-# Times are printed with 5 decimals (%17.5f); the gap starts just after MS's last row.
-TIME_STEP = 0.001
 
 
 def ids_report(db: str, lastid_path: str) -> dict:
@@ -47,44 +45,16 @@ def ids_report(db: str, lastid_path: str) -> dict:
             "info": deleted_rows(scan), "duplicates": sum(s.duplicated_values for s in scan.keys.values())}
 
 
-def _times(db: str, table: str) -> Iterator[float]:
-    path = Path(f"{db}.{table}")
-    if path.exists():
-        for row in read_table(path, TABLES[table]):
-            yield float(row["time"])
-
-
-def gap(db: str, before: float) -> dict:
-    """The window of rows the database lacks around an outage that began before ``before``."""
-    last = max((t for t in _times(db, "origin") if t < before), default=None)
-    if last is None:
-        return {"start": None, "end": None, "why": f"no origin row before {before}"}
-    after = min((t for t in _times(db, "origin") if t > last), default=None)
-    return {"start": last + TIME_STEP, "end": after}
-
-
-# The columns that name a row: its own id, or the ids it links (assoc).
-ROW_KEYS = {"origin": ("orid",), "event": ("evid",), "arrival": ("arid",), "assoc": ("arid", "orid"),
-            "wfdisc": ("wfid",)}
-
-
-def _row_keys(db: str, table: str) -> set[tuple]:
-    path = Path(f"{db}.{table}")
-    if not path.exists():
-        return set()
-    cols = ROW_KEYS[table]
-    return {tuple(r[c] for c in cols) for r in read_table(path, TABLES[table])}
-
-
-def overlap(db: str, excerpt: str) -> dict[str, dict[str, int]]:
-    """Per table: rows in the excerpt, and how many of them ``db`` already holds
-    (matched by id, so a merge can tell done, not done and half done apart)."""
-    out: dict[str, dict[str, int]] = {"excerpt": {}, "present": {}}
-    for table in ROW_KEYS:
-        wanted = _row_keys(excerpt, table)
-        out["excerpt"][table] = len(wanted)
-        out["present"][table] = len(wanted & _row_keys(db, table)) if wanted else 0
-    return out
+def id_ranges(specs: list[str]) -> dict[str, tuple[int, int]]:
+    """``key=first-last`` arguments, e.g. ``orid=1001-1276``."""
+    ranges = {}
+    for spec in specs:
+        key, _, span = spec.partition("=")
+        first, _, last = span.partition("-")
+        if not (key and first.isdigit() and last.isdigit()):
+            raise ValueError(f"--ids {spec!r}: expected KEY=FIRST-LAST, e.g. orid=1001-1276")
+        ranges[key] = (int(first), int(last))
+    return ranges
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,21 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ids")
     p.add_argument("db")
     p.add_argument("--lastid", required=True)
-    p = sub.add_parser("gap")
+    p = sub.add_parser("bounds")
     p.add_argument("db")
     p.add_argument("before", type=float)
     p.add_argument("after", type=float)
-    p = sub.add_parser("overlap")
+    p = sub.add_parser("inventory")
     p.add_argument("db")
+    p.add_argument("start", type=float)
+    p.add_argument("end", type=float)
+    p.add_argument("--ids", action="append", default=[], metavar="KEY=FIRST-LAST")
+    p = sub.add_parser("narrow")
     p.add_argument("excerpt")
+    p.add_argument("keep")
     args = parser.parse_args(argv)
     try:
         if args.what == "ids":
             out = ids_report(args.db, args.lastid)
-        elif args.what == "gap":
-            out = gap(args.db, args.before)
+        elif args.what == "bounds":
+            out = coverage_bounds(args.db, args.before, args.after)
+        elif args.what == "inventory":
+            out = take_inventory(args.db, args.start, args.end, id_ranges(args.ids)).to_json()
         else:
-            out = overlap(args.db, args.excerpt)
+            out = narrow(args.excerpt, read_keep(args.keep))
     except (TableFormatError, LastidError, OSError, ValueError) as exc:
         print(f"idscan: {exc}", file=sys.stderr)
         return 1

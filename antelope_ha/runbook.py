@@ -98,10 +98,11 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "flow holds instead of asking again at every probe of the same outage.",
         "The record's declined entry (cleared when MS's ID server answers again or at a new authority).",
         "`antelope-ha status` shows it; `antelope-ha ack` lets health request a failover again.", acts=False),
-    "Record the recovery window": StepGuide(
-        "Keep the window found for this BUS epoch on the record, so a rerun looks at the same rows.",
-        "The record's recovery_windows entry for the epoch.",
-        "`antelope-ha status` shows the record; give start and end to the recovery by hand if it is lost.",
+    "Record the recovery": StepGuide(
+        "Keep on the record that the outages up to this epoch of the backup are recovered and verified, so "
+        "the next recovery looks at later ones (and a rerun checks the last one again).",
+        "The record's recovered_through epoch only ever rises.",
+        "`antelope-ha status` shows the record; a lost entry only makes the next recovery check the outage again.",
         acts=False),
     "Check the site is ready": StepGuide(
         "Before anything changes anywhere: read the site's descriptor, lastid and rtexec.pf.",
@@ -205,29 +206,37 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Check the ORB receives data.",
         "The newest packet is younger than the site's `max_orb_latency_s`.",
         "`orbstat -s <orb>` on the site; check the acquisition links before going on.", acts=False),
-    "Find the outage window": StepGuide(
-        "Find the rows MS lacks: strictly between its last row before the outage and its first after it.",
-        "MS has rows after the fallback (its writers caught up).",
-        "Give `start` and `end` (epoch seconds) to the recovery flow yourself.", acts=False),
+    "Check nothing is lost": StepGuide(
+        "Find what MS lacks, by the completeness rule, each site's tables read on the site: MS's gaps since "
+        "the last common point (moments BUS recorded and MS did not), the whole events of those moments, "
+        "every event with an id BUS's dbids issued that MS did not record itself; and orphans, ids naming "
+        "two rows.",
+        "Before the merge: what to extract. After it: nothing lacking, no orphan, no id twice; the findings "
+        "name the table and ids of each row.",
+        "Run `<python> -I -S ha/antelope-ha-site.pyz inventory db/db <start> <end> --ids=<key>=<first>-<last>` on "
+        "both sites (the ids BUS issued are in the record's authority history, `lastid`) and compare the "
+        "digests; or give start and end to the recovery to merge a window by hand.", acts=False),
     "Extract the window": StepGuide(
-        "Extract the outage window from BUS's database into an excerpt.",
+        "Extract a time window from BUS's database into an excerpt: one per run of events MS lacks, "
+        "wide enough for every row of each.",
         "trexcerpt exits 0.",
         "`trexcerpt -v -e db/db <excerpt> <start> <end>` on BUS; check free disk space."),
+    "Narrow the excerpt": StepGuide(
+        "Keep in the excerpt only the rows of the events MS lacks (listed in `keep.json` beside it), each "
+        "line byte for byte: a time window also holds rows of events MS recorded itself.",
+        "The rows kept, dropped, and any listed row trexcerpt did not bring (the next round widens the window).",
+        "`<python> -I -S ha/antelope-ha-site.pyz narrow <excerpt> <excerpt dir>/keep.json` on BUS."),
     "Move the excerpt": StepGuide(
         "Copy every file of the excerpt from BUS to MS (SFTP); with an excerpt_path on a disk both sites "
         "reach, copy nothing and only check that MS sees the excerpt.",
         "MS holds the same files of the excerpt as BUS (or sees the excerpt on the shared disk).",
         "`scp -r` the excerpt directory from BUS to the same path on MS, or mount the external disk on MS."),
-    "Compare the excerpt with the db": StepGuide(
-        "Count which rows of the excerpt MS already holds, to merge once and never twice.",
-        "All present: nothing to merge; none present: merge; some present: stop.",
-        "`<python> -I -S ha/antelope-ha-site.pyz overlap db/db <excerpt>` on MS; compare by hand before "
-        "merging.", acts=False),
     "Merge the window": StepGuide(
-        "Append the excerpt into MS's database (not retried: a half-done append must be looked at).",
-        "trexcerpt exits 0; afterwards every row of the window is on MS and no id is used twice.",
-        "Compare with `idscan overlap`; `trexcerpt -v -a -e <excerpt> db/db <start> <end>` on MS with the "
-        "writers stopped."),
+        "Append the narrowed excerpt into MS's database (not retried: a rerun checks again what MS lacks "
+        "and merges only that).",
+        "trexcerpt exits 0; the check after it finds nothing lacking.",
+        "`trexcerpt -v -a -e <excerpt> db/db <start> <end>` on MS with the writers stopped, then rerun the "
+        "recovery: it merges nothing twice."),
     "Notify operators": StepGuide(
         "Tell the operators what was decided or done (email, SMS gateway).",
         "A failed notification is logged and never stops the procedure.",

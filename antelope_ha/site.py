@@ -382,6 +382,11 @@ def check_excerpt_path(path: str) -> str:
     return path
 
 
+def excerpt_keep(excerpt: str) -> str:
+    """Where the rows an excerpt is narrowed to are listed: beside its descriptor."""
+    return posixpath.join(excerpt_dir(excerpt), "keep.json")
+
+
 def excerpt_dir(excerpt: str) -> str:
     """The directory of an excerpt database, which holds nothing else."""
     directory = posixpath.dirname(excerpt)

@@ -23,6 +23,9 @@ class Authority(BaseModel):
     since: float
     flow_run: str | None = None
     reason: str = ""
+    lastid: dict[str, int] | None = Field(
+        None, description="the site's dbids.lastid when it took authority: its dbids issues ids above it "
+                          "(None on records made before this was kept)")
 
     def marker(self) -> dict:
         """What is written to a site's ha/authority file."""
@@ -63,8 +66,7 @@ class HAState(BaseModel):
     declined: Declined | None = Field(None, description="the last failover a person declined, until MS answers again")
     replica: Replica | None = None
     fallback_in_progress: bool = False
-    recovery_windows: dict[int, tuple[float, float]] = Field(
-        default_factory=dict, description="the window recovered for each BUS epoch")
+    recovered_through: int = Field(0, description="the last backup epoch whose recovery was verified")
     baselines: dict[str, Baseline] = Field(
         default_factory=dict, description="per site, its id problems when its baseline was taken: old ones "
                                           "are listed, not blocking (antelope_ha/baseline.py)")
@@ -73,10 +75,12 @@ class HAState(BaseModel):
     def initial(cls, main_site: str) -> HAState:
         return cls(authority=Authority(site=main_site, epoch=1, since=time.time(), reason="initial"))
 
-    def with_authority(self, site: str, flow_run: str | None, reason: str, now: float | None = None) -> HAState:
-        """A new epoch for ``site``; the old authority goes to history."""
+    def with_authority(self, site: str, flow_run: str | None, reason: str, now: float | None = None,
+                       lastid: dict[str, int] | None = None) -> HAState:
+        """A new epoch for ``site``, whose dbids starts above ``lastid``; the old
+        authority goes to history."""
         new = Authority(site=site, epoch=self.authority.epoch + 1, since=now or time.time(),
-                        flow_run=flow_run, reason=reason)
+                        flow_run=flow_run, reason=reason, lastid=lastid)
         return self.model_copy(update={"authority": new, "history": [*self.history, self.authority],
                                        "consecutive_failures": 0, "declined": None})
 

@@ -4,8 +4,13 @@
   failover -> BUS writes with its own ids -> MS restored (and fenced) ->
   fallback (two approvals) -> recovery of MS's gap -> final checks
 
-Run with ``make drill`` (or ``python -m flows.drill [--json] [--interactive]``).
-Exit status 1 if any row was lost or any id used twice.
+Run with ``make drill`` (or ``python -m flows.drill [--json] [--interactive]
+[--probe-interval S] [--rate N] [--seed N]``; ``make drill ARGS="--rate 50"``).
+The final checks read both sites' files with the completeness rule the
+recovery verifies (antelope_ha/completeness.py) over every outage on the
+record and every table, and count, as a second opinion, the ORB packets BUS
+received that have no origin on MS. Exit status 1 if any row was lost, any
+row on MS references a row it lacks, or any id was used twice.
 """
 from __future__ import annotations
 
@@ -26,8 +31,10 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFi
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
+from antelope_ha import completeness
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
+from antelope_ha.idscan import ids_report
 from flows.calling import call_flow
 from flows.failover import failover
 from flows.fallback import fallback
@@ -38,7 +45,9 @@ from simsite.orb import read_packets
 from simsite.pair import SimPair
 from tasks.pair import register_pair
 from tasks.sites import close_all
+from tasks.state import load_state
 
+CATCH_UP_S = 180.0  # how long writers may take to write what queued up while they could not
 DRILL_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=1.0, probe_timeout_s=1.0,
                           hold_down_s=3600, lastid_margin=1000, lastid_max_age_s=600,
                           approval_timeout_s=300, approval_poll_s=1)
@@ -60,8 +69,17 @@ class DrillReport:
     fallback_s: float | None = None
     recovery_s: float | None = None
     rows_written: int = 0
-    rows_lost: int = -1
-    duplicate_ids: int = -1
+    rows_required: int = 0  # rows of BUS that MS must hold, by the completeness rule
+    rows_lost: int = -1  # of those, not on MS byte for byte
+    lost_by_table: dict[str, int] = field(default_factory=dict)
+    orphans: int = -1
+    duplicate_ids: int = -1  # ids used twice within a site, or naming two rows across the sites
+    gaps: list[list[float]] = field(default_factory=list)  # MS's gaps, [start, end] epoch seconds
+    packets_missing: int = -1  # ORB packets BUS received with no origin on MS (one origin per packet)
+    problems: list[str] = field(default_factory=list)  # the rule's findings and MS's id scan's problems
+    seed: int = 1
+    rate: float = 5.0  # packets per second
+    probe_interval_s: float = 1.0
     approvals: list[dict] = field(default_factory=list)
     passed: bool = False
 
@@ -100,8 +118,8 @@ def origin_times(site_dir: Path) -> list[float]:
 
 
 def rows_in(site_dir: Path) -> int:
-    return sum(sum(1 for _ in open(p)) for t in ("origin", "event", "arrival", "assoc", "wfdisc")
-               if (p := site_dir / "db" / f"db.{t}").exists())
+    files, _ = completeness.table_files(site_dir / "db" / "db")
+    return sum(sum(1 for _ in open(p)) for _, p in files)
 
 
 def answers(address: str) -> bool:
@@ -154,16 +172,22 @@ def ask_terminal(site: str) -> dict:
 
 
 @flow(name="drill", description="Failover, recovery and fallback on a simulated pair, measured.")
-def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> DrillReport:
-    report = DrillReport()
+def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_interval_s: float = 1.0,
+          rate: float = 5.0, seed: int = 1) -> DrillReport:
+    """The whole cycle on a new simulated pair under ``workdir``: health probes
+    every ``probe_interval_s``, the ORBs receive ``rate`` packets a second (each
+    an event with two arrivals and a waveform segment), event locations drawn
+    from ``seed``."""
+    report = DrillReport(seed=seed, rate=rate, probe_interval_s=probe_interval_s)
+    policy = DRILL_POLICY.model_copy(update={"probe_interval_s": probe_interval_s})
     tl = Timeline(report, quiet)
-    pair = SimPair.create(Path(workdir) / "pair")
+    pair = SimPair.create(Path(workdir) / "pair", packet_interval_s=1.0 / rate, seed=seed)
     ms_dir, bus_dir = pair.paths("ms").dir, pair.paths("bus").dir
     interval = pair.settings.packet_interval_s
     try:
         tl.step("start the simulated pair (MS, BUS, witness), each site behind its own sshd",
                 lambda: (pair.serve_ssh(), pair.start()) and None)
-        cfg = pair.pair_config(DRILL_POLICY)
+        cfg = pair.pair_config(policy)
         register_pair("drill", cfg)
         tl.step("ids flowing at both sites", lambda: wait_until(
             "rows at both sites", lambda: len(origin_times(ms_dir)) >= 5 and len(origin_times(bus_dir)) >= 5)
@@ -187,14 +211,16 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
                 if decision.startswith("failover"):  # on a server, the event it emits starts the failover
                     report.detection_s = round(started - t_fail, 2)
                     return failover(pair_name="drill", reason=decision.split(": ", 1)[1])
-                time.sleep(max(0.0, DRILL_POLICY.probe_interval_s - (time.time() - started)))
+                time.sleep(max(0.0, policy.probe_interval_s - (time.time() - started)))
             raise TimeoutError(f"no failover within 60 s of MS's crash; last decision: {decision}")
         tl.step("health detects the failure and fails over, without a person", detect_and_fail_over)
         watcher.join(10)
         report.failover_s = round(first_id[0] - t_fail, 2) if first_id else None
         t_failover = time.time()
+        # At high rates the writers work off a backlog first: one ID server serves them all.
         tl.step("BUS writes with its own ids", lambda: wait_until(
-            "BUS rows after the failover", lambda: max(origin_times(bus_dir), default=0) > t_failover) or None)
+            "BUS rows after the failover", lambda: max(origin_times(bus_dir), default=0) > t_failover,
+            CATCH_UP_S) or None)
 
         tl.step("MS repaired and powered on (rtexec not started)", lambda: pair.power_on("ms", start_rtexec=False) or None)
         tl.step("health fences MS as soon as it is back", lambda: call_flow(health, pair_name="drill"))
@@ -217,31 +243,54 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False) -> Drill
         report.fallback_s = round(time.time() - t0, 2)
         t_fallback = time.time()
         tl.step("MS writers catch up", lambda: wait_until(
-            "MS rows after the fallback", lambda: max(origin_times(ms_dir), default=0) > t_fallback) or None)
+            "MS rows after the fallback", lambda: max(origin_times(ms_dir), default=0) > t_fallback,
+            CATCH_UP_S) or None)
 
         t0 = time.time()
-        tl.step("recover MS's gap from BUS", lambda: recovery(pair_name="drill"))
+        tl.step("recover MS's gaps from BUS", lambda: recovery(pair_name="drill"))
         report.recovery_s = round(time.time() - t0, 2)
-        tl.step("final checks", lambda: final_checks(report, ms_dir, bus_dir, interval))
+        tl.step("final checks", lambda: final_checks(report, ms_dir, bus_dir, interval, "drill"))
     finally:
         close_all()
         tl.step("stop the simulated pair", lambda: pair.stop() or None)
     return report
 
 
-def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: float) -> str:
-    """No row lost: every packet BUS received between MS's first and last row is on
-    MS. No id used twice on either site."""
+def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: float, pair_name: str) -> str:
+    """Nothing lost, by the completeness rule over every outage on the record,
+    each site's files read here; the whole-database id scans of both sites; and
+    every ORB packet BUS received between MS's first and last row with an
+    origin on MS."""
+    ms_db, bus_db = ms_dir / "db" / "db", bus_dir / "db" / "db"
+    verdicts = completeness.check_here(ms_db, bus_db, load_state(pair_name, "ms"))
+    report.rows_required = sum(sum(v.required.values()) for v in verdicts)
+    report.rows_lost = sum(len(v.missing) for v in verdicts)
+    report.lost_by_table = {t: sum(v.missing_by_table().get(t, 0) for v in verdicts)
+                            for t in {t for v in verdicts for t in v.missing_by_table()}}
+    report.orphans = sum(len(v.orphans) for v in verdicts)
+    report.gaps = [[g.start, g.end] for v in verdicts for g in v.gaps]
+    report.duplicate_ids = sum(len(v.twice) for v in verdicts) + sum(
+        s.duplicated_values for d in (ms_db, bus_db) for s in scan_ids(d).keys.values())
+    ids = ids_report(str(ms_db), str(ms_dir / "dbids" / "dbids.lastid"))
+    report.problems = completeness.verification_problems(verdicts, ids)
+
     ms_seqs = {round(t / interval) for t in origin_times(ms_dir)}
     first, last = min(ms_seqs), max(ms_seqs)
     expected = {p.seq for p in read_packets(bus_dir / "orb" / "packets") if first <= p.seq <= last}
-    report.rows_lost = len(expected - ms_seqs)
+    report.packets_missing = len(expected - ms_seqs)
     report.rows_written = rows_in(ms_dir)
-    report.duplicate_ids = sum(s.duplicated_values for d in (ms_dir, bus_dir)
-                               for s in scan_ids(d / "db" / "db").keys.values())
-    report.passed = report.rows_lost == 0 and report.duplicate_ids == 0
-    return (f"{report.rows_written} rows on MS, {report.rows_lost} packets missing, "
-            f"{report.duplicate_ids} ids used twice")
+    report.passed = (bool(verdicts) and not report.problems and report.packets_missing == 0
+                     and report.duplicate_ids == 0)
+    return (f"{len(report.gaps)} gaps; {report.rows_required} rows of BUS MS must hold, {report.rows_lost} "
+            f"missing, {report.orphans} orphans, {report.duplicate_ids} ids used twice; {report.packets_missing} "
+            f"packets with no origin on MS; {report.rows_written} rows on MS")
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,16 +299,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--interactive", action="store_true", help="answer the approvals at the terminal")
     parser.add_argument("--workdir", help="where to build the simulated pair (default: a temporary directory)")
+    parser.add_argument("--probe-interval", type=positive, default=1.0, metavar="S",
+                        help="seconds between health probes (default 1)")
+    parser.add_argument("--rate", type=positive, default=5.0, metavar="N",
+                        help="ORB packets per second, each an event with two arrivals (default 5)")
+    parser.add_argument("--seed", type=int, default=1, metavar="N", help="seed of the events' locations (default 1)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="antelope-ha-drill-") as tmp:
-        report = drill(workdir=args.workdir or tmp, interactive=args.interactive, quiet=args.json)
+        report = drill(workdir=args.workdir or tmp, interactive=args.interactive, quiet=args.json,
+                       probe_interval_s=args.probe_interval, rate=args.rate, seed=args.seed)
     if args.json:
         print(report.to_json())
     else:
         print(f"\ndetection {report.detection_s} s, failover {report.failover_s} s (MS failure to BUS "
               f"handing out ids), fallback {report.fallback_s} s, recovery {report.recovery_s} s")
-        print(f"rows written {report.rows_written}, rows lost {report.rows_lost}, "
-              f"ids used twice {report.duplicate_ids}: {'PASSED' if report.passed else 'FAILED'}")
+        seconds = ", ".join(f"{end - start:.1f} s" for start, end in report.gaps)
+        print(f"gaps {len(report.gaps)} ({seconds}), rows MS must hold {report.rows_required}, rows lost {report.rows_lost}"
+              f"{' ' + str(report.lost_by_table) if report.lost_by_table else ''}, orphans {report.orphans}, "
+              f"ids used twice {report.duplicate_ids}, packets missing {report.packets_missing}")
+        for problem in report.problems:
+            print(f"  {problem}")
+        print(f"rows written {report.rows_written} (rate {report.rate:g}/s, probe every {report.probe_interval_s:g} s, "
+              f"seed {report.seed}): {'PASSED' if report.passed else 'FAILED'}")
     return 0 if report.passed else 1
 
 

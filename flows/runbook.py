@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from pathlib import Path
 
 from prefect import Flow, Task
 
-from antelope_ha.commands import fmt_epoch, fmt_time
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.runbook import (APPROVAL, Command, Runbook, RunbookStep, Scenario, guide, normalizer,
                                  to_html, to_markdown)
@@ -45,8 +45,10 @@ PAIR_NAME = "runbook-sim"
 RUNBOOK_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=10, probe_timeout_s=3,
                             hold_down_s=3600, lastid_margin=1000, lastid_max_age_s=900,
                             approval_timeout_s=1800, approval_poll_s=2)
-# A fixed recovery window, so the generated commands do not depend on the clock.
-WINDOW_START, WINDOW_END = 1_700_000_000.0, 1_700_000_600.0
+# The recovery's windows come from the rows: their times become placeholders.
+_WINDOW_DIR = re.compile(r"recovery/\d+-\d+")
+_EPOCHS = re.compile(r"\b\d{10}\.\d{3} \d{10}\.\d{3}\b")
+_TIMES = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC \.\. \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC")
 
 TITLES = {"failover": "Failover (BUS takes over)", "fallback": "Fallback (authority back to MS)",
           "recovery": "Data recovery (MS's outage window from BUS)",
@@ -167,14 +169,17 @@ class Generator:
 def machine_independent(pair: SimPair, cfg: PairConfig) -> Callable[[str], str]:
     """Placeholders for everything that depends on where and when the pair was made."""
     ms, bus = cfg.main, cfg.backup
-    return normalizer({
+    paths = normalizer({
         ms.rtexec_dir: "<rtexec_dir>", bus.rtexec_dir: "<rtexec_dir>", str(pair.root): "<pair>",
         ms.python: "<python>", ms.idserver_address: f"<{ms.name}_idserver>",
         bus.idserver_address: f"<{bus.name}_idserver>", cfg.witness.host: "<witness>",
-        f"{int(WINDOW_START)}-{int(WINDOW_END)}": "<start>-<end>",
-        fmt_epoch(WINDOW_START): "<start>", fmt_epoch(WINDOW_END): "<end>",
-        fmt_time(WINDOW_START): "<start>", fmt_time(WINDOW_END): "<end>",
     })
+
+    def normalize(text: str) -> str:
+        text = _WINDOW_DIR.sub("recovery/<start>-<end>", paths(text))
+        return _TIMES.sub("<start> .. <end>", _EPOCHS.sub("<start> <end>", text))
+
+    return normalize
 
 
 def generate(workdir: Path) -> Generated:
@@ -196,9 +201,11 @@ def generate(workdir: Path) -> Generated:
         g.scenario("failover", failover, f"{ms} authoritative, no fresh lastid replica on record",
                    "Started by the health flow's decision (or by hand). With a replica older than the "
                    "policy allows, a person approves the lastid first; with a fresh one that gate is skipped.")
-        g.scenario("recovery", recovery, f"{ms} authoritative again after a fallback",
-                   "The window is found from the authority history (here a fixed window, given as "
-                   "`start` and `end`).", start=WINDOW_START, end=WINDOW_END)
+        end = time.time() - 1
+        g.scenario("recovery", recovery, f"{ms} authoritative, a window given by hand",
+                   "Without `start` and `end` the outages come from the authority history; here the last "
+                   f"seconds are given, so every event {bus} recorded in them is merged whole (in a real run "
+                   "the check then finds them lacking no more).", start=end - 2, end=end)
         pair.crash(ms, cfg.main.idserver_task, restart=False)
         g.scenario("health", health, f"{ms}'s ID server does not answer",
                    f"One failed probe out of the K needed: {bus} also asks the witness and {ms} itself.")

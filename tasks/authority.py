@@ -23,7 +23,9 @@ class EpochRefused(StepFailed):
 @task(name="Take authority", task_run_name="make {cfg.name} authoritative", **STEP)
 def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list[SiteConfig],
                    reason: str, dry_run: bool = False) -> HAState:
-    """Record a new epoch for ``cfg`` (once), then mark it on every reachable site."""
+    """Record a new epoch for ``cfg`` (once), with the lastid its dbids starts from
+    (so the ids each authority issued are known when the other site is gone),
+    then mark it on every reachable site."""
     log = get_run_logger()
     state = load_state(pair_name, main_site)
     if state.authority.site != cfg.name:
@@ -31,8 +33,9 @@ def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list
             state = state.with_authority(cfg.name, flow_run.get_id(), reason)
             log.info("DRY RUN: would record %s authoritative at epoch %d", cfg.name, state.authority.epoch)
             return state
+        lastid = site(cfg).read_lastid()
         state = update_state(pair_name, main_site, lambda s: s if s.authority.site == cfg.name
-                             else s.with_authority(cfg.name, flow_run.get_id(), reason))
+                             else s.with_authority(cfg.name, flow_run.get_id(), reason, lastid=lastid))
         log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
     else:
         log.info("authority: %s already holds epoch %d", cfg.name, state.authority.epoch)

@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 
 from antelope_ha.commands import fmt_time
+from antelope_ha.completeness import Verdict
 from antelope_ha.site import Planned
 
 
@@ -82,16 +83,24 @@ def publish_times(procedure: str, marks: Mapping[str, float]) -> list[dict]:
     return rows
 
 
-def publish_gap(site: str, start: float, end: float, before: dict[str, dict[str, int]],
-                after: dict[str, dict[str, int]]) -> str:
-    """MS's data gap: the window, and per table the rows BUS holds in it, how
-    many MS held before the recovery and how many it holds after."""
-    rows = "\n".join(f"| {t} | {n} | {before['present'].get(t, 0)} | {after['present'].get(t, 0)} |"
-                     for t, n in sorted(before["excerpt"].items()))
-    text = (f"# Data gap of {site}\n\nWindow {fmt_time(start)} .. {fmt_time(end)} ({end - start:.1f} s)\n\n"
-            f"| table | rows of the window on the backup | on {site} before | on {site} after |\n"
-            f"|---|---|---|---|\n{rows}")
-    create_markdown_artifact(text, key="recovery-gap", description=f"data gap of {site} and what was merged")
+def publish_gap(main: str, backup: str, before: Sequence[Verdict], after: Sequence[Verdict]) -> str:
+    """MS's data gaps: per outage its window and gaps, and per table the rows
+    of the backup the main site must hold, how many it held before the
+    recovery and how many it holds after."""
+    parts = [f"# Data gaps of {main}"]
+    for b, a in zip(before, after):
+        gaps = "\n".join(f"| {fmt_time(g.start)} | {fmt_time(g.end)} | {g.end - g.start:.1f} | {g.moments} |"
+                         for g in a.gaps)
+        rows = "\n".join(f"| {t} | {n} | {b.present.get(t, 0)} | {a.present.get(t, 0)} |"
+                         for t, n in sorted(a.required.items()))
+        parts.append(
+            f"## {fmt_time(a.window[0])} .. {fmt_time(a.window[1])}\n\n"
+            f"{len(a.gaps)} gaps (moments {backup} recorded and {main} did not):\n\n"
+            f"| from | to | seconds | moments |\n|---|---|---|---|\n{gaps}\n\n"
+            f"| table | rows of {backup} {main} must hold | on {main} before | on {main} after |\n"
+            f"|---|---|---|---|\n{rows}" + "".join(f"\n\n{n}" for n in a.notes))
+    text = "\n\n".join(parts)
+    create_markdown_artifact(text, key="recovery-gap", description=f"data gaps of {main} and what was merged")
     return text
 
 

@@ -97,8 +97,10 @@ def record_declined(pair_name: str, main_site: str, what: str, dry_run: bool = F
             update={"declined": Declined(at=time.time(), what=what)}))
 
 
-@task(name="Record the recovery window", task_run_name="record the recovery window of epoch {epoch}",
+@task(name="Record the recovery", task_run_name="record the recovery of epochs up to {epoch}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record_recovery_window(pair_name: str, main_site: str, epoch: int, window: tuple[float, float]) -> None:
+def record_recovered(pair_name: str, main_site: str, epoch: int) -> None:
+    """The outages up to the backup's ``epoch`` are verified: the next recovery
+    looks at later ones (or, with none, checks this one again)."""
     update_state(pair_name, main_site, lambda s: s.model_copy(
-        update={"recovery_windows": {**s.recovery_windows, epoch: window}}))
+        update={"recovered_through": max(s.recovered_through, epoch)}))

@@ -12,6 +12,7 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+from antelope_ha.completeness import Verdict, check_here
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
 from flows.drill import answer_paused_runs, origin_times
@@ -51,6 +52,13 @@ class Sim:
     def wait_rows(self, site: str, after: float, timeout_s: float = 30) -> None:
         SimPair.wait_for(lambda: max(self.origins(site), default=0) > after, timeout_s,
                          f"{site} writes rows after {after}")
+
+    def db(self, site: str) -> Path:
+        return self.pair.paths(site).dir / "db" / "db"
+
+    def judged(self) -> list[Verdict]:
+        """The completeness rule over every outage on the record, both sites' files read here."""
+        return check_here(self.db("ms"), self.db("bus"), self.state())
 
     def snapshot(self, *relative: str) -> dict[str, bytes | None]:
         """Bytes of the given files of both sites (None when absent)."""

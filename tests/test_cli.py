@@ -3,6 +3,7 @@ sshd) on the test Prefect server."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -131,9 +132,21 @@ def test_ack_lifts_a_hold_down_and_a_declined_failover(sim: Sim):
 
 
 def test_plan_of_recovery_takes_the_window(sim: Sim):
-    result = run("plan", "recovery", "--start", "1700000000", "--end", "1700000600")
+    """A window with rows: the plan extracts BUS's events of it to their last
+    arrival, narrows, copies and merges; a window with none changes nothing."""
+    end = time.time() - 1
+    start = end - 2
+    result = run("plan", "recovery", "--start", f"{start:.3f}", "--end", f"{end:.3f}")
     assert result.exit_code == 0, result.output
-    assert "trexcerpt -v -a -e recovery/1700000000-1700000600/db db/db 1700000000.000 1700000600.000" in result.output
+    extract = re.search(r"trexcerpt -v -e db/db recovery/(\d+)-(\d+)/db ([\d.]+) ([\d.]+)", result.output)
+    assert extract, result.output
+    first, last = float(extract[3]), float(extract[4])
+    assert first >= start - 0.001 and last > end  # past the window: its events' S arrivals
+    window = f"recovery/{extract[1]}-{extract[2]}"
+    assert f"narrow {window}/db {window}/keep.json" in result.output
+    assert f"trexcerpt -v -a -e {window}/db db/db {extract[3]} {extract[4]}" in result.output
+    empty = run("plan", "recovery", "--start", "1700000000", "--end", "1700000600")
+    assert empty.exit_code == 0 and "Nothing would change" in empty.output
 
 
 def test_plan_of_health_prints_the_decision(sim: Sim):

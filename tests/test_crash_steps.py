@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from antelope_ha.completeness import check_here
 from antelope_ha.css30 import scan_ids
 from antelope_ha.descriptor import parse_descriptor
 from antelope_ha.lastid import write_lastid
@@ -107,8 +108,10 @@ def one_per_world(points: list[KillPoint]) -> dict[int, int]:
 
 def step_label(name: str) -> str:
     """A task run's name or a change without Prefect's run suffix or what
-    differs from pair to pair (directory, addresses, epochs, windows)."""
+    differs from pair to pair or host to host (directory, interpreter,
+    addresses, epochs, windows)."""
     name = re.sub(r"-[0-9a-f]{3}$", "", name)
+    name = re.sub(r"\S*/bin/python[\d.]*\b", "<python>", name)
     name = re.sub(r"/\S*/pair/(ms|bus)/", "<site dir>/", name)
     name = re.sub(r"-\d{8}T[\d.]+Z\.bak", "-<time>.bak", name)
     name = re.sub(r"recovery/\d+-\d+", "recovery/<window>", name)
@@ -285,11 +288,14 @@ def fallback_problems(case: Case) -> list[str]:
 
 
 def recovery_problems(case: Case) -> list[str]:
+    """MS authoritative with its writers running, and nothing lost by the
+    completeness rule over every outage of the lane's pair so far."""
     problems = [f"{t} not running on ms" for t in WRITERS if not case.pair.task_pids("ms", t)]
     state = load_state(case.name, "ms")
     if (state.authority.site, state.authority.epoch) != ("ms", case.epoch):
         problems.append(f"record says {state.authority.site} epoch {state.authority.epoch}")
-    return problems
+    dbs = [case.pair.paths(site).dir / "db" / "db" for site in ("ms", "bus")]
+    return problems + [p for v in check_here(*dbs, state) for p in v.problems()]
 
 
 FAILOVER = Procedure(
@@ -301,8 +307,10 @@ FALLBACK = Procedure(
     "writers on both, both descriptors naming MS's ID server, MS not armed; every packet BUS received since "
     "the failover on BUS", fallback_problems, lambda case: lost_on(case, "bus", case.bus_since))
 RECOVERY = Procedure(
-    "recovery", "MS still authoritative, its writers running; every packet BUS received from MS's last row "
-    "before the outage on, on MS", recovery_problems, lambda case: lost_on(case, "ms", case.ms_since, "bus"))
+    "recovery", "MS still authoritative, its writers running; by the completeness rule read from both sites' "
+    "files, no row lacking, no orphan, no id naming two rows, over every outage so far; every packet BUS "
+    "received from MS's last row before the outage on, with its origin on MS", recovery_problems,
+    lambda case: lost_on(case, "ms", case.ms_since, "bus"))
 
 
 @contextmanager

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from antelope_ha.commands import list_processes
+from antelope_ha.completeness import Verdict
+from antelope_ha.css30 import TABLES, read_table
+from antelope_ha.idscan import ids_report
+from antelope_ha.lastid import read_lastid, write_lastid
+from antelope_ha.site import StepFailed
 from antelope_ha.runner import LocalRunner
 from deployments.cli import app as cli
 from flows.calling import call_flow
-from flows.drill import DrillReport
+from flows.drill import DrillReport, final_checks
 from flows.drill import main as drill_main
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
-from flows.recovery import WindowError, recovery, window
+from flows.recovery import WindowError, recovery
 from flows.replicate import replicate_lastid
+from simsite.pair import SimPair
 from tasks.authority import EpochRefused, activate_idserver
 from tasks.pair import save_pair
 from tests.simpair import FAST, Sim, answering, approve, run_artifact, sim_pair
@@ -54,11 +61,18 @@ def assert_bus_authoritative(sim: Sim) -> None:
     assert running(sim, "bus", "orb2dbt") and running(sim, "bus", "orb2wf")
 
 
-def test_drill_passes_without_a_person_loses_nothing_and_leaves_no_process(tmp_path, capsys):
-    assert drill_main(["--json", "--workdir", str(tmp_path)]) == 0
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_drill_at_ten_times_the_rate_loses_nothing_and_leaves_no_process(tmp_path, capsys, seed):
+    """Writers ten times faster (50 packets a second, each an event with two
+    arrivals and a waveform segment) and health probing three times as often:
+    judged by the completeness rule over every table of both sites."""
+    assert drill_main(["--json", "--workdir", str(tmp_path), "--rate", "50", "--probe-interval", "0.333",
+                       "--seed", str(seed)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and report["rows_lost"] == 0 and report["duplicate_ids"] == 0
-    assert report["rows_written"] > 0
+    assert report["passed"] and report["problems"] == [] and report["seed"] == seed
+    assert report["rows_lost"] == 0 and report["orphans"] == 0 and report["duplicate_ids"] == 0
+    assert report["packets_missing"] == 0
+    assert len(report["gaps"]) == 1 and report["rows_required"] > 0 and report["rows_written"] > 0
     assert report["detection_s"] > 0 and report["failover_s"] > 0 and report["fallback_s"] > 0
     names = [s["name"] for s in report["steps"]]
     assert "health detects the failure and fails over, without a person" in names
@@ -68,6 +82,21 @@ def test_drill_passes_without_a_person_loses_nothing_and_leaves_no_process(tmp_p
     assert len(report["approvals"]) == 2
     ps = LocalRunner().run(list_processes().argv).check().stdout
     assert [line for line in ps.splitlines() if f"{tmp_path}/" in line] == []
+    if seed == 1:
+        drill_loses_one_arrival_and_fails(tmp_path / "pair")
+
+
+def drill_loses_one_arrival_and_fails(pair: Path) -> None:
+    """The drill's final check on the same files, with one merged arrival taken away from MS."""
+    report, interval = DrillReport(), SimPair.open(pair).settings.packet_interval_s
+    arrivals = pair / "ms" / "db" / "db.arrival"
+    lines = arrivals.read_bytes().splitlines(keepends=True)
+    bus = set((pair / "bus" / "db" / "db.arrival").read_bytes().splitlines(keepends=True))
+    merged = [i for i, line in enumerate(lines) if line in bus]
+    arrivals.write_bytes(b"".join(line for i, line in enumerate(lines) if i != merged[-1]))
+    final_checks(report, pair / "ms", pair / "bus", interval, "drill")
+    assert not report.passed and report.rows_lost == 1 and report.lost_by_table == {"arrival": 1}
+    assert report.orphans == 1  # its assoc on MS
 
 
 def test_drill_exits_non_zero_when_a_row_is_lost(monkeypatch, capsys):
@@ -208,6 +237,30 @@ def test_wrong_site_confirmation_is_asked_again(tmp_path):
         assert_bus_authoritative(sim)
 
 
+def rows(sim: Sim, site: str, table: str) -> list[dict]:
+    return list(read_table(f"{sim.db(site)}.{table}", TABLES[table]))
+
+
+def copies_of_bus(sim: Sim) -> int:
+    """MS's lines that are byte-for-byte BUS's: the rows merged into it."""
+    tables = ("event", "origin", "arrival", "assoc", "wfdisc")
+    bus = {t: set(open(f"{sim.db('bus')}.{t}", "rb")) for t in tables}
+    return sum(line in bus[t] for t in tables for line in open(f"{sim.db('ms')}.{t}", "rb"))
+
+
+def assert_nothing_lost(sim: Sim, gaps: int) -> list[Verdict]:
+    """By the completeness rule, read here from both sites' files: 0 rows missing,
+    0 orphans, 0 ids naming two rows; and MS's ids clean against its lastid."""
+    verdicts = sim.judged()
+    assert [len(v.gaps) for v in verdicts] == [gaps], [v.gaps for v in verdicts]
+    for v in verdicts:
+        assert v.ok and not v.missing and not v.orphans and not v.twice, v.problems()
+        assert v.present == v.required and sum(v.required.values()) > 0
+    ids = ids_report(str(sim.db("ms")), str(sim.pair.paths("ms").lastid))
+    assert ids["ok"], ids["problems"]
+    return verdicts
+
+
 def test_full_cycle_and_recovery_merges_once(tmp_path):
     with sim_pair(tmp_path, "recovery") as sim:
         replicate_lastid(pair_name=sim.name)
@@ -215,7 +268,7 @@ def test_full_cycle_and_recovery_merges_once(tmp_path):
         t_failover = time.time()
         sim.wait_rows("bus", t_failover)
         with pytest.raises(WindowError, match="still authoritative"):
-            window(sim.name, sim.cfg.main, "bus", None, None)
+            recovery(pair_name=sim.name)
         sim.pair.power_on("ms", start_rtexec=False)
         with answering("fallback", lambda n: approve()):
             fallback(pair_name=sim.name)
@@ -227,16 +280,72 @@ def test_full_cycle_and_recovery_merges_once(tmp_path):
         run = recovery(pair_name=sim.name, return_state=True)
         first = run.result()
         assert first.startswith("merged ")
-        gap = run_artifact(run.state_details.flow_run_id, "recovery-gap")
-        origin = next(line for line in gap.splitlines() if line.startswith("| origin |"))
-        on_bus, before, after = (int(c) for c in origin.strip("| ").split(" | ")[1:])
-        assert on_bus > 0 and before == 0 and after == on_bus, gap
-        rows = len(sim.origins("ms"))
+        [verdict] = assert_nothing_lost(sim, gaps=1)
+        assert sim.state().recovered_through == 2
+
+        # Events straddling the gap's ends: BUS's events of the gap whose S arrival comes after
+        # its end are on MS whole; BUS's copies of events MS recorded before the gap, whose S
+        # arrival falls in it, are not merged (MS has its own).
+        [gap] = verdict.gaps
+        on_ms = {r["arid"] for r in rows(sim, "ms", "arrival")}
+        assocs = rows(sim, "bus", "assoc")  # first: BUS writes on, an event's assocs after its origin and arrivals
+        bus_origins = {o["orid"]: o["time"] for o in rows(sim, "bus", "origin")}
+        bus_arrivals = {a["arid"]: a["time"] for a in rows(sim, "bus", "arrival")}
+        late = [a["arid"] for a in assocs
+                if gap.start <= bus_origins[a["orid"]] <= gap.end and bus_arrivals[a["arid"]] > gap.end]
+        early = [a["arid"] for a in assocs
+                 if bus_origins[a["orid"]] < gap.start and gap.start <= bus_arrivals[a["arid"]] <= gap.end]
+        assert late and early
+        assert set(late) <= on_ms and not set(early) & on_ms
+
+        gap_text = run_artifact(run.state_details.flow_run_id, "recovery-gap")
+        arrival = next(line for line in gap_text.splitlines() if line.startswith("| arrival |"))
+        must, before, after = (int(c) for c in arrival.strip("| ").split(" | ")[1:])
+        assert must > 0 and before == 0 and after == must, gap_text
+        merged = copies_of_bus(sim)
         second = recovery(pair_name=sim.name)
-        assert "nothing merged" in second
-        assert len(sim.origins("ms")) >= rows  # writers go on; the window is not merged again
+        assert second.startswith("nothing to merge")
+        assert_nothing_lost(sim, gaps=1)
+        assert copies_of_bus(sim) == merged
         with pytest.raises(WindowError, match="empty or reversed"):
             recovery(pair_name=sim.name, start=2000.0, end=1000.0)
+
+        # The verification reads MS's whole id scan: an id above lastid, none used twice, fails it.
+        sim.pair.crash("ms", "dbids", restart=False)  # a serving dbids would rewrite its lastid
+        lastid = sim.pair.paths("ms").lastid
+        write_lastid(lastid, read_lastid(lastid) | {"orid": 1})
+        with pytest.raises(StepFailed, match=r"verification failed on ms: MS ids: orid: .* lastid is 1\b"):
+            recovery(pair_name=sim.name)
+
+
+def test_ms_off_at_the_second_gate_then_one_recovery_merges_both_gaps(tmp_path):
+    """MS loses power while the fallback waits at its second approval: approved,
+    not acted on, BUS restored. MS's ORB ran from the fallback's start to the
+    power-off, so MS has two gaps; after a second fallback one recovery merges both."""
+    with sim_pair(tmp_path, "gate2") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.wait_rows("bus", time.time())
+        sim.pair.power_on("ms", start_rtexec=False)
+
+        def answer(n: int) -> dict:
+            if n == 1:
+                sim.pair.power_off("ms")
+            return approve()
+
+        with answering("fallback", answer):
+            first = fallback(pair_name=sim.name)
+        assert "approved, not acted on" in first and "restored" in first, first
+        assert_bus_authoritative(sim)
+        sim.wait_rows("bus", time.time())
+        sim.pair.power_on("ms", start_rtexec=False)
+        with answering("fallback", lambda n: approve()):
+            fallback(pair_name=sim.name)
+        assert sim.state().authority.site == "ms"
+        sim.wait_rows("ms", time.time())
+        assert recovery(pair_name=sim.name).startswith("merged ")
+        assert_nothing_lost(sim, gaps=2)
+        assert recovery(pair_name=sim.name).startswith("nothing to merge")
 
 
 def test_stale_replica_asks_a_person_and_rejection_changes_nothing(tmp_path):

@@ -19,6 +19,7 @@ from antelope_ha.rtexec_pf import set_task_run
 from antelope_ha.runner import HostUnreachable, LocalRunner
 from antelope_ha.site import Site
 from simsite import procs
+from simsite.orb import read_packets
 from simsite.pair import SimPair
 from simsite.ports import ephemeral_range
 
@@ -218,6 +219,23 @@ def test_orbstat_latency_grows_while_the_orb_is_stalled(running: SimPair) -> Non
     finally:
         running.unstall_orb("ms")
     wait_until(lambda: latency() < 1.0, "the ORB is fresh again")
+
+
+def test_an_orb_that_wakes_late_skips_no_packet(running: SimPair) -> None:
+    """A loaded CPU wakes the orbserver late: it then writes every packet since
+    the last one, so no row is lost to the ORB (stalled here for ten intervals)."""
+    interval = running.settings.packet_interval_s
+    packets = running.paths("ms").packets
+    before = read_packets(packets)[-1].seq
+    running.stall_orb("ms")
+    try:
+        time.sleep(10 * interval)
+    finally:
+        running.unstall_orb("ms")
+    stalled_at = time.time()
+    wait_until(lambda: read_packets(packets)[-1].time > stalled_at, "packets after the stall")
+    seqs = [p.seq for p in read_packets(packets) if p.seq >= before]
+    assert seqs == list(range(before, seqs[-1] + 1)) and len(seqs) > 10
 
 
 def test_orbstat_fails_when_the_orbserver_is_down(fresh: SimPair) -> None:

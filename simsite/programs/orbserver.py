@@ -4,7 +4,9 @@ Listens on the site's address and PORT (clients such as orbstat connect to
 see it alive) and appends a packet to ``packets`` beside PFNAME every
 ``packet_interval`` seconds, cycling through ``srcnames``. It starts at the
 current packet and never backfills: packets of a time it was not running
-(stopped, powered off) are lost to this site, as in real acquisition.
+(stopped, powered off) are lost to this site, as in real acquisition. While
+it runs it loses none: a wake-up late by several intervals (a loaded CPU)
+writes every packet since the last, as an ORB receives what queued up.
 
 PFNAME holds ``key value`` lines: packet_interval, samprate, srcnames
 (space separated).
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 from simsite.layout import this_site
-from simsite.orb import Packet, append_packet
+from simsite.orb import Packet, append_packet, read_packets
 from simsite.programs.cli import Parser, fail, log
 
 PROG = "orbserver"
@@ -62,12 +64,12 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=accept_forever, args=(listener,), daemon=True).start()
     packets = pf.parent / "packets"
     log(PROG, f"on {site.address}:{args.port}: a packet every {interval:g} s into {packets}")
-    last = None
+    written = read_packets(packets)
+    last = max(int(time.time() / interval) - 1, written[-1].seq if written else -1)  # a packet once, even if restarted
     while True:
-        seq = int(time.time() / interval)
-        if seq != last:
-            t = seq * interval
-            append_packet(packets, Packet(seq, t, srcnames[seq % len(srcnames)], samprate,
+        now = int(time.time() / interval)
+        for seq in range(last + 1, now + 1):  # a late wake-up (a loaded CPU) skips no packet
+            append_packet(packets, Packet(seq, seq * interval, srcnames[seq % len(srcnames)], samprate,
                                           round(interval * samprate)))
-            last = seq
-        time.sleep(max(0.0, (seq + 1) * interval - time.time()))
+        last = max(last, now)
+        time.sleep(max(0.0, (last + 1) * interval - time.time()))

@@ -4,11 +4,15 @@
     trexcerpt -v -a -e INDB OUTDB START END   append into an existing OUTDB
 
 START and END are epoch seconds (this simulation takes no durations or
-time strings); the window is START <= time < END. Rows copied: origins,
-arrivals and wfdiscs whose time is in the window, events whose preferred
-origin is, assocs whose arrival is. Extracting refuses an OUTDB that already
-has rows, and writes OUTDB's descriptor from INDB's without its dbidserver
-(and dbpath) line, as an excerpt issues no ids. Appending skips rows whose
+time strings); the window is START <= time < END. A time window and nothing
+kinder: rows copied are origins, arrivals and wfdiscs whose own time is in the
+window, and the rows that hang on one of those by their own key: events
+whose preferred origin is, netmags whose origin is, assocs whose arrival is.
+The rest of an event (an arrival after the window, the origin of an assoc
+copied for its arrival) is not: whole events are the caller's work.
+Extracting refuses an OUTDB that already has rows, and writes OUTDB's
+descriptor from INDB's without its dbidserver (and dbpath) line, as an
+excerpt issues no ids. Appending skips rows whose
 id (assoc: arid and orid) OUTDB already has, so a repeated merge adds
 nothing. ``-v`` prints ``<table>: <n> records`` per table. ``-e`` is accepted
 as the operators use it (its meaning is not public). Exit 1 on fatal errors.
@@ -20,7 +24,6 @@ from pathlib import Path
 
 from antelope_ha.css30 import TABLES, append_rows, read_table, write_table
 from antelope_ha.descriptor import parse_descriptor
-from simsite.build import DB_TABLES
 from simsite.programs.cli import Parser, fail
 
 PROG = "trexcerpt"
@@ -31,12 +34,14 @@ ROW_KEY: dict[str, Callable[[Row], object]] = {
     "arrival": lambda r: r["arid"],
     "assoc": lambda r: (r["arid"], r["orid"]),
     "wfdisc": lambda r: r["wfid"],
+    "netmag": lambda r: r["magid"],
 }
+TABLES_COPIED = tuple(ROW_KEY)
 
 
 def read_db(db: Path) -> dict[str, list[Row]]:
     tables = {}
-    for name in DB_TABLES:
+    for name in TABLES_COPIED:
         path = Path(f"{db}.{name}")
         tables[name] = list(read_table(path, TABLES[name])) if path.exists() else []
     return tables
@@ -55,6 +60,7 @@ def window_rows(db: dict[str, list[Row]], start: float, end: float) -> dict[str,
         "arrival": arrivals,
         "assoc": [r for r in db["assoc"] if r["arid"] in arids],
         "wfdisc": [r for r in db["wfdisc"] if inside(r)],
+        "netmag": [r for r in db["netmag"] if r["orid"] in orids],
     }
 
 
@@ -95,7 +101,7 @@ def main(argv: list[str]) -> int:
         if not outdb.exists():
             return fail(PROG, f"output database {outdb}: no descriptor; -a appends to an existing database")
         skipped = {}
-        for name in DB_TABLES:
+        for name in TABLES_COPIED:
             present = {ROW_KEY[name](r) for r in existing[name]}
             fresh = [r for r in window[name] if ROW_KEY[name](r) not in present]
             skipped[name] = len(window[name]) - len(fresh)
@@ -112,7 +118,7 @@ def main(argv: list[str]) -> int:
         for name, rows in window.items():
             write_table(f"{outdb}.{name}", TABLES[name], rows)
     if args.v:
-        for name in DB_TABLES:
+        for name in TABLES_COPIED:
             note = f" ({skipped[name]} already present)" if skipped.get(name) else ""
             print(f"{name}: {len(window[name])} records{note}")
     return 0
