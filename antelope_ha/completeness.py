@@ -55,7 +55,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from antelope_ha.css30 import ID_KEYS, ID_OWNER, REPEATS_IN_OWNER, TABLES, Table, TableFormatError
-from antelope_ha.state import HAState
 
 #: Every table whose layout is known; the others are listed as not checked.
 TABLES_CHECKED: tuple[str, ...] = tuple(t for t in TABLES if t != "lastid")
@@ -275,30 +274,6 @@ class Outage:
     ids: dict[str, tuple[int, int]] | None  # what the backup's dbids issued; None: not on the record
 
 
-def outages(state: HAState, main: str, backup: str) -> list[Outage]:
-    """Every epoch of the backup's authority that the main site took back, oldest first.
-
-    The ids issued are known from lastid at each change: the backup's dbids
-    started above the lastid recorded when it took authority, and stopped at
-    the lastid the main site took back (its own start)."""
-    epochs = [*state.history, state.authority]
-    found = []
-    for held, after in zip(epochs, epochs[1:]):
-        if held.site != backup or after.site != main:
-            continue
-        ids = None
-        if held.lastid is not None and after.lastid is not None:
-            ids = {k: (held.lastid.get(k, 0) + 1, last) for k, last in after.lastid.items()
-                   if last > held.lastid.get(k, 0)}
-        found.append(Outage(held.epoch, held.since, after.since, ids))
-    return found
-
-
-def to_recover(state: HAState, main: str, backup: str) -> list[Outage]:
-    """The outages not yet verified as recovered, or else the last one (a rerun checks it again)."""
-    done = outages(state, main, backup)
-    pending = [o for o in done if o.epoch > state.recovered_through]
-    return pending or done[-1:]
 
 
 # ------------------------------------------------------------------ the rule
@@ -577,12 +552,3 @@ def verification_problems(verdicts: Iterable[Verdict], scan: Mapping) -> list[st
     as the fallback's check reads it."""
     found = [p for v in verdicts for p in v.problems()]
     return found + ([] if scan["ok"] else [f"MS ids: {p}" for p in scan["problems"]])
-
-
-def check_here(ms_db: str | os.PathLike[str], bus_db: str | os.PathLike[str], state: HAState,
-               main: str = "ms", backup: str = "bus") -> list[Verdict]:
-    """The rule over every outage on the record, both databases read where
-    this runs (the drill and the tests, which reach both sites' files)."""
-    return [assess(o, coverage_bounds(ms_db, o.since, o.until),
-                   lambda a, b, r: take_inventory(bus_db, a, b, r), lambda a, b, r: take_inventory(ms_db, a, b, r))
-            for o in outages(state, main, backup)]

@@ -31,7 +31,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFi
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
-from antelope_ha import completeness
+from antelope_ha import completeness, outages
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
 from antelope_ha.idscan import ids_report
@@ -262,7 +262,7 @@ def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: flo
     every ORB packet BUS received between MS's first and last row with an
     origin on MS."""
     ms_db, bus_db = ms_dir / "db" / "db", bus_dir / "db" / "db"
-    verdicts = completeness.check_here(ms_db, bus_db, load_state(pair_name, "ms"))
+    verdicts = outages.check_here(ms_db, bus_db, load_state(pair_name, "ms"))
     report.rows_required = sum(sum(v.required.values()) for v in verdicts)
     report.rows_lost = sum(len(v.missing) for v in verdicts)
     report.lost_by_table = {t: sum(v.missing_by_table().get(t, 0) for v in verdicts)

@@ -30,7 +30,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from antelope_ha.commands import fmt_time
-from antelope_ha.completeness import Outage, Verdict, to_recover, verification_problems
+from antelope_ha.completeness import Outage, Verdict, verification_problems
+from antelope_ha.outages import to_recover
 from antelope_ha.config import SiteConfig
 from antelope_ha.excerpt import plan_excerpts
 from antelope_ha.site import StepFailed, check_excerpt_path, excerpt_db

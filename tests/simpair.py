@@ -12,7 +12,8 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-from antelope_ha.completeness import Verdict, check_here
+from antelope_ha.completeness import Verdict
+from antelope_ha.outages import check_here
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
 from flows.drill import answer_paused_runs, origin_times

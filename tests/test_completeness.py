@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from antelope_ha import completeness as K
+from antelope_ha import outages as O
 from antelope_ha.css30 import TABLES, write_table
 from antelope_ha.excerpt import narrow, plan_excerpts
 from antelope_ha.state import Authority, HAState
@@ -105,12 +106,12 @@ def night_state() -> HAState:
 
 
 def outage() -> K.Outage:
-    [found] = K.outages(night_state(), "ms", "bus")
+    [found] = O.outages(night_state(), "ms", "bus")
     return found
 
 
 def assess(ms_db: Path, bus_db: Path) -> K.Verdict:
-    [verdict] = K.check_here(ms_db, bus_db, night_state())
+    [verdict] = O.check_here(ms_db, bus_db, night_state())
     return verdict
 
 
@@ -356,16 +357,16 @@ def test_outages_to_recover_are_those_not_yet_verified_else_the_last():
 
     state = HAState(authority=epoch("ms", 5), history=[epoch("ms", 1), epoch("bus", 2), epoch("ms", 3),
                                                        epoch("bus", 4)])
-    assert [(o.epoch, o.since, o.until, o.ids) for o in K.outages(state, "ms", "bus")] == [
+    assert [(o.epoch, o.since, o.until, o.ids) for o in O.outages(state, "ms", "bus")] == [
         (2, 200.0, 300.0, {"orid": (21, 30)}), (4, 400.0, 500.0, {"orid": (41, 50)})]
-    assert [o.epoch for o in K.to_recover(state, "ms", "bus")] == [2, 4]
-    assert [o.epoch for o in K.to_recover(state.model_copy(update={"recovered_through": 2}), "ms", "bus")] == [4]
-    assert [o.epoch for o in K.to_recover(state.model_copy(update={"recovered_through": 4}), "ms", "bus")] == [4]
+    assert [o.epoch for o in O.to_recover(state, "ms", "bus")] == [2, 4]
+    assert [o.epoch for o in O.to_recover(state.model_copy(update={"recovered_through": 2}), "ms", "bus")] == [4]
+    assert [o.epoch for o in O.to_recover(state.model_copy(update={"recovered_through": 4}), "ms", "bus")] == [4]
     # a record stored before lastid and recovered_through were kept (it had recovery_windows) still loads
     old = HAState.model_validate({
         "authority": {"site": "ms", "epoch": 3, "since": 300.0}, "recovery_windows": {"2": [1.0, 2.0]},
         "history": [{"site": "ms", "epoch": 1, "since": 100.0}, {"site": "bus", "epoch": 2, "since": 200.0}]})
-    assert [(o.epoch, o.ids) for o in K.to_recover(old, "ms", "bus")] == [(2, None)]  # judged by time only
+    assert [(o.epoch, o.ids) for o in O.to_recover(old, "ms", "bus")] == [(2, None)]  # judged by time only
 
 
 def test_an_older_orphan_of_ms_own_rows_is_a_note_not_a_failure(sites):

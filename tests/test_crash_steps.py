@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
-from antelope_ha.completeness import check_here
+from antelope_ha.outages import check_here
 from antelope_ha.css30 import scan_ids
 from antelope_ha.descriptor import parse_descriptor
 from antelope_ha.lastid import write_lastid
