@@ -12,6 +12,7 @@ import posixpath
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from antelope_ha import commands as C
 from antelope_ha.config import SiteConfig
@@ -26,6 +27,9 @@ from antelope_ha.lastid import format_lastid, parse_lastid
 from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
 from antelope_ha.runner import CommandResult, Runner, RunnerError
 from antelope_ha.state import Replica
+
+
+_T = TypeVar("_T")
 
 
 class StepFailed(RuntimeError):
@@ -370,13 +374,17 @@ class Site:
         return Outcome(self.name, "excerpt", False, f"reads {excerpt} where {source} extracted it")
 
     # --- authority and fence markers ------------------------------------------
-    def authority_marker(self) -> dict | None:
+    def _ha_file(self, name: str, parse: Callable[[str], _T]) -> _T | None:
+        """``ha/<name>`` parsed, None when the site has none."""
         try:
-            return json.loads(self.read_text(f"{self.config.ha_dir}/authority"))
+            return parse(self.read_text(f"{self.config.ha_dir}/{name}"))
         except FileNotFoundError:
             return None
         except (ValueError, OSError) as exc:
-            raise StepFailed(f"{self.name}: cannot read {self.config.ha_dir}/authority: {exc}") from None
+            raise StepFailed(f"{self.name}: cannot read {self.config.ha_dir}/{name}: {exc}") from None
+
+    def authority_marker(self) -> dict | None:
+        return self._ha_file("authority", json.loads)
 
     def write_authority_marker(self, record: Mapping) -> Outcome:
         if self.authority_marker() == dict(record):
@@ -388,12 +396,7 @@ class Site:
     def replica(self) -> Replica | None:
         """When this site's lastid was last copied from the authoritative site's,
         and the values copied (``ha/replica``); None when never."""
-        try:
-            return Replica.model_validate_json(self.read_text(f"{self.config.ha_dir}/replica"))
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError) as exc:
-            raise StepFailed(f"{self.name}: cannot read {self.config.ha_dir}/replica: {exc}") from None
+        return self._ha_file("replica", Replica.model_validate_json)
 
     def write_replica(self, replica: Replica) -> Outcome:
         self.write_text(f"{self.config.ha_dir}/replica", replica.model_dump_json(),

@@ -43,14 +43,16 @@ def emit_decision(pair_name: str, decision: Decision, state: HAState) -> None:
 
 
 def act_and_tell(pair_name: str, pair: PairConfig, targets: NotifyTargets | None, before: str | None,
-                 decision: Decision, state: HAState, *, run_failover: bool, dry_run: bool = False) -> str:
+                 decision: Decision, state: HAState, *, run_failover: bool, dry_run: bool = False,
+                 wait: bool = True) -> str:
     """Do what a recorded decision calls for on the sites, and notify the
     operators once, when a decision starts (``alert``); say what was done.
 
     A failover runs here, in this process (the watcher's warm connections),
     unless another failover run of the pair is under way already; its
     "starting" message goes out from a thread of its own meanwhile, so that a
-    slow mail server never delays it."""
+    slow mail server never delays it. Without ``wait`` (the watcher) no
+    message is waited for: the next decision must not wait for a mail server."""
     from flows.failover import failover
 
     done = ""
@@ -72,7 +74,7 @@ def act_and_tell(pair_name: str, pair: PairConfig, targets: NotifyTargets | None
     if decision.code in ("split-brain", "fence"):
         done = authority.fence(pair.main, f"{pair.backup.name} authoritative (epoch {state.authority.epoch})",
                                dry_run).detail
-    if not dry_run and (sender := _tell(targets, before, decision, pair, done)) is not None:
+    if not dry_run and (sender := _tell(targets, before, decision, pair, done)) is not None and wait:
         sender.join()
     return done
 

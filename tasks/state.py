@@ -103,7 +103,7 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
     """
     if procedure_holder(pair_name):
         return False
-    checked = ("pause", "hold_down_ack", "fallback_in_progress", "declined", "watcher")
+    checked = ("pause", "hold_down_ack", "fallback_in_progress", "declined", "watcher", "decisions")
 
     def unchanged(current: HAState) -> bool:
         return current.authority.marker() == seen.authority.marker() and all(
