@@ -206,7 +206,8 @@ def generate(workdir: Path) -> Generated:
         replicate_lastid(pair_name=PAIR_NAME)
         failover(pair_name=PAIR_NAME, reason="runbook generation")
         g.scenario("health", health, f"{bus} authoritative",
-                   f"After a failover the watcher probes {bus}'s own ID server and keeps {ms} fenced (armed, no dbids).")
+                   f"After a failover the watcher probes {bus}'s own ID server and keeps {ms} fenced "
+                   "(armed, no dbids).")
         g.scenario("fallback", fallback, f"{bus} authoritative, {ms} repaired",
                    "Started by hand once MS is fit again; two people-approved gates.")
         for slug, flow in (("replicate-lastid", replicate_lastid), ("health", health), ("failover", failover),
