@@ -141,7 +141,8 @@ def status(pair_name: PairOption = DEFAULT_PAIR,
                                         else "enabled" if auth.site == pair.main.name
                                         else f"not applicable ({auth.site} authoritative)"))
     if state.pause:
-        out.print(f"  [yellow]PAUSED[/yellow] by {state.pause.by} since {_when(state.pause.since)}: {state.pause.reason}")
+        out.print(f"  [yellow]PAUSED[/yellow] by {state.pause.by} since {_when(state.pause.since)}: "
+                  f"{state.pause.reason}")
     last = state.last_failover(pair.backup.name)
     ack = state.acknowledged
     if last is not None and time.time() - last.since < pair.policy.hold_down_s:
