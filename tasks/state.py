@@ -93,13 +93,14 @@ def read_state(pair_name: str, main_site: str) -> HAState:
 def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAState) -> bool:
     """Store the health flow's counter and decisions on the record as it is now.
 
-    Other flows write the record while a health run probes (replication, a
-    failover taking authority); writing back the whole record read seconds ago
-    would undo them. Nothing is stored, and False returned, while a failover or
-    fallback holds the pair (it is changing the record), or when the
-    authority, the pause, the hold-down acknowledgement, the fallback flag or
-    the declined failover changed since ``seen``: the decision was made on a
-    stale record.
+    Other flows and people write the record while health probes (a failover
+    taking authority, a pause); writing back the whole record read seconds
+    ago would undo them. Nothing is stored, and False returned, while a
+    failover or fallback holds the pair (it is changing the record), or when
+    the authority, the pause, the hold-down acknowledgement, the fallback
+    flag, the declined failover, the watcher holding the lease or the
+    decisions changed since ``seen``: the decision was made on a stale record
+    (or by a watcher that has been replaced, or after another decision).
     """
     if procedure_holder(pair_name):
         return False
