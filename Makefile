@@ -18,7 +18,9 @@ drill: deps
 test: testdeps
 	$(PY) -m pytest -q
 
+# The production benchmark runs a Prefect server on PostgreSQL, as on real hosts.
 bench: deps
+	$(call install_debs,postgresql)
 	$(PY) -m bench
 
 deps: sysdeps $(STAMP)
