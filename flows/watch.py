@@ -51,6 +51,7 @@ from tasks.health import act_and_tell, emit_decision, pair_resource
 from tasks.notify import notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.sites import site
+from tasks.lock import ensure_limit, lock_name
 from tasks.state import load_state, record_health, take_watcher_lease
 
 HEARTBEAT_EVENT = "antelope-ha.watcher.heartbeat"
@@ -167,8 +168,13 @@ class Watcher:
             self.keeper.stopping.wait(pause)
 
     def _beat(self, **more: str) -> None:
-        emit_event(event=HEARTBEAT_EVENT, resource=pair_resource(self.pair_name),
-                   payload={**self.status.payload(), **more})
+        """A heartbeat names the pair and this run only: emitted outside the run's
+        context, Prefect does not attach the flow, deployment, pool, queue and
+        tags to it, five rows fewer in the server's database each time."""
+        contextvars.Context().run(
+            emit_event, event=HEARTBEAT_EVENT, resource=pair_resource(self.pair_name),
+            related=[{"prefect.resource.id": f"prefect.flow-run.{self.run_id}", "prefect.resource.role": "flow-run"}],
+            payload={**self.status.payload(), **more})
 
     def _replicate(self) -> None:
         """Copy MS's lastid to BUS (flows/replicate.py's steps); a failure is logged once."""
@@ -215,6 +221,7 @@ class Keeper:
         ms = self.w.pair.main.name
         before = load_state(self.w.pair_name, ms)
         self.record = take_watcher_lease(self.w.pair_name, ms, self.w.run_id, time.time())
+        ensure_limit(lock_name(self.w.pair_name))  # asked now, not on the way to a failover
         self.w.status.record_read_at = time.time()
         return before.watcher.run if before.watcher and before.watcher.run != self.w.run_id else None
 
@@ -234,11 +241,11 @@ class Keeper:
         reap_at = time.monotonic() + max(3 * self._refresh_s, 2 * self.w.interval_s) + 10.0
         with get_client(sync_client=True) as client:
             while not self.stopping.is_set():
-                self._refresh(client)
                 with self._lock:
                     pending, self._pending = self._pending, None
-                if pending is not None and not self.stopping.is_set():
+                if pending is not None:  # first: a failover waits for nothing else
                     self._record_and_act(*pending, client)
+                self._refresh(client)
                 if previous is not None and time.monotonic() >= reap_at:
                     self._reap(previous, client)
                     previous = None
@@ -287,7 +294,7 @@ class Keeper:
             self.problem("decision", f"decision {decision.code} NOT recorded, so not acted on: {why}")
             return
         self.solved("decision")
-        self._refresh(client)
+        self.record = now.state  # what was stored over ``seen``; read back once acted
         self.w.status.decisions[decision.action] += 1
         log.log(20 if decision.code in ("main-answers", "backup-serving") else 30,
                 "decision: %s: %s", decision.action.upper(), decision.reason)
@@ -305,7 +312,6 @@ class Keeper:
         if now.acts:
             with self._lock:  # decided on the record as it was before acting
                 self._pending = None
-        self._refresh(client)
 
     def _reap(self, previous: str, client) -> None:
         """The watcher replaced at this one's start should have stopped by now;
