@@ -27,7 +27,9 @@ drill: deps drill-sysdeps
 test: testdeps
 	$(PY) -m pytest -q
 
+# The production benchmark runs a Prefect server on PostgreSQL, as on real hosts.
 bench: deps drill-sysdeps
+	$(call install_debs,postgresql)
 	$(PY) -m bench
 
 deps: sysdeps $(VENV)/.deps

@@ -73,7 +73,7 @@ GATE = StepGuide(
 
 STEP_GUIDE: dict[str, StepGuide] = {
     "Read the pair state": StepGuide(
-        "Read the authority record (site, epoch), health counters, pause and replica age.",
+        "Read the authority record (site, epoch), health decisions, pause, acknowledgement and watcher lease.",
         "The record is the `<pair>-state` block; a missing one means MS holds epoch 1.",
         "`antelope-ha status --pair <pair>` shows the record next to what the sites say. If the Prefect "
         "server is down, read `ha/authority` on both sites and stop: act only with a readable record.", acts=False),
@@ -89,10 +89,11 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "`ssh` to the site and `cat logs/rtexec.pid; ps -p <pid>`. If the site is down or rtexec stopped, the "
         "approval was not acted on: find out why, then run the procedure again.", acts=False),
     "Record the health decision": StepGuide(
-        "Store the decision and the failure counter, unless another flow changed the record meanwhile.",
+        "Store the decision and the failure counter, unless another flow changed the record meanwhile. "
+        "Nothing is acted on before its decision is stored.",
         "The record read at the start of the run is still the stored one; otherwise the decision is dropped "
-        "and the next health run decides again.",
-        "Check the Prefect server; the next scheduled health run decides again.", acts=False),
+        "and the next cycle decides again.",
+        "Check the Prefect server; the watcher keeps probing and records once the server answers.", acts=False),
     "Record a declined failover": StepGuide(
         "Keep on the record that a person rejected or left unanswered a failover approval, so the health "
         "flow holds instead of asking again at every probe of the same outage.",
@@ -103,6 +104,22 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "the next recovery looks at later ones (and a rerun checks the last one again).",
         "The record's recovered_through epoch only ever rises.",
         "`antelope-ha status` shows the record; a lost entry only makes the next recovery check the outage again.",
+    "Acknowledge the hold-down": StepGuide(
+        "Let automatic failover happen again after a failover, saying who and why: the approvers of a "
+        "completed fallback, or a person with `antelope-ha ack`.",
+        "The record's acknowledgement (time, by whom, why); a failover within the hold-down is held only "
+        "when it came after the acknowledgement.",
+        "`antelope-ha ack --by NAME --reason TEXT`; `antelope-ha status` shows who acknowledged last.",
+        acts=False),
+    "Read the replica's time": StepGuide(
+        "When BUS's lastid was last copied from MS (`ha/replica` on BUS, next to the copy).",
+        "A replica older than the policy's `lastid_max_age_s`, or none, asks a person before the failover.",
+        "`cat <rtexec_dir>/ha/replica` on BUS: `taken_at` is epoch seconds.", acts=False),
+    "Record the replica's time": StepGuide(
+        "Write when MS's lastid was read, and the values, to `ha/replica` on BUS next to the copy.",
+        "The file is rewritten at every copy.",
+        "Nothing to do by hand: the next copy writes it (the watcher copies every `replicate_lastid_s`).",
+        acts=False),
         acts=False),
     "Check the site is ready": StepGuide(
         "Before anything changes anywhere: read the site's descriptor, lastid and rtexec.pf.",
@@ -147,22 +164,17 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Make the database descriptor's `dbidserver` line name the ID server that is authoritative.",
         "The previous descriptor is kept as `db/db-<timestamp>.bak`; the line is replaced only if different.",
         "Edit `db/db` on the site: `dbidserver <host:port>`; restart the db writers so they read it."),
-    "Probe an ID server": StepGuide(
-        "Ask an ID server for a `ping` from a site, within the probe timeout.",
-        "The answer is `pong`.",
-        "`idserver_connect -p <host:port>` from the site; check the dbids process and the network path.", acts=False),
-    "Ping the witness": StepGuide(
-        "Check that BUS still sees the rest of the network, so an isolated BUS never promotes itself.",
-        "One ping of the witness host answers within the probe timeout.",
-        "`ping -c 1 <witness>` from BUS; if it fails, BUS is the one cut off: do not fail over.", acts=False),
-    "Probe MS itself": StepGuide(
-        "From the worker, over SSH: is MS reachable; when BUS got no answer from MS's ID server, does it "
-        "answer on MS itself (a dead MS or only a cut BUS -> MS link?); otherwise, is ORB data flowing and "
-        "are the db writers running. Only the ID server counts towards a failover; the rest goes into the "
-        "decision's reason, and a stalled ORB or a writer down while the ID server answers is a warning.",
-        "Each command answers within the probe timeout; an unreachable MS is reported, not an error.",
-        "Log in to MS and run `idserver_connect <ms_idserver>`, `orbstat -s <orb>` and `ps -ef` "
-        "(look for orb2dbt, orb2wf).", acts=False),
+    "Look at the pair": StepGuide(
+        "From BUS, over the connections the worker keeps open: while MS is authoritative, MS's ID server "
+        "(every probe); when it does not answer, the witness (BUS may be the isolated one) and MS's own ID "
+        "server on MS (a dead MS or only a cut BUS -> MS link?); while it answers, MS's ORB data and db "
+        "writers. While BUS is authoritative: BUS's own ID server, what rtexec on BUS does when it fails, "
+        "and whether MS is fenced. Only the authoritative ID server counts towards a decision; the rest "
+        "goes into its reason.",
+        "Each command answers within the probe timeout; a host that does not is reported, never waited for.",
+        "From BUS: `idserver_connect <ms_idserver>` and `ping -c 1 <witness>`; on MS: "
+        "`idserver_connect <ms_idserver>`, `orbstat -s <orb>`, `ps -ww -eo pid=,args=` (orb2dbt, orb2wf, "
+        "dbids) and `ls <rtexec_dir>/ha/armed`.", acts=False),
     "Fence a site": StepGuide(
         "Arm the site (`ha/armed`: no dbids may start there) and stop its dbids, db writers and "
         "information systems, including copies started by hand.",

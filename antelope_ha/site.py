@@ -12,6 +12,7 @@ import posixpath
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from antelope_ha import commands as C
 from antelope_ha.config import SiteConfig
@@ -25,6 +26,10 @@ from antelope_ha.descriptor import (
 from antelope_ha.lastid import format_lastid, parse_lastid
 from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
 from antelope_ha.runner import CommandResult, Runner, RunnerError
+from antelope_ha.state import Replica
+
+
+_T = TypeVar("_T")
 
 
 class StepFailed(RuntimeError):
@@ -57,7 +62,7 @@ class Site:
     runner: Runner
     dry_run: bool = False
     wait_s: float = 30.0
-    poll_s: float = 0.2
+    poll_s: float = 0.05  # waiting for rtexec: a poll is one command, and a failover waits on these
     plan: list[Planned] = field(default_factory=list)
 
     @property
@@ -137,9 +142,43 @@ class Site:
 
     def tasks_running(self, names: Iterable[str], timeout_s: float | None = None) -> dict[str, bool]:
         """Which of these tasks have a process, from one reading of rtexec.pf and one ps."""
+        return {n: bool(pids) for n, pids in self.tasks_pids(names, timeout_s)[1].items()}
+
+    def tasks_pids(self, names: Iterable[str], timeout_s: float | None = None
+                   ) -> tuple[dict[str, RtexecTask], dict[str, list[int]]]:
+        """rtexec.pf's tasks, and the processes of each named task (none for a
+        task rtexec.pf does not list): one reading of rtexec.pf and one ps."""
         tasks = self.tasks()
         procs = C.parse_ps(self.run(C.list_processes(), timeout_s=timeout_s).stdout)
-        return {n: n in tasks and bool(C.task_pids(procs, tasks[n].command)) for n in names}
+        return tasks, {n: C.task_pids(procs, tasks[n].command) if n in tasks else [] for n in names}
+
+    def fence_gaps(self, timeout_s: float | None = None) -> tuple[list[int], str]:
+        """What of the fence does not hold on this site: the pids of its ID
+        server, and what else is wrong ("" when armed with the ID server, the
+        writers and the information systems stopped)."""
+        cfg = self.config
+        _, pids = self.tasks_pids([cfg.idserver_task, *cfg.writer_tasks, *cfg.infosys_tasks], timeout_s)
+        gaps = [] if self.armed() else ["not armed"]
+        gaps += [f"{name} running (pid {', '.join(map(str, found))})" for name, found in pids.items()
+                 if found and name != cfg.idserver_task]
+        return pids[cfg.idserver_task], ", ".join(gaps)
+
+    def rtexec_report(self, timeout_s: float | None = None) -> str:
+        """What rtexec is doing about the ID server and the writers, for a person
+        reading why the site's ID server does not answer."""
+        if not self.rtexec_running():
+            return f"rtexec is NOT running on {self.name}: nothing restarts dbids or the writers"
+        cfg = self.config
+        tasks, pids = self.tasks_pids([cfg.idserver_task, *cfg.writer_tasks], timeout_s)
+        found = []
+        for name, running in pids.items():
+            wanted = name in tasks and tasks[name].run
+            if running:
+                found.append(f"{name} running (pid {', '.join(map(str, running))})")
+            else:
+                found.append(f"{name} NOT running" + (" although its Run line says yes: rtexec restarts it, or it "
+                                                      "exits at once" if wanted else " (Run line: no)"))
+        return f"rtexec running on {self.name}; " + "; ".join(found)
 
     def ensure_task(self, name: str, run: bool) -> Outcome:
         """Set the task's Run line and wait until rtexec has started or stopped it."""
@@ -336,13 +375,17 @@ class Site:
         return Outcome(self.name, "excerpt", False, f"reads {excerpt} where {source} extracted it")
 
     # --- authority and fence markers ------------------------------------------
-    def authority_marker(self) -> dict | None:
+    def _ha_file(self, name: str, parse: Callable[[str], _T]) -> _T | None:
+        """``ha/<name>`` parsed, None when the site has none."""
         try:
-            return json.loads(self.read_text(f"{self.config.ha_dir}/authority"))
+            return parse(self.read_text(f"{self.config.ha_dir}/{name}"))
         except FileNotFoundError:
             return None
         except (ValueError, OSError) as exc:
-            raise StepFailed(f"{self.name}: cannot read {self.config.ha_dir}/authority: {exc}") from None
+            raise StepFailed(f"{self.name}: cannot read {self.config.ha_dir}/{name}: {exc}") from None
+
+    def authority_marker(self) -> dict | None:
+        return self._ha_file("authority", json.loads)
 
     def write_authority_marker(self, record: Mapping) -> Outcome:
         if self.authority_marker() == dict(record):
@@ -350,6 +393,16 @@ class Site:
         self.write_text(f"{self.config.ha_dir}/authority", json.dumps(dict(record), sort_keys=True),
                         f"authority epoch {record['epoch']} ({record['site']})")
         return Outcome(self.name, "authority", True, f"records authority {record['site']} epoch {record['epoch']}")
+
+    def replica(self) -> Replica | None:
+        """When this site's lastid was last copied from the authoritative site's,
+        and the values copied (``ha/replica``); None when never."""
+        return self._ha_file("replica", Replica.model_validate_json)
+
+    def write_replica(self, replica: Replica) -> Outcome:
+        self.write_text(f"{self.config.ha_dir}/replica", replica.model_dump_json(),
+                        "when lastid was copied from the authoritative site")
+        return Outcome(self.name, "replica", True, "replica time recorded")
 
     def armed(self) -> bool:
         return self.runner.exists(self.path(f"{self.config.ha_dir}/armed"))

@@ -1,6 +1,6 @@
 """The pair's shared state: who is authoritative (with an epoch), the health
 counters, maintenance pause, hold-down acknowledgement and a declined failover,
-the lastid replica.
+the watcher acting for the pair.
 
 It is stored where every flow can read it even when MS is gone (a Prefect
 variable, see tasks/state.py); copies of the authority go to each reachable
@@ -34,8 +34,10 @@ class Authority(BaseModel):
 
 class Decision(BaseModel):
     at: float
-    action: str  # stay | failover | fence | hold
+    action: str  # stay | warn | failover | hold | fence | alert; pause | resume | ack (people, by the CLI)
     reason: str
+    code: str = Field("", description="what the health decision is about (antelope_ha.decide.CODES); "
+                                      "a change of code is a change of decision")
 
 
 class Pause(BaseModel):
@@ -51,7 +53,25 @@ class Declined(BaseModel):
     what: str  # the approval asked, its outcome, and who said why
 
 
+class Acknowledged(BaseModel):
+    """Who let automatic failover happen again after a failover, and why."""
+
+    at: float
+    by: str
+    reason: str
+
+
+class WatcherLease(BaseModel):
+    """The health watcher that acts for the pair: the newest one to take the lease."""
+
+    run: str
+    since: float
+
+
 class Replica(BaseModel):
+    """A copy of the authoritative site's lastid, kept next to the copy on the
+    other site (``ha/replica``): when it was read and the values."""
+
     taken_at: float
     values: dict[str, int]
 
@@ -63,13 +83,14 @@ class HAState(BaseModel):
     decisions: list[Decision] = Field(default_factory=list)
     pause: Pause | None = None
     hold_down_ack: float | None = Field(None, description="when a person acknowledged the hold-down")
+    acknowledged: Acknowledged | None = Field(None, description="who acknowledged last, and why")
     declined: Declined | None = Field(None, description="the last failover a person declined, until MS answers again")
-    replica: Replica | None = None
     fallback_in_progress: bool = False
     recovered_through: int = Field(0, description="the last backup epoch whose recovery was verified")
     baselines: dict[str, Baseline] = Field(
         default_factory=dict, description="per site, its id problems when its baseline was taken: old ones "
                                           "are listed, not blocking (antelope_ha/baseline.py)")
+    watcher: WatcherLease | None = Field(None, description="the health watcher acting for the pair")
 
     @classmethod
     def initial(cls, main_site: str) -> HAState:
@@ -91,6 +112,16 @@ class HAState(BaseModel):
 
     def record(self, decision: Decision) -> HAState:
         return self.model_copy(update={"decisions": [*self.decisions, decision][-MAX_DECISIONS:]})
+
+    def acknowledge(self, by: str, reason: str, now: float) -> HAState:
+        """A person lets automatic failover happen again (the hold-down, a declined failover)."""
+        ack = Acknowledged(at=now, by=by, reason=reason)
+        return self.model_copy(update={"hold_down_ack": now, "acknowledged": ack}).record(
+            Decision(at=now, action="ack", reason=f"hold-down acknowledged by {by}: {reason}"))
+
+    def last_health_code(self) -> str | None:
+        """The code of the last health decision on the record (people's entries skipped)."""
+        return next((d.code for d in reversed(self.decisions) if d.code), None)
 
     def last_failover(self, backup_site: str) -> Authority | None:
         """The most recent epoch that made the backup authoritative."""

@@ -3,14 +3,17 @@
   scan      css30.scan_ids on 1 GB and 4 GB databases, in four row orders, vs cat (read
             limit) and awk|sort|uniq
   probe     a 4-probe health cycle over one reused SSH connection vs a new connection per probe
-  failover  MS ID server crash -> BUS hands out ids, Prefect flows vs the bare Site steps
+  failover  MS ID server crash -> BUS hands out ids, Prefect flows vs the bare Site steps (in-process)
+  production  the deployed path (server on PostgreSQL, workers, setup): MS power-off -> ids,
+            flow runs, database growth and CPU a day; also `python -m bench production [--json]`
 
 Prefect runs embedded, with a Prefect home of its own (a temporary directory,
 removed at exit), set here before Prefect is imported. A missed target shows as
 NO in the table and in the last lines, not as a failed command: the figures
 depend on the machine and on what else runs on it (the load average is printed).
 
-    python -m bench [--only scan|probe|failover ...] [--size-mb N ...] [--repetitions N]
+    python -m bench [--only scan|probe|failover|production ...] [--size-mb N ...] [--repetitions N]
+    python -m bench production [--json] [--repetitions N] [--steady-s S]
 """
 from __future__ import annotations
 
@@ -81,6 +84,13 @@ def failover_rows(repetitions: int) -> tuple[list[Row], list[str]]:
     return result.rows(), result.notes()
 
 
+def production_rows(repetitions: int) -> tuple[list[Row], list[str]]:
+    from bench import production
+
+    result = production.run(repetitions, defaults_repetitions=repetitions)
+    return result.rows(), result.notes()
+
+
 def _num(x: object, unit: str = "") -> str:
     if x is None:
         return ""
@@ -111,14 +121,19 @@ def _load() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["production"]:
+        from bench import production
+
+        sys.exit(production.main(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", choices=("scan", "probe", "failover"),
+    parser.add_argument("--only", action="append", choices=("scan", "probe", "failover", "production"),
                         help="run only this benchmark (repeatable); default all")
     parser.add_argument("--size-mb", type=int, action="append",
                         help=f"scan database size (repeatable); default {' and '.join(map(str, SCAN_SIZES_MB))}")
     parser.add_argument("--repetitions", type=int, default=3, help="failover repetitions (median reported)")
     args = parser.parse_args(argv)
-    only = set(args.only or ("scan", "probe", "failover"))
+    only = set(args.only or ("scan", "probe", "failover", "production"))
 
     started, load_at_start = time.time(), _load()
     rows: list[Row] = []
@@ -135,6 +150,12 @@ def main(argv: list[str] | None = None) -> None:
             rows.extend(more)
             notes.extend(text)
         sections.append((f"failover x{args.repetitions}", failover_section))
+    if "production" in only:
+        def production_section() -> None:
+            more, text = production_rows(args.repetitions)
+            rows[:0] = more  # the deployed path's figures lead the table
+            notes[:0] = text
+        sections.append((f"production x{args.repetitions}", production_section))
     for name, section in sections:
         t = time.time()
         print(f"running {name} ...", file=sys.stderr, flush=True)

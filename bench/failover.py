@@ -54,11 +54,11 @@ from antelope_ha.decide import Probes, decide
 from antelope_ha.lastid import failover_lastid
 from antelope_ha.runner import CommandResult, Runner, RunnerError
 from antelope_ha.site import Site
-from antelope_ha.state import HAState, Replica
+from antelope_ha.state import HAState
 from flows.calling import call_flow
 from flows.failover import failover
 from flows.health import health
-from flows.replicate import replicate_lastid
+from flows.replicate import copy_lastid, replicate_lastid
 from simsite.pair import SimPair
 from tasks.pair import register_pair
 from tasks.state import load_state
@@ -236,15 +236,26 @@ class Detection:
     cycle_s: list[float]
 
 
-def detect(pair: SimPair, cycle: Callable[[], str], interval_s: float) -> Detection:
-    """One healthy cycle; MS's ID server crashes half an interval after it
-    started; cycles every ``interval_s`` (start to start, back to back when a
-    cycle overruns) until one decides to fail over."""
+def crash_idserver(pair: SimPair) -> None:
+    """MS's ID server dies and stays dead."""
+    pair.crash("ms", pair.site_config("ms").idserver_task, restart=False)
+
+
+def power_off(pair: SimPair) -> None:
+    """MS loses power: every process of the host, sshd included, gone at once."""
+    pair.power_off("ms")
+
+
+def detect(pair: SimPair, cycle: Callable[[], str], interval_s: float,
+           fault: Callable[[SimPair], None] = crash_idserver) -> Detection:
+    """One healthy cycle; ``fault`` hits MS half an interval after it started;
+    cycles every ``interval_s`` (start to start, back to back when a cycle
+    overruns) until one decides to fail over."""
     started = time.time()
     if (first := cycle()) != "stay":
         raise RuntimeError(f"the pair is not healthy before the crash: the health cycle decided {first!r}")
     time.sleep(max(0.0, started + interval_s / 2 - time.time()))
-    pair.crash("ms", pair.site_config("ms").idserver_task, restart=False)
+    fault(pair)
     crashed_at, next_start, durations = time.time(), started + interval_s, []
     while time.time() - crashed_at < GIVE_UP_S:
         time.sleep(max(0.0, next_start - time.time()))
@@ -258,12 +269,12 @@ def detect(pair: SimPair, cycle: Callable[[], str], interval_s: float) -> Detect
 
 
 @contextmanager
-def running_pair(workdir: Path) -> Iterator[tuple[SimPair, PairConfig]]:
+def running_pair(workdir: Path, policy: PairPolicy = POLICY) -> Iterator[tuple[SimPair, PairConfig]]:
     pair = SimPair.create(workdir / "pair")
     try:
         pair.serve_ssh()
         pair.start()
-        yield pair, pair.pair_config(POLICY)
+        yield pair, pair.pair_config(policy)
     finally:
         pair.stop()
 
@@ -313,18 +324,19 @@ def _from_the_api(run_id: UUID, called: float, returned: float,
     }
 
 
-def bare_repetition(workdir: Path, clock: SiteClock) -> Repetition:
+def bare_repetition(workdir: Path, clock: SiteClock, policy: PairPolicy = POLICY,
+                    fault: Callable[[SimPair], None] = crash_idserver) -> Repetition:
     """The same probes, decision and failover steps through ``Site``, no Prefect."""
-    with running_pair(workdir) as (pair, cfg):
+    with running_pair(workdir, policy) as (pair, cfg):
         store = StateFile(workdir / "state.json")
         store.save(HAState.initial(cfg.main.name))
         ms = Site(cfg.main, clock.runner(make_runner(cfg.main)))
         bus = Site(cfg.backup, clock.runner(make_runner(cfg.backup)))
         try:
             with clock.watching():
-                bare_replicate(ms, bus, store)
-                detection, watcher = _with_watcher(
-                    pair, cfg, lambda: detect(pair, lambda: bare_health(ms, bus, cfg, store), POLICY.probe_interval_s))
+                copy_lastid(ms, bus)
+                detection, watcher = _with_watcher(pair, cfg, lambda: detect(
+                    pair, lambda: bare_health(ms, bus, cfg, store), policy.probe_interval_s, fault))
                 called = time.time()
                 bare_failover(ms, bus, cfg, store, REASON)
                 returned = time.time()
@@ -376,11 +388,6 @@ class StateFile:
         self.path.write_text(state.model_dump_json())
 
 
-def bare_replicate(ms: Site, bus: Site, store: StateFile) -> None:
-    taken_at = time.time()
-    values = ms.read_lastid()
-    bus.raise_lastid(values, f"replica of {ms.name} dbids.lastid")
-    store.save(store.load().model_copy(update={"replica": Replica(taken_at=taken_at, values=values)}))
 
 
 def bare_health(ms: Site, bus: Site, pair: PairConfig, store: StateFile) -> str:
@@ -407,7 +414,8 @@ def bare_failover(ms: Site, bus: Site, pair: PairConfig, store: StateFile, reaso
     replica, scan = bus.read_lastid(), bus.scan_ids()
     own_max = {k: v["max"] for k, v in scan["keys"].items() if v["max"] is not None}
     targets = failover_lastid(replica, pair.policy.lastid_margin, own_max)
-    if state.replica is None or time.time() - state.replica.taken_at > pair.policy.lastid_max_age_s:
+    copied = bus.replica()
+    if copied is None or time.time() - copied.taken_at > pair.policy.lastid_max_age_s:
         raise RuntimeError("bare failover: the lastid replica is stale; the bench replicates it first")
     cfg = ms.config
     try:  # 0. fence MS

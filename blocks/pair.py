@@ -6,8 +6,10 @@ only what Prefect needs to store it and show it in the UI.
 """
 from __future__ import annotations
 
+from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 from prefect.blocks.notifications import AppriseNotificationBlock
+from prefect_email import EmailServerCredentials
 from pydantic import Field, model_validator
 
 from antelope_ha.config import PairConfig, SiteConfig
@@ -39,6 +41,30 @@ class AppriseUrl(AppriseNotificationBlock):
     _block_type_name = "Apprise URL"
     _block_type_slug = "apprise-url"
     _description = "Send notifications to any Apprise URL (json://, mailto://, an SMS gateway, ...)."
+
+
+class EmailNotification(NotificationBlock):
+    """Mail through the operators' SMTP server (prefect-email), as a
+    notification block: what a Prefect automation sends, from the server
+    itself, when no worker can (the watcher-silent alert).
+
+    The server finds this class through the project's ``prefect.collections``
+    entry point: install the project where ``prefect server`` runs."""
+
+    _block_type_name = "Antelope HA Email"
+    _block_type_slug = "antelope-ha-email"
+    _description = "Mail to the operators through an SMTP server, for automations."
+
+    credentials: EmailServerCredentials = Field(..., description="the SMTP server and its login")
+    email_from: str = Field(..., description="sender address")
+    email_to: list[str] = Field(..., min_length=1, description="operators' addresses")
+
+    async def notify(self, body: str, subject: str | None = None) -> None:
+        from prefect_email import email_send_message
+
+        await email_send_message.fn(subject=subject or "", msg="", msg_plain=body,
+                                    email_server_credentials=self.credentials,
+                                    email_from=self.email_from, email_to=self.email_to)
 
 
 class NotifyTargets(Block):

@@ -27,9 +27,10 @@ from rich.console import Console
 from rich.table import Table
 
 from antelope_ha.config import PairConfig, SiteConfig
+from antelope_ha.decide import held
 from antelope_ha.runner import RunnerError
 from antelope_ha.site import Site, StepFailed
-from antelope_ha.state import Decision, HAState, Pause
+from antelope_ha.state import Decision, HAState, Pause, Replica
 
 # Embedded Prefect (no PREFECT_API_URL) starts a temporary server at the first
 # call, which must answer within a limit. In a new PREFECT_HOME it first
@@ -86,6 +87,7 @@ class SiteView:
     dbidserver: str | None = None
     armed: bool = False
     marker: dict | None = None
+    replica: Replica | None = None
 
 
 def look_at(cfg: SiteConfig) -> SiteView:
@@ -94,7 +96,7 @@ def look_at(cfg: SiteConfig) -> SiteView:
     try:
         s = Site(cfg, runner_for(cfg))
         return SiteView(cfg.name, True, rtexec=s.rtexec_running(), dbids_pids=s.task_pids(cfg.idserver_task),
-                        dbidserver=s.dbidserver(), armed=s.armed(), marker=s.authority_marker())
+                        dbidserver=s.dbidserver(), armed=s.armed(), marker=s.authority_marker(), replica=s.replica())
     except (RunnerError, OSError, StepFailed, ValueError) as exc:
         return SiteView(cfg.name, False, error=f"{type(exc).__name__}: {exc}")
 
@@ -152,22 +154,27 @@ def status(pair_name: PairOption = DEFAULT_PAIR,
               f"since {_when(auth.since)} ({auth.reason or 'no reason recorded'})")
     if state.fallback_in_progress:
         out.print("[yellow]fallback in progress[/yellow]")
-    out.print("automatic failover: " + (f"[yellow]PAUSED[/yellow] by {state.pause.by} since {_when(state.pause.since)}: "
-                                        f"{state.pause.reason}" if state.pause else "enabled"))
+    holding = held(state, pair, time.time()) if auth.site == pair.main.name else None
+    out.print("automatic failover: " + (f"[yellow]HELD[/yellow]: {holding[1].removeprefix('but ')}" if holding
+                                        else "enabled" if auth.site == pair.main.name
+                                        else f"not applicable ({auth.site} authoritative)"))
+    if state.pause:
+        out.print(f"  [yellow]PAUSED[/yellow] by {state.pause.by} since {_when(state.pause.since)}: "
+                  f"{state.pause.reason}")
     last = state.last_failover(pair.backup.name)
+    ack = state.acknowledged
     if last is not None and time.time() - last.since < pair.policy.hold_down_s:
         acked = state.hold_down_ack is not None and state.hold_down_ack >= last.since
-        out.print(f"hold-down after the failover at {_when(last.since)}: "
-                  + (f"acknowledged at {_when(state.hold_down_ack)}" if acked else "[yellow]not acknowledged[/yellow]"))
+        out.print(f"  hold-down after the failover at {_when(last.since)} (until "
+                  f"{_when(last.since + pair.policy.hold_down_s)}): "
+                  + ((f"acknowledged at {_when(state.hold_down_ack)}" + (f" by {ack.by}: {ack.reason}" if ack else ""))
+                     if acked else "[yellow]not acknowledged[/yellow]"))
     if state.declined and (state.hold_down_ack is None or state.hold_down_ack < state.declined.at):
-        out.print(f"[yellow]failover declined[/yellow] at {_when(state.declined.at)} ({state.declined.what}): "
+        out.print(f"  [yellow]failover declined[/yellow] at {_when(state.declined.at)} ({state.declined.what}): "
                   f"no automatic failover until acknowledged (antelope-ha ack)")
-    if state.replica:
-        out.print(f"lastid replica on {pair.backup.name}: {_age(state.replica.taken_at)} old "
-                  f"(policy: at most {pair.policy.lastid_max_age_s:g} s)")
-    else:
-        out.print(f"lastid replica on {pair.backup.name}: [yellow]none on record[/yellow]")
-    out.print(f"consecutive failed probes of {pair.main.name}: {state.consecutive_failures}"
+    if state.watcher:
+        out.print(f"watcher: flow run {state.watcher.run}, acting since {_when(state.watcher.since)}")
+    out.print(f"consecutive failed probes of {auth.site}'s ID server (last recorded): {state.consecutive_failures}"
               f"/{pair.policy.failures_before_failover}")
     _print_baselines(state)
     if state.decisions:
@@ -179,6 +186,11 @@ def status(pair_name: PairOption = DEFAULT_PAIR,
         out.print(table)
 
     views = [look_at(pair.main), look_at(pair.backup)]
+    replica = views[1].replica
+    if auth.site == pair.main.name:
+        out.print(f"lastid replica on {pair.backup.name}: " + (
+            f"{_age(replica.taken_at)} old (policy: at most {pair.policy.lastid_max_age_s:g} s)" if replica
+            else "[yellow]none found[/yellow]" if views[1].reachable else "unknown (unreachable)"))
     out.print(_site_table(views, auth.site))
     problems = disagreements(pair, state, views)
     for v in views:
@@ -252,13 +264,16 @@ def drill(json: Annotated[bool, typer.Option("--json", help="print the report as
 
 @app.command()
 def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configuration", exists=True,
-                                                 dir_okay=False)]) -> None:
+                                                 dir_okay=False)],
+          server_env: Annotated[Path | None, typer.Option(
+              "--server-env", help="write the Prefect server's environment for the configured retention to "
+                                   "this file")] = None) -> None:
     """Save the pair's blocks, work pools and deployments from CONFIG, then take the
     baseline of each reachable site's id problems."""
     from deployments.setup import load_config
     from deployments.setup import main as run_setup
 
-    code = run_setup([str(config)])
+    code = run_setup([str(config), *(["--server-env", str(server_env)] if server_env else [])])
     if code == 0:
         take_baselines(load_config(config).pair, "setup")
     raise typer.Exit(code)
@@ -360,8 +375,7 @@ def ack(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[st
     """Acknowledge the hold-down after a failover, or a declined failover: another
     automatic failover may happen."""
     now = time.time()
-    _change_state(pair_name, lambda s: s.model_copy(update={"hold_down_ack": now}).record(
-        Decision(at=now, action="ack", reason=f"hold-down acknowledged by {by}: {reason}")))
+    _change_state(pair_name, lambda s: s.acknowledge(by, reason, now))
     out.print(f"hold-down of {pair_name} acknowledged by {by}: {reason}")
 
 

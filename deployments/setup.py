@@ -10,13 +10,23 @@ environment, every block built from it, the Prefect server, and both sites
 1. copies the site tool (the id checks, one standard-library-only file) to
    each site over SFTP, where the site's own python3 runs it;
 2. saves the notification blocks: an ``EmailServerCredentials`` block
-   (prefect-email) and one Prefect notification block per webhook (an SMS
-   gateway's JSON POST, or any Apprise URL);
+   (prefect-email) and its ``EmailNotification`` for automations, and one
+   Prefect notification block per webhook (an SMS gateway's JSON POST, or any
+   Apprise URL);
 3. saves the ``AntelopePair`` block (sites, witness, policy, who to notify);
 4. creates the two process work pools (one per data centre) if missing;
 5. applies ``deployments/prefect.yaml`` for this pair: every deployment gets
-   the pair's name, health runs every ``policy.probe_interval_s``, lastid
-   replication every ``schedules.replicate_lastid_s``.
+   the pair's name; a watcher run starts every ``schedules.watch_period_s``
+   and copies lastid every ``schedules.replicate_lastid_s``;
+6. saves two automations: one starts a new watcher when a watcher run
+   crashes, the other (the dead-man's switch) tells the operators, through
+   the same notification blocks, when no watcher heartbeat arrives for
+   ``schedules.watcher_silent_s``, and asks for a new watcher;
+7. starts a watcher now, so that a changed configuration is watched at once
+   (it takes over from the one running);
+8. checks that the server vacuums old flow runs and events as
+   ``retention`` says, and writes the server's environment for that with
+   ``--server-env FILE``: setup cannot restart the server itself.
 
 Secrets never sit in the file: the SMTP password and webhook secrets are read
 from the environment variables the file names, when setup runs, and stored in
@@ -35,17 +45,24 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from antelope_ha.config import PairPolicy, SiteConfig, WitnessConfig
 from deployments import schema
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"
 WORK_POOLS = ("antelope-ha-bus", "antelope-ha-ms")
+WATCH = ("watch", "watch")  # the watcher's flow and deployment
+# The workers' environment (docs/operating.md): a run asked for (a replacement
+# watcher, a procedure started by hand) is taken within 2 s; no usage data sent.
+WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "2", "DO_NOT_TRACK": "1"}
 BLOCK_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 SMTP_PORTS = {"SSL": 465, "STARTTLS": 587, "INSECURE": 25}
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -195,6 +212,32 @@ class Schedules(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replicate_lastid_s: float = Field(60.0, ge=1, description="how often MS's lastid is copied to BUS")
+    watch_period_s: float = Field(3600.0, ge=300, description="how long one watcher run lasts before "
+                                                              "the next takes over")
+    heartbeat_s: float = Field(60.0, ge=5, le=3600, description="how often the watcher says it is alive")
+    watcher_silent_s: float | None = Field(
+        None, ge=15, description="no heartbeat for this long: the operators are told (default: 3 heartbeats)")
+
+    @model_validator(mode="after")
+    def _silence_after_heartbeats(self) -> Schedules:
+        if self.watcher_silent_s is not None and self.watcher_silent_s <= self.heartbeat_s:
+            raise ValueError(f"watcher_silent_s ({self.watcher_silent_s:g}) must be longer than heartbeat_s "
+                             f"({self.heartbeat_s:g}), or every heartbeat would come too late")
+        return self
+
+    @property
+    def silent_after_s(self) -> float:
+        return self.watcher_silent_s or 3 * self.heartbeat_s
+
+
+class Retention(BaseModel):
+    """How long the Prefect server keeps what runs leave behind (its database vacuum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow_runs_days: float = Field(30.0, ge=0.05, description="finished flow runs, their task runs and logs")
+    events_days: float = Field(7.0, gt=0, description="events (decisions, state changes)")
+    heartbeats_days: float = Field(1.0, gt=0, description="heartbeat events (the watcher's, Prefect's flow runs')")
 
 
 class SetupConfig(BaseModel):
@@ -209,6 +252,8 @@ class SetupConfig(BaseModel):
     policy: PairPolicy = Field(default_factory=PairPolicy, description="when to fail over, and the margins")
     notify: NotifySettings = Field(default_factory=NotifySettings, description="who to tell")
     schedules: Schedules = Field(default_factory=Schedules, description="how often scheduled procedures run")
+    retention: Retention = Field(default_factory=Retention,
+                                 description="how long the Prefect server keeps runs and events")
 
     @model_validator(mode="after")
     def _two_sites(self) -> SetupConfig:
@@ -260,11 +305,16 @@ def email_block_name(pair: str) -> str:
     return f"{pair}-smtp"
 
 
+def email_alert_block_name(pair: str) -> str:
+    return f"{pair}-email-alert"
+
+
 @dataclass
 class Blocks:
     """Every block setup saves, already validated."""
 
     email: Any = None
+    email_alert: Any = None
     webhooks: list[tuple[str, Any]] = field(default_factory=list)
     pair: Any = None
 
@@ -298,7 +348,7 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
     block refuses is a ConfigError naming the field."""
     from prefect_email import EmailServerCredentials
 
-    from blocks.pair import AntelopePair, NotifyTargets
+    from blocks.pair import AntelopePair, EmailNotification, NotifyTargets
 
     problems: list[str] = []
     blocks = Blocks()
@@ -317,6 +367,9 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
         login = {"username": e.username, "password": os.environ[e.password_env]} if e.username and e.password_env else {}
         blocks.email = attempt("notify.email", lambda: EmailServerCredentials(
             smtp_server=e.smtp_server, smtp_port=e.port, smtp_type=e.smtp_type, verify=e.verify, **login))
+        if blocks.email is not None:
+            blocks.email_alert = attempt("notify.email", lambda: EmailNotification(
+                credentials=blocks.email, email_from=e.sender, email_to=e.to))
         targets.update(email_server=email_block_name(config.pair), email_from=e.sender, email_to=e.to)
     for i, hook in enumerate(notify.webhooks):
         block = attempt(f"notify.webhooks.{i}", lambda hook=hook: _webhook_block(hook))
@@ -393,6 +446,7 @@ def check_server() -> str:
 def save_blocks(config: SetupConfig, blocks: Blocks) -> None:
     if blocks.email is not None:
         blocks.email.save(email_block_name(config.pair), overwrite=True)
+        blocks.email_alert.save(email_alert_block_name(config.pair), overwrite=True)
     for name, block in blocks.webhooks:
         block.save(name, overwrite=True)
     blocks.pair.save(config.pair, overwrite=True)
@@ -420,14 +474,15 @@ def ensure_work_pools() -> None:
 
 
 def render_prefect_file(config: SetupConfig, source: Path = PREFECT_FILE) -> dict[str, Any]:
-    """prefect.yaml with this pair's name and schedules filled in."""
+    """prefect.yaml with this pair's name, watch period and the watcher's cadences filled in."""
     project = yaml.safe_load(source.read_text())
-    intervals = {"health": config.policy.probe_interval_s, "replicate-lastid": config.schedules.replicate_lastid_s}
     for deployment in project["deployments"]:
         deployment.setdefault("parameters", {})["pair_name"] = config.pair
-        if deployment["name"] in intervals:
+        if deployment["name"] == WATCH[1]:
+            deployment["parameters"].update(heartbeat_s=config.schedules.heartbeat_s,
+                                            replicate_s=config.schedules.replicate_lastid_s)
             for schedule in deployment.get("schedules") or []:
-                schedule["interval"] = intervals[deployment["name"]]
+                schedule["interval"] = config.schedules.watch_period_s
     return project
 
 
@@ -447,13 +502,139 @@ def deploy_all(config: SetupConfig) -> None:
         )
 
 
-def setup(config_path: Path, *, apply_deployments: bool = True, site_tool: bool = True) -> list[str]:
+# --- the watcher's automations -----------------------------------------------------------
+def automation_names(pair: str) -> tuple[str, str]:
+    return f"antelope-ha {pair}: watcher silent", f"antelope-ha {pair}: replace a crashed watcher"
+
+
+def alert_block_ids(config: SetupConfig) -> list[Any]:
+    """The saved notification blocks the server itself sends alerts through."""
+    from prefect.client.orchestration import get_client
+
+    from blocks.pair import EmailNotification
+
+    names = [(email_alert_block_name(config.pair), EmailNotification.get_block_type_slug())
+             ] if config.notify.email else []
+    names += [(hook.name, "apprise-url" if hook.kind == "apprise" else "custom-webhook")
+              for hook in config.notify.webhooks]
+    with get_client(sync_client=True) as client:
+        return [client.read_block_document_by_name(name, slug).id for name, slug in names]
+
+
+def save_automations(config: SetupConfig) -> None:
+    """A new watcher when one crashes; the operators told, and a new watcher
+    asked for, when no watcher heartbeat arrives in time (the dead-man's switch).
+
+    The silence trigger starts after a heartbeat and expects the next one: it
+    fires once per silence, not again until heartbeats have come back."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment, SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    from flows.watch import HEARTBEAT_EVENT
+
+    pair, silent_s = config.pair, config.schedules.silent_after_s
+    silent_name, crashed_name = automation_names(pair)
+    resource = f"antelope-ha.pair.{pair}"
+    subject = f"[antelope-ha {pair}] WATCHER SILENT at {config.backup.name}: no health watcher heard from"
+    body = (f"No heartbeat from the health watcher of pair {pair} for {silent_s:g} s (the last one: "
+            f"{{{{ event.occurred }}}}). While no watcher runs, nothing detects a failure of {config.main.name} "
+            f"and nothing fails over to {config.backup.name}.\n\nLook at the worker of pool {WORK_POOLS[0]} at "
+            f"{config.backup.name} (is it running?) and at the runs of the {WATCH[1]} deployment"
+            + (f": {config.notify.ui_url.rstrip('/')}/runs" if config.notify.ui_url else "")
+            + ". A new watcher has been asked for; it starts as soon as a worker of that pool takes it.")
+    with get_client(sync_client=True) as client:
+        watch_id = client.read_deployment_by_name("/".join(WATCH)).id
+        for name in (silent_name, crashed_name):
+            for existing in client.read_automations_by_name(name):
+                client.delete_automation(existing.id)
+        client.create_automation(AutomationCore(
+            name=silent_name, description="The dead-man's switch of the health watcher (antelope-ha setup).",
+            trigger=EventTrigger(after={HEARTBEAT_EVENT}, expect={HEARTBEAT_EVENT},
+                                 match={"prefect.resource.id": resource}, for_each={"prefect.resource.id"},
+                                 posture=Posture.Proactive, threshold=1, within=timedelta(seconds=silent_s)),
+            actions=[*(SendNotification(block_document_id=block, subject=subject, body=body)
+                       for block in alert_block_ids(config)),
+                     RunDeployment(source="selected", deployment_id=watch_id)]))
+        client.create_automation(AutomationCore(
+            name=crashed_name, description="A watcher run crashed: start another (antelope-ha setup).",
+            trigger=EventTrigger(expect={"prefect.flow-run.Crashed"},
+                                 match={"prefect.resource.id": "prefect.flow-run.*"},
+                                 match_related={"prefect.resource.id": f"prefect.deployment.{watch_id}"},
+                                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+            actions=[RunDeployment(source="selected", deployment_id=watch_id)]))
+
+
+def start_watcher() -> FlowRun:
+    """A watcher run now: it takes over from the one running, with the configuration just saved."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.create_flow_run_from_deployment(client.read_deployment_by_name("/".join(WATCH)).id)
+
+
+# --- retention: the server's database vacuum ------------------------------------------------
+def server_environment(config: SetupConfig) -> dict[str, str]:
+    """What the Prefect server's environment must hold for ``retention``: the
+    vacuum of old flow runs (with their task runs, logs, artifacts) and of
+    events, heartbeats kept shorter; and no analytics sent out."""
+    from flows.watch import HEARTBEAT_EVENT
+
+    r, day = config.retention, 86400
+    return {
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{r.flow_runs_days * day:.0f}",
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{r.events_days * day:.0f}S",  # ISO 8601: no bare seconds here
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps({
+            HEARTBEAT_EVENT: round(min(r.heartbeats_days, r.events_days) * day),
+            "prefect.flow-run.heartbeat": round(min(r.heartbeats_days, r.events_days) * day)}),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def server_differences(config: SetupConfig) -> list[str]:
+    """Where the running server's settings differ from ``server_environment``."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        server = client.request("GET", "/admin/settings").json()["server"]
+    seconds = lambda value: TypeAdapter(timedelta).validate_python(value).total_seconds()  # noqa: E731
+    vacuum, want = server["services"]["db_vacuum"], server_environment(config)
+    found = {
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": ",".join(sorted(vacuum["enabled"]))
+        if isinstance(vacuum["enabled"], list) else str(vacuum["enabled"]).lower(),
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{seconds(vacuum['retention_period']):.0f}",
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{seconds(server['events']['retention_period']):.0f}S",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps({
+            k: round(seconds(v)) for k, v in vacuum["event_retention_overrides"].items()}),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": str(server["analytics_enabled"]).lower(),
+    }
+    return [f"{name}: the server has {found[name]}, the configuration wants {value}"
+            for name, value in want.items()
+            if (json.loads(found[name]) != json.loads(value) if name.endswith("OVERRIDES") else found[name] != value)]
+
+
+def format_environment(environment: dict[str, str]) -> str:
+    """An environment file (systemd's EnvironmentFile=, or ``set -a; . FILE``)."""
+    return "".join(f"{k}='{v}'\n" for k, v in environment.items())
+
+
+def setup(config_path: Path, *, apply_deployments: bool = True, site_tool: bool = True,
+          server_env: Path | None = None) -> list[str]:
     """Check the configuration, the server and the sites; then put the site tool
-    on the sites and save blocks, work pools and deployments on the server named
-    by PREFECT_API_URL. Returns what was done."""
+    on the sites and save blocks, work pools, deployments and automations on the
+    server named by PREFECT_API_URL, and start a watcher. Returns what was done;
+    ``server_differences`` says where the server's own retention settings differ."""
     config = load_config(Path(config_path))
     blocks = build_blocks(config, config_path)
     done = [f"Prefect server {check_server()} answers"]
+    if server_env is not None:
+        server_env.write_text(format_environment(server_environment(config)))
+        done.append(f"wrote the server's environment for the retention to {server_env}")
     if site_tool:
         done += install_site_tools(config)
     save_blocks(config, blocks)
@@ -461,7 +642,9 @@ def setup(config_path: Path, *, apply_deployments: bool = True, site_tool: bool 
     ensure_work_pools()
     if apply_deployments:
         deploy_all(config)
-        done.append("applied the deployments")
+        save_automations(config)
+        start_watcher()
+        done.append("applied the deployments and automations, started a watcher")
     return done
 
 
@@ -472,11 +655,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-deploy", action="store_true", help="save blocks and work pools only")
     parser.add_argument("--no-site-tool", action="store_true",
                         help="do not contact the sites (e.g. one is down): the site tool there stays as it is")
+    parser.add_argument("--server-env", type=Path, metavar="FILE",
+                        help="write the Prefect server's environment for the configured retention to FILE")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(argv)
     try:
-        for line in setup(args.config, apply_deployments=not args.no_deploy, site_tool=not args.no_site_tool):
+        for line in setup(args.config, apply_deployments=not args.no_deploy, site_tool=not args.no_site_tool,
+                          server_env=args.server_env):
             print(line)
+        differences = server_differences(load_config(args.config))
     except (ConfigError, RuntimeError) as exc:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 2
@@ -487,6 +674,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return 2
     print(f"antelope-ha set up from {args.config}")
+    if differences:
+        print("the Prefect server does not keep its database as configured (retention:), until its environment "
+              "holds the following and it is restarted"
+              + (f" ({args.server_env} has it)" if args.server_env else " (--server-env FILE writes it)") + ":\n  "
+              + "\n  ".join(differences))
     return 0
 
 

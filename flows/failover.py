@@ -26,7 +26,6 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from antelope_ha.config import PairConfig
-from antelope_ha.state import HAState
 from tasks import authority, ids, realtime
 from tasks.approval import ApprovalRecord, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
@@ -62,7 +61,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
                                   bus.name, state.authority.epoch)
         ids.check_ready(bus)
-        lastid, scan = (None, None) if taken else lastid_targets(pair_name, pair, state, approvals, dry_run)
+        lastid, scan = (None, None) if taken else lastid_targets(pair_name, pair, approvals, dry_run)
         if not taken and lastid is None:
             summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
                        f"using it; nothing was changed on either site. {ASK_AGAIN}")
@@ -120,14 +119,15 @@ def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, ap
     return approved(pair_name, pair, answer, approvals, dry_run)
 
 
-def lastid_targets(pair_name: str, pair: PairConfig, state: HAState, approvals: list[ApprovalRecord],
+def lastid_targets(pair_name: str, pair: PairConfig, approvals: list[ApprovalRecord],
                    dry_run: bool) -> tuple[dict[str, int] | None, dict]:
     """Step 1's numbers: replica + margin, never below BUS's own ids, and BUS's id
     scan. When the replica is older than the policy allows, a person approves the
     numbers first; None means they did not."""
     bus, policy = pair.backup, pair.policy
     replica, scan, targets = proposed_lastid(pair)
-    age = None if state.replica is None else time.time() - state.replica.taken_at
+    copied = ids.read_replica(bus)
+    age = None if copied is None else time.time() - copied.taken_at
     if age is not None and age <= policy.lastid_max_age_s:
         return targets, scan
     rows = "\n".join(f"| {k} | {replica.get(k, '-')} | {scan['keys'].get(k, {}).get('max', '-')} | {v} |"

@@ -43,7 +43,7 @@ from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.report import publish_incident, publish_plan, publish_timeline
 from tasks.sites import plans
-from tasks.state import read_state, set_fallback_in_progress
+from tasks.state import acknowledge, read_state, set_fallback_in_progress
 
 
 @flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
@@ -86,13 +86,20 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
         # On MS: feed the world.
         for infosys in ms.infosys_tasks:
             realtime.start_task(ms, infosys, dry_run)
+        # The people who approved this fallback decided MS is fit again: the
+        # earlier failover's hold-down no longer holds a new automatic failover.
+        approvers = (" and ".join(dict.fromkeys(a.operator for a in approvals if a.operator))
+                     or "the approvers of the run this one completes")
+        acknowledge(pair_name, ms.name, approvers, f"fallback to {ms.name} completed", dry_run)
         # Last: a rerun that finds MS authoritative and this cleared has nothing left to do.
         set_fallback_in_progress(pair_name, ms.name, False, dry_run)
 
         if dry_run:
             return publish_plan("fallback", plans(str(flow_run.get_id())))
         publish_approvals("fallback", approvals)
-        summary = f"{ms.name} is authoritative again; {bus.name} follows it. " + approved_by(approvals)
+        summary = (f"{ms.name} is authoritative again; {bus.name} follows it. " + approved_by(approvals)
+                   + f". The hold-down of the failover is acknowledged by {approvers}: automatic failover to "
+                     f"{bus.name} is enabled again.")
         notify(targets, f"FALLBACK to {ms.name} done", summary)
         publish_timeline("fallback", [ms.name, bus.name])
         took = state.last_failover(bus.name)

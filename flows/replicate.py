@@ -1,5 +1,9 @@
-"""Replicate lastid: copy MS's dbids.lastid to BUS on a schedule and record
-when, so failover knows how fresh its replica is.
+"""Replicate lastid: copy MS's dbids.lastid to BUS and record when, on BUS
+next to the copy (``ha/replica``), so failover knows how fresh its replica is.
+
+The watcher (flows/watch.py) does this every ``replicate_s`` with the same
+steps (``copy_lastid``); this flow is the same copy as a run of its own,
+started by hand (or to show its plan).
 
 Values on BUS are only ever raised, never lowered: an id BUS once knew to be
 taken stays taken.
@@ -11,13 +15,14 @@ import time
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from antelope_ha.site import Site
 from antelope_ha.state import Replica
 from tasks import ids
 from tasks.notify import notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.report import publish_plan
 from tasks.sites import plans
-from tasks.state import read_state, update_state
+from tasks.state import read_state
 
 
 @flow(name="replicate-lastid", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
@@ -38,10 +43,20 @@ def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
         return msg
     taken_at = time.time()
     values = ids.read_lastid(ms)
-    outcome = ids.raise_lastid(bus, values, f"replica of {ms.name} dbids.lastid", dry_run)
+    outcome = ids.raise_lastid(bus, values, replica_purpose(ms.name), dry_run)
+    ids.record_replica(bus, Replica(taken_at=taken_at, values=values), dry_run)
     if dry_run:
         return publish_plan("replicate-lastid", plans(str(flow_run.get_id()))) + f"\n{outcome.detail}"
-    replica = Replica(taken_at=taken_at, values=values)
-    update_state(pair_name, ms.name, lambda s: s.model_copy(update={"replica": replica})
-                 if s.authority.site == ms.name else s)
     return f"replica of {ms.name} lastid taken at {time.strftime('%H:%M:%S', time.gmtime(taken_at))} UTC: {outcome.detail}"
+
+
+def replica_purpose(main_site: str) -> str:
+    return f"replica of {main_site} dbids.lastid"
+
+
+def copy_lastid(ms: Site, bus: Site) -> Replica:
+    """The flow's three steps without their runs (the watcher's minute)."""
+    replica = Replica(taken_at=time.time(), values=ms.read_lastid())
+    bus.raise_lastid(replica.values, replica_purpose(ms.name))
+    bus.write_replica(replica)
+    return replica

@@ -195,11 +195,11 @@ def generate(workdir: Path) -> Generated:
         g = Generator(pair, cfg)
         ms, bus = cfg.main.name, cfg.backup.name
         g.scenario("replicate-lastid", replicate_lastid, f"{ms} authoritative",
-                   f"The scheduled copy of {ms}'s `dbids.lastid` to {bus}.")
+                   f"The copy of {ms}'s `dbids.lastid` to {bus} (the watcher makes it every minute).")
         g.scenario("health", health, f"{ms} authoritative and healthy",
-                   f"The scheduled check, run at {bus}: {ms}'s ID server answers.")
-        g.scenario("failover", failover, f"{ms} authoritative, no fresh lastid replica on record",
-                   "Started by the health flow's decision (or by hand). With a replica older than the "
+                   f"One cycle of the watcher at {bus}: {ms}'s ID server answers.")
+        g.scenario("failover", failover, f"{ms} authoritative, no fresh lastid replica on {bus}",
+                   "Run by the watcher on its decision (or started by hand). With a replica older than the "
                    "policy allows, a person approves the lastid first; with a fresh one that gate is skipped.")
         end = time.time() - 1
         g.scenario("recovery", recovery, f"{ms} authoritative, a window given by hand",
@@ -213,7 +213,8 @@ def generate(workdir: Path) -> Generated:
         replicate_lastid(pair_name=PAIR_NAME)
         failover(pair_name=PAIR_NAME, reason="runbook generation")
         g.scenario("health", health, f"{bus} authoritative",
-                   f"After a failover the check keeps {ms} fenced (armed, no dbids).")
+                   f"After a failover the watcher probes {bus}'s own ID server and keeps {ms} fenced "
+                   "(armed, no dbids).")
         g.scenario("fallback", fallback, f"{bus} authoritative, {ms} repaired",
                    "Started by hand once MS is fit again; two people-approved gates.")
         for slug, flow in (("replicate-lastid", replicate_lastid), ("health", health), ("failover", failover),

@@ -137,6 +137,10 @@ class SimPair:
         """The site's sshd, if the pair is served over SSH."""
         return self._sshd.get(name)
 
+    def sshd_log(self, site: str) -> str:
+        """The site's sshd log (LogLevel VERBOSE: a line per login and per command session)."""
+        return self._sshd[site].log_text() if site in self._sshd else ""
+
     def pair_config(self, policy: PairPolicy | None = None) -> PairConfig:
         return PairConfig(
             main=self.site_config("ms"), backup=self.site_config("bus"),
@@ -263,9 +267,9 @@ class SimPair:
         """Cut the power: SIGKILL rtexec and every process of the host; it stays
         unreachable (runner, ping, connections) until ``power_on``."""
         paths = self.paths(host)
-        self.net.set_power(host, False)
-        if host in self._sshd:
+        if host in self._sshd:  # first: a login that still works would make the host look alive
             self._sshd[host].stop()
+        self.net.set_power(host, False)
         first = [pid] if host in SITES and (pid := self.rtexec_pid(host)) else []
         procs.kill_site(paths.dir, first=first)
 

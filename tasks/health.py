@@ -1,48 +1,97 @@
-"""Probes of the health flow, each bounded by the policy's probe timeout."""
+"""The health cycle's Prefect side, shared by the one-shot ``health`` flow and
+the watcher: look, then (once the decision is on the record) act and tell.
+
+The looking itself is ``antelope_ha.probe``; the decision ``antelope_ha.decide``.
+"""
 from __future__ import annotations
 
-from prefect import task
+import threading
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
-from antelope_ha.config import SiteConfig
-from antelope_ha.decide import MainSeen
-from antelope_ha.runner import RunnerError
-from antelope_ha.site import StepFailed
-from tasks.sites import site
+from antelope_ha.config import PairConfig
+from antelope_ha.decide import Probes, alert
+from antelope_ha.probe import PairProbe
+from antelope_ha.state import Decision, HAState
+from blocks.pair import NotifyTargets
+from tasks import authority
+from tasks.lock import failover_queued
+from tasks.notify import compose_for_this_run, send
+
+DECISION_EVENT = "antelope-ha.health.decision"
 
 
-@task(name="Ping the witness", task_run_name="ping witness {host} from {cfg.name}",
-      cache_policy=NO_CACHE, timeout_seconds=60)
-def ping_witness(cfg: SiteConfig, host: str, timeout_s: float) -> tuple[bool, str]:
-    return site(cfg).ping(host, timeout_s)
+def pair_resource(pair_name: str) -> dict[str, str]:
+    """The resource the pair's events are about (decisions, the watcher's heartbeat)."""
+    return {"prefect.resource.id": f"antelope-ha.pair.{pair_name}", "antelope-ha.pair": pair_name}
 
 
-@task(name="Probe MS itself", task_run_name="probe {cfg.name} itself: SSH, ID server, ORB, writers",
-      cache_policy=NO_CACHE, timeout_seconds=60)
-def probe_main(cfg: SiteConfig, timeout_s: float, ask_idserver: bool = True) -> tuple[bool | None, MainSeen]:
-    """From the worker, on the site: does its own ID server answer (None when
-    the site cannot be reached, or not asked: BUS already got an answer), and
-    what else is seen there. Only the first tells a dead MS from a cut link;
-    the rest is reported, never decisive, so it is not looked at while the ID
-    server fails from BUS: detection would wait for it."""
-    s = site(cfg)
-    try:
-        s.runner.run(["true"], timeout_s=timeout_s).check()
-    except RunnerError as exc:
-        return None, MainSeen(reachable=False, detail=str(exc))
-    if ask_idserver:
-        later = "looked at once the ID server answers"
-        return (s.probe_idserver(cfg.idserver_address, timeout_s)[0],
-                MainSeen(reachable=True, not_checked={"ORB": later, "writers": later}))
-    not_checked: dict[str, str] = {}
-    latency = None
-    try:
-        latency = s.orb_latency(timeout_s)
-    except RunnerError as exc:
-        not_checked["ORB"] = str(exc)
-    writers: dict[str, bool] = {}
-    try:
-        writers = s.tasks_running(cfg.writer_tasks, timeout_s)
-    except (RunnerError, StepFailed, OSError) as exc:
-        not_checked["writers"] = str(exc)
-    return None, MainSeen(reachable=True, orb_latency_s=latency, writers=writers, not_checked=not_checked)
+@task(name="Look at the pair", task_run_name="look at {probe.ms.name} and the witness from {probe.bus.name}",
+      cache_policy=NO_CACHE, timeout_seconds=120)
+def look(probe: PairProbe, state: HAState) -> Probes:
+    return probe.look(state)
+
+
+def emit_decision(pair_name: str, decision: Decision, state: HAState) -> None:
+    """A new decision, as an event: what a history or an automation reads."""
+    emit_event(event=DECISION_EVENT, resource=pair_resource(pair_name), payload={
+        "action": decision.action, "code": decision.code, "reason": decision.reason,
+        "authority": state.authority.site, "epoch": state.authority.epoch,
+        "failures": state.consecutive_failures})
+
+
+def act_and_tell(pair_name: str, pair: PairConfig, targets: NotifyTargets | None, before: str | None,
+                 decision: Decision, state: HAState, *, run_failover: bool, dry_run: bool = False,
+                 wait: bool = True) -> str:
+    """Do what a recorded decision calls for on the sites, and notify the
+    operators once, when a decision starts (``alert``); say what was done.
+
+    A failover runs here, in this process (the watcher's warm connections),
+    unless another failover run of the pair is under way already; its
+    "starting" message goes out from a thread of its own meanwhile, so that a
+    slow mail server never delays it. Without ``wait`` (the watcher) no
+    message is waited for: the next decision must not wait for a mail server."""
+    from flows.failover import failover
+
+    done = ""
+    sender = None
+    if decision.code == "failover":
+        if not run_failover:
+            return "not acted on by this run: the watcher acts, or start the failover deployment by hand"
+        queued = failover_queued(pair_name)
+        if queued:
+            get_run_logger().warning("no new failover: %s is already under way", queued)
+            return f"no new failover: {queued} is already under way"
+        sender = _tell(targets, before, decision, pair)
+        try:
+            done = failover(pair_name=pair_name, reason=decision.reason)
+        finally:
+            if sender is not None:
+                sender.join()
+        return done
+    if decision.code in ("split-brain", "fence"):
+        done = authority.fence(pair.main, f"{pair.backup.name} authoritative (epoch {state.authority.epoch})",
+                               dry_run).detail
+    if not dry_run and (sender := _tell(targets, before, decision, pair, done)) is not None and wait:
+        sender.join()
+    return done
+
+
+def _tell(targets: NotifyTargets | None, before: str | None, decision: Decision, pair: PairConfig,
+          done: str = "") -> threading.Thread | None:
+    subject = alert(before, decision, pair)
+    if subject is None:
+        return None
+    body = decision.reason + (f". {done}" if done else "")
+    log = get_run_logger()
+    log.info("NOTIFY %s: %s", subject, body)
+    if targets is None:
+        return None
+    # composed here, sent from a thread outside the run's context: in an async
+    # flow's context, Prefect's notification blocks would hand back coroutines
+    sender = threading.Thread(target=send, args=(targets, *compose_for_this_run(targets, subject, body), log),
+                              name="notify")
+    sender.start()
+    return sender

@@ -10,6 +10,7 @@ from antelope_ha.baseline import Verdict, judge, outage_ids
 from antelope_ha.config import SiteConfig
 from antelope_ha.lastid import failover_lastid
 from antelope_ha.site import Outcome
+from antelope_ha.state import Replica
 from tasks.realtime import STEP, logged
 from tasks.sites import site
 from tasks.state import load_state, update_state
@@ -58,6 +59,17 @@ def raise_lastid(cfg: SiteConfig, values: dict[str, int], purpose: str, dry_run:
     return logged(site(cfg, dry_run).raise_lastid(values, purpose))
 
 
+@task(name="Read the replica's time", task_run_name="when {cfg.name}'s lastid was copied", **STEP)
+def read_replica(cfg: SiteConfig) -> Replica | None:
+    return site(cfg).replica()
+
+
+@task(name="Record the replica's time", task_run_name="record when {cfg.name}'s lastid was copied", **STEP)
+def record_replica(cfg: SiteConfig, replica: Replica, dry_run: bool = False) -> Outcome:
+    """Next to the copy, on the site: a failover there reads how old it is."""
+    return site(cfg, dry_run).write_replica(replica)
+
+
 def failover_targets(replica: dict[str, int], margin: int, scan: dict) -> dict[str, int]:
     own_max = {k: v["max"] for k, v in scan["keys"].items() if v["max"] is not None}
     return failover_lastid(replica, margin, own_max)
@@ -73,9 +85,3 @@ def set_dbidserver(cfg: SiteConfig, address: str, dry_run: bool = False) -> Outc
 def descriptor_changed_at(cfg: SiteConfig, dry_run: bool = False) -> float:
     """Writers started before this read the old dbidserver and must restart."""
     return time.time() if dry_run else site(cfg).modified_at(cfg.db)
-
-
-@task(name="Probe an ID server", task_run_name="probe ID server {address} from {cfg.name}",
-      cache_policy=NO_CACHE, timeout_seconds=60)
-def probe_idserver(cfg: SiteConfig, address: str, timeout_s: float) -> tuple[bool, str]:
-    return site(cfg).probe_idserver(address, timeout_s)

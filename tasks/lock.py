@@ -22,6 +22,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
 
@@ -36,14 +37,22 @@ def lock_name(pair_name: str) -> str:
     return f"antelope-ha-{pair_name}-procedure"
 
 
+_ensured: set[tuple[str, str]] = set()  # (API URL, limit name)
+
+
 def ensure_limit(name: str) -> None:
     """Create the global concurrency limit ``name`` (one slot) if it is missing:
-    acquired with strict=True, a missing limit is an error, not a free pass."""
+    acquired with strict=True, a missing limit is an error, not a free pass.
+    Asked once per process (the watcher takes its record's limit often)."""
+    key = (str(PREFECT_API_URL.value()), name)
+    if key in _ensured:
+        return
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    _ensured.add(key)
 
 
 def holder_variable(pair_name: str) -> str:

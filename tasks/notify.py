@@ -79,11 +79,14 @@ def notify(targets: NotifyTargets | None, subject: str, body: str) -> list[str]:
     log.info("NOTIFY %s: %s", subject, body)
     if targets is None:
         return []
-    full_subject, text = compose(
-        subject, body, pair=str(this_run.get_parameters().get("pair_name", "?")),
-        flow=this_run.get_flow_name() or "?", run_name=this_run.get_name() or "?",
-        run_id=str(this_run.get_id()), ui_url=targets.ui_url)
-    return send(targets, full_subject, text, log)
+    return send(targets, *compose_for_this_run(targets, subject, body), log)
+
+
+def compose_for_this_run(targets: NotifyTargets, subject: str, body: str) -> tuple[str, str]:
+    """Subject and text of a message about the current flow run."""
+    return compose(subject, body, pair=str(this_run.get_parameters().get("pair_name", "?")),
+                   flow=this_run.get_flow_name() or "?", run_name=this_run.get_name() or "?",
+                   run_id=str(this_run.get_id()), ui_url=targets.ui_url)
 
 
 def targets_of_this_run() -> NotifyTargets | None:

@@ -7,10 +7,14 @@ from collections.abc import Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import BlockDocumentUpdate
+from prefect.client.schemas.objects import BlockDocument
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
+from pydantic import ValidationError
 
-from antelope_ha.state import Declined, HAState
+from antelope_ha.state import Declined, HAState, WatcherLease
 from blocks.pair import PairState
 from tasks.lock import ensure_limit, procedure_holder
 
@@ -19,20 +23,49 @@ def state_block_name(pair_name: str) -> str:
     return f"{pair_name}-state"
 
 
-def load_state(pair_name: str, main_site: str) -> HAState:
+def load_state(pair_name: str, main_site: str, client: SyncPrefectClient | None = None) -> HAState:
     """The stored state, or the initial one (MS authoritative, epoch 1) when none
     was ever stored. Any other failure to read it is raised: a record that could
     not be read must never be replaced by epoch 1."""
+    if client is None:
+        with get_client(sync_client=True) as own:
+            return load_state(pair_name, main_site, own)
+    document = _read(pair_name, client)
+    return HAState.initial(main_site) if document is None else _state(pair_name, document)
+
+
+def _state(pair_name: str, document: BlockDocument) -> HAState:
     try:
-        return PairState.load(state_block_name(pair_name)).state
-    except ValueError as exc:
-        if isinstance(exc.__cause__, ObjectNotFound):
-            return HAState.initial(main_site)
-        raise
+        return PairState.model_validate(document.data).state
+    except ValidationError as exc:
+        raise RuntimeError(f"the pair's state record {state_block_name(pair_name)} (Blocks > Antelope Pair State) "
+                           f"failed validation, so nobody can tell who is authoritative: {exc}") from None
+
+
+def _read(pair_name: str, client: SyncPrefectClient) -> BlockDocument | None:
+    """The record's block document, or None. Read as a plain document, not with
+    ``Block.load``: that emits a ``prefect.block...loaded`` event at every
+    read, an event row in the server's database each time the watcher looks."""
+    try:
+        return client.read_block_document_by_name(state_block_name(pair_name), PairState.get_block_type_slug())
+    except ObjectNotFound:
+        return None
 
 
 def save_state(pair_name: str, state: HAState) -> None:
-    PairState(state=state).save(state_block_name(pair_name), overwrite=True)
+    with get_client(sync_client=True) as client:
+        _write(pair_name, state, _read(pair_name, client), client)
+
+
+def _write(pair_name: str, state: HAState, document: BlockDocument | None, client: SyncPrefectClient) -> None:
+    """One request when the record exists and this process has registered the
+    block's schema once (``Block.save`` makes about seven every time)."""
+    if document is None or PairState._block_schema_id is None:
+        PairState(state=state).save(state_block_name(pair_name), overwrite=True)
+        return
+    client.update_block_document(document.id, BlockDocumentUpdate(
+        block_schema_id=PairState._block_schema_id, data={"state": state.model_dump(mode="json")},
+        merge_existing_data=False))
 
 
 def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAState]) -> HAState:
@@ -41,11 +74,13 @@ def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAS
     undo each other's change. Returns what was stored."""
     name = f"antelope-ha-{pair_name}-state"
     ensure_limit(name)
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=60, lease_duration=60):
-        current = load_state(pair_name, main_site)
+    with concurrency(name, occupy=1, strict=True, timeout_seconds=60, lease_duration=60), \
+            get_client(sync_client=True) as client:
+        document = _read(pair_name, client)
+        current = HAState.initial(main_site) if document is None else _state(pair_name, document)
         changed = change(current)
         if changed != current:
-            save_state(pair_name, changed)
+            _write(pair_name, changed, document, client)
         return changed
 
 
@@ -58,17 +93,18 @@ def read_state(pair_name: str, main_site: str) -> HAState:
 def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAState) -> bool:
     """Store the health flow's counter and decisions on the record as it is now.
 
-    Other flows write the record while a health run probes (replication, a
-    failover taking authority); writing back the whole record read seconds ago
-    would undo them. Nothing is stored, and False returned, while a failover or
-    fallback holds the pair (it is changing the record), or when the
-    authority, the pause, the hold-down acknowledgement, the fallback flag or
-    the declined failover changed since ``seen``: the decision was made on a
-    stale record.
+    Other flows and people write the record while health probes (a failover
+    taking authority, a pause); writing back the whole record read seconds
+    ago would undo them. Nothing is stored, and False returned, while a
+    failover or fallback holds the pair (it is changing the record), or when
+    the authority, the pause, the hold-down acknowledgement, the fallback
+    flag, the declined failover, the watcher holding the lease or the
+    decisions changed since ``seen``: the decision was made on a stale record
+    (or by a watcher that has been replaced, or after another decision).
     """
     if procedure_holder(pair_name):
         return False
-    checked = ("pause", "hold_down_ack", "fallback_in_progress", "declined")
+    checked = ("pause", "hold_down_ack", "fallback_in_progress", "declined", "watcher", "decisions")
 
     def unchanged(current: HAState) -> bool:
         return current.authority.marker() == seen.authority.marker() and all(
@@ -104,3 +140,19 @@ def record_recovered(pair_name: str, main_site: str, epoch: int) -> None:
     looks at later ones (or, with none, checks this one again)."""
     update_state(pair_name, main_site, lambda s: s.model_copy(
         update={"recovered_through": max(s.recovered_through, epoch)}))
+
+
+def take_watcher_lease(pair_name: str, main_site: str, run: str, now: float) -> HAState:
+    """Make ``run`` the watcher that acts for the pair; the one it replaces sees
+    this and stops."""
+    return update_state(pair_name, main_site, lambda s: s.model_copy(
+        update={"watcher": WatcherLease(run=run, since=now)}))
+
+
+@task(name="Acknowledge the hold-down", task_run_name="acknowledge the hold-down: {by}",
+      cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def acknowledge(pair_name: str, main_site: str, by: str, reason: str, dry_run: bool = False) -> None:
+    """Let automatic failover happen again, saying who and why (a person with
+    ``antelope-ha ack``, or the approvers of a completed fallback)."""
+    if not dry_run:
+        update_state(pair_name, main_site, lambda s: s.acknowledge(by, reason, time.time()))

@@ -44,6 +44,22 @@ def wait_for(what: str, condition: Callable[[], Any], timeout_s: float, poll_s: 
         time.sleep(poll_s)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo += children.get(current, [])
+    return tree
+
+
 def _stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -94,7 +110,12 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
 
-    def _run(self, program: str, *args: str) -> None:
+    def query(self, sql: str) -> str:
+        """One SQL statement's result, unaligned (psql -At)."""
+        return self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", self.database,
+                         "-Atc", sql).strip()
+
+    def _run(self, program: str, *args: str) -> str:
         argv = [str(_postgres_bindir() / program), *args]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", "postgres", "--", *argv]
@@ -103,6 +124,7 @@ class PostgresServer:
             log = self.directory / "server.log" if self.directory else None
             raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
                                + (log.read_text(errors="replace")[-2000:] if log and log.exists() else ""))
+        return done.stdout
 
 
 def _postgres_bindir() -> Path:
@@ -122,6 +144,7 @@ class PrefectServer:
     home: Path
     port: int = field(default_factory=listen_port)
     database: PostgresServer = field(default_factory=PostgresServer)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. its retention settings, a CA to trust
     proc: subprocess.Popen | None = None
 
     @property
@@ -145,10 +168,11 @@ class PrefectServer:
 
     def start(self, timeout_s: float = 90.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.database.start()
+        if self.database.directory is None:
+            self.database.start()
         # The UI must call this server's API, not the default port 4200.
         env = {**self.env(), "PREFECT_UI_API_URL": self.api_url,
-               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database.url}
+               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database.url, **self.extra_env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -168,10 +192,14 @@ class PrefectServer:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
+        self.stop_server()
+        self.database.stop()
+
+    def stop_server(self) -> None:
+        """Stop ``prefect server`` only, its database left running (``start`` starts it again)."""
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
-        self.database.stop()
 
     def __enter__(self) -> PrefectServer:
         self.start()
@@ -192,8 +220,9 @@ class Worker:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**self.server.env(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-               "ANTELOPE_HA_HOME": str(PROJECT_DIR), **self.extra_env}
+        from deployments.setup import WORKER_ENV
+
+        env = {**self.server.env(), **WORKER_ENV, "ANTELOPE_HA_HOME": str(PROJECT_DIR), **self.extra_env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*PREFECT, "worker", "start", "--pool", self.pool, "--type", "process"],
@@ -206,6 +235,20 @@ class Worker:
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
+
+    def kill(self) -> list[int]:
+        """The worker's host lost: SIGKILL to the worker and every process it
+        started (its flow runs), nothing handed over. Returns the pids killed."""
+        assert self.proc is not None, "worker not started"
+        pids = process_tree(self.proc.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self.proc = None
+        return pids
 
 
 class Api:
@@ -239,6 +282,15 @@ class Api:
         if states:
             flow_runs["state"] = {"type": {"any_": states}}
         return self.request("POST", "/flow_runs/filter", json={"flow_runs": flow_runs, "sort": "START_TIME_DESC"})
+
+    def input_or_none(self, run_id: str, key: str) -> Any:
+        """A flow run input, or None while it is not stored (yet)."""
+        try:
+            return self.request("GET", f"/flow_runs/{run_id}/input/{key}")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
 
     def resume(self, run_id: str, run_input: dict) -> dict:
         return self.request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})

@@ -2,7 +2,7 @@
 import pytest
 
 from antelope_ha.config import PairConfig, PairPolicy
-from antelope_ha.decide import MainSeen, Probes, decide
+from antelope_ha.decide import MainSeen, Probes, alert, decide, held, step
 from antelope_ha.state import Declined, HAState, Pause
 
 SITE = dict(host="h", transport="local", rtexec_dir="/rt", idserver_address="h:2498")
@@ -158,3 +158,97 @@ def test_with_authority_increments_epoch_and_keeps_history(epochs):
         state = state.with_authority("bus" if i % 2 == 0 else "ms", "run", "r", now=T0 + i)
     assert state.authority.epoch == 1 + epochs
     assert [a.epoch for a in state.history] == list(range(1, 1 + epochs))
+
+
+# --- BUS authoritative: its own ID server is the one watched --------------------------------------
+BUS = HAState.initial("ms").with_authority("bus", None, "test", now=T0)
+RTEXEC = "rtexec running on bus; dbids NOT running although its Run line says yes"
+
+
+def own(ok: bool) -> Probes:
+    return Probes(False, "not probed", True, "", backup_idserver_ok=ok,
+                  backup_detail="pong bus" if ok else f"refused; {RTEXEC}")
+
+
+def test_backup_own_id_server_down_is_an_alert_saying_what_rtexec_does_never_a_move_back():
+    ds, state = cycles(BUS, own(False), 6, now=T0 + 10)
+    assert [d.action for d in ds] == ["stay", "stay", "alert", "alert", "alert", "alert"]
+    assert [d.code for d in ds[:3]] == ["backup-failing", "backup-failing", "backup-down"]
+    assert "its own ID server failed 3/3" in ds[2].reason and RTEXEC in ds[2].reason
+    assert "never moved back to ms automatically" in ds[2].reason
+    assert state.authority.site == "bus" and all(d.action not in ("failover", "fence") for d in ds)
+    d, back = decide(state, own(True), PAIR, T0 + 20)
+    assert d.code == "backup-serving" and back.consecutive_failures == 0
+
+
+def test_the_operators_hear_once_when_the_backup_id_server_goes_down_and_once_when_it_is_back():
+    record, failures, told = BUS, 0, []
+    for i, ok in enumerate([True, False, False, False, False, False, True, True]):
+        s = step(record, failures, own(ok), PAIR, T0 + i)
+        failures = s.state.consecutive_failures
+        if s.changed:
+            told.append(alert(record.last_health_code(), s.decision, PAIR))
+            record = s.state  # recorded
+    assert [t for t in told if t] == ["ID SERVER DOWN on bus, the authoritative site", "ID server on bus answers again"]
+
+
+def test_main_not_fenced_while_backup_authoritative_is_fenced():
+    d, _ = decide(BUS, Probes(False, "", True, "", main_unfenced="not armed, orb2dbt running (pid 7)"), PAIR, T0 + 1)
+    assert d.action == "fence" and d.code == "fence" and "not armed, orb2dbt running (pid 7)" in d.reason
+
+
+# --- the watcher's step: counted in memory, recorded when the decision changes ---------------------
+def test_a_decision_is_new_only_when_its_code_changes():
+    record, failures, changes = HAState.initial("ms"), 0, []
+    probes = [UP] * 5 + [DOWN] * 3 + [UP] * 5
+    for i, p in enumerate(probes):
+        s = step(record, failures, p, PAIR, T0 + i)
+        failures = s.state.consecutive_failures
+        if s.changed:
+            changes.append((i, s.decision.code, s.state.consecutive_failures))
+            record = s.state
+    assert changes == [(0, "main-answers", 0), (5, "main-failing", 1), (7, "failover", 3), (8, "main-answers", 0)]
+    assert record.decisions[-1].code == "main-answers" and len(record.decisions) == 4
+
+
+def test_the_count_lives_in_memory_not_on_the_record():
+    record = HAState.initial("ms")
+    s1 = step(record, 0, DOWN, PAIR, T0)
+    s2 = step(s1.state, 1, DOWN, PAIR, T0 + 1)  # second failure: same decision, not recorded
+    assert s1.changed and not s2.changed and s2.state.consecutive_failures == 2
+    s3 = step(s1.state, 2, DOWN, PAIR, T0 + 2)
+    assert s3.changed and s3.acts and s3.decision.code == "failover"
+
+
+def test_answers_again_clears_a_declined_failover_and_that_is_a_change():
+    declined = HAState.initial("ms").model_copy(update={"declined": Declined(at=T0, what="rejected by ana")})
+    recorded = declined.record(decide(declined, UP, PAIR, T0)[0]).model_copy(update={"declined": declined.declined})
+    s = step(recorded, 0, UP, PAIR, T0 + 1)
+    assert s.decision.code == "main-answers" and s.changed and s.state.declined is None
+
+
+def test_did_not_fail_over_is_told_once_however_it_is_held():
+    state = HAState.initial("ms").model_copy(update={"consecutive_failures": 2})
+    isolated = decide(state, Probes(False, "t", witness_ok=False, witness_detail="lost"), PAIR, T0)[0]
+    paused = decide(state.model_copy(update={"pause": Pause(by="ana", reason="UPS", since=T0)}), DOWN, PAIR, T0)[0]
+    assert alert("main-failing", isolated, PAIR) == "did NOT fail over to bus"
+    assert alert("isolated", paused, PAIR) is None  # still held back: not told again
+    assert alert("isolated", isolated, PAIR) is None
+    assert alert("main-failing", decide(state, DOWN, PAIR, T0)[0], PAIR) == "FAILOVER to bus starting"
+
+
+# --- held: why an automatic failover would not happen, shared with status ------------------------------
+def test_a_completed_fallback_acknowledges_the_hold_down_with_its_approvers():
+    after_fallback = BUS.with_authority("ms", None, "fallback", now=T0 + 100)
+    assert held(after_fallback, PAIR, T0 + 200)[0] == "hold-down"
+    acked = after_fallback.acknowledge("grace and heidi", "fallback to ms completed", T0 + 150)
+    assert held(acked, PAIR, T0 + 200) is None
+    assert acked.acknowledged.by == "grace and heidi" and acked.decisions[-1].action == "ack"
+    ds, _ = cycles(acked, DOWN, 3, now=T0 + 200)
+    assert ds[-1].action == "failover"
+
+
+def test_held_names_the_pause_first():
+    paused = HAState.initial("ms").model_copy(update={"pause": Pause(by="ana", reason="UPS work", since=T0)})
+    assert held(paused, PAIR, T0) == ("paused", "automatic failover paused by ana: UPS work")
+    assert held(HAState.initial("ms"), PAIR, T0) is None

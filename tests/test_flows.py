@@ -388,21 +388,26 @@ def test_dry_runs_print_the_plan_and_change_nothing(tmp_path):
         assert sim.state().authority.site == "ms"
 
 
-def test_flapping_main_fails_over_once_then_holds_until_acknowledged(tmp_path):
+def test_a_completed_fallback_acknowledges_the_hold_down_so_ms_failing_again_fails_over(tmp_path):
+    """The two people who approved the fallback decided MS is fit again: MS
+    failing within the hold-down of the first failover fails over again,
+    without anyone running `antelope-ha ack`; the record says who acknowledged."""
     with sim_pair(tmp_path, "flap") as sim:
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
         sim.pair.power_on("ms", start_rtexec=False)
-        with answering("fallback", lambda n: approve()):
-            fallback(pair_name=sim.name)
+        with answering("fallback", lambda n: {**approve(), "operator": ["grace", "heidi"][n % 2]}):
+            result = fallback(pair_name=sim.name)
+        assert "acknowledged by grace and heidi" in result
+        acked = sim.state().acknowledged
+        assert acked is not None and acked.by == "grace and heidi" and "fallback to ms completed" in acked.reason
         sim.wait_rows("ms", time.time())
         replicate_lastid(pair_name=sim.name)
-        sim.pair.power_off("ms")  # down again, well within the hold-down
-        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(4)]
-        assert decisions[-1].startswith("hold") and "acknowledge" in decisions[-1]
-        assert sim.state().authority.site == "ms"  # no second failover
-        state = sim.state()
-        sim.set_state(state.model_copy(update={"hold_down_ack": time.time()}))
-        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True) for _ in range(3)]
-        assert any(d.startswith("failover") for d in decisions)
+        sim.pair.power_off("ms")  # down again, well within the hold-down of the first failover
+        decisions = [call_flow(health, pair_name=sim.name, failover_inline=True)
+                     for _ in range(sim.cfg.policy.failures_before_failover)]
+        assert decisions[-1].startswith("failover"), decisions
         assert_bus_authoritative(sim)
+        assert sim.state().authority.epoch == 4
+
+

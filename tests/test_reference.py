@@ -38,7 +38,7 @@ def test_every_deployed_flow_parameter_is_described_for_the_run_form():
 
     spec = yaml.safe_load((Path(__file__).parent.parent / "deployments" / "prefect.yaml").read_text())
     entrypoints = {d["entrypoint"] for d in spec["deployments"]}
-    assert len(entrypoints) == 5
+    assert len(entrypoints) == 6
     for entrypoint in sorted(entrypoints):
         path, name = entrypoint.split(":")
         flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.setup import WORK_POOLS
+from deployments.setup import WORK_POOLS, WORKER_ENV
 from simsite.procs import is_running
 from tests.servers import wait_for
 
@@ -61,6 +61,9 @@ def test_units_point_at_what_make_deps_makes_and_stop_every_process() -> None:
         assert s["Restart"] == ["always"]
     worker = unit("antelope-ha-worker@.service")
     assert "ANTELOPE_HA_HOME=/opt/antelope-ha" in worker["Environment"]
+    assert {f"{k}={v}" for k, v in WORKER_ENV.items()} <= set(worker["Environment"]), \
+        "the worker unit must set what the tests' and the bench's workers run with (deployments/setup.py WORKER_ENV)"
+    assert "-/etc/antelope-ha/retention.env" in unit("antelope-ha-prefect-server.service")["EnvironmentFile"]
     pool = shlex.split(worker["ExecStart"][0])[shlex.split(worker["ExecStart"][0]).index("--pool") + 1]
     assert {pool.replace("%i", site) for site in ("bus", "ms")} == set(WORK_POOLS)
     for example in ("worker.env.example", "server.env.example"):
