@@ -139,9 +139,9 @@ def _blocks(p: Mapping, baseline: Baseline | None, outage: Mapping[str, tuple[in
     return None
 
 
-def outage_ids(replica: Mapping[str, int] | None, handed_over: Mapping[str, int]) -> dict[str, tuple[int, int]]:
-    """Per key, the ids BUS may have issued while authoritative: above MS's lastid as
-    last replicated before the outage (0 when none is on record, which makes every id a
-    possible one), up to the lastid BUS handed over."""
-    return {k: ((replica or {}).get(k, 0) + 1, last) for k, last in handed_over.items()
-            if last > (replica or {}).get(k, 0)}
+def outage_ids(started: Mapping[str, int] | None, handed_over: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """Per key, the ids BUS may have issued while authoritative: above the lastid its
+    dbids started from (recorded on its epoch when it took authority; 0 when the record
+    holds none, which makes every id a possible one), up to the lastid BUS handed over."""
+    return {k: ((started or {}).get(k, 0) + 1, last) for k, last in handed_over.items()
+            if last > (started or {}).get(k, 0)}

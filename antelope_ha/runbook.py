@@ -104,6 +104,7 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "the next recovery looks at later ones (and a rerun checks the last one again).",
         "The record's recovered_through epoch only ever rises.",
         "`antelope-ha status` shows the record; a lost entry only makes the next recovery check the outage again.",
+        acts=False),
     "Acknowledge the hold-down": StepGuide(
         "Let automatic failover happen again after a failover, saying who and why: the approvers of a "
         "completed fallback, or a person with `antelope-ha ack`.",
@@ -119,7 +120,6 @@ STEP_GUIDE: dict[str, StepGuide] = {
         "Write when MS's lastid was read, and the values, to `ha/replica` on BUS next to the copy.",
         "The file is rewritten at every copy.",
         "Nothing to do by hand: the next copy writes it (the watcher copies every `replicate_lastid_s`).",
-        acts=False),
         acts=False),
     "Check the site is ready": StepGuide(
         "Before anything changes anywhere: read the site's descriptor, lastid and rtexec.pf.",

@@ -40,8 +40,8 @@ def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: dict,
     """The scan's problems that block (new since the site's baseline, or touching the ids
     BUS issued up to the lastid it ``handed_over``) and the old ones, with when first seen."""
     state = load_state(pair_name, main_site)
-    outage = None if handed_over is None else outage_ids(state.replica.values if state.replica else None,
-                                                         handed_over)
+    took = next((a for a in reversed([*state.history, state.authority]) if a.site != main_site), None)
+    outage = None if handed_over is None else outage_ids(took.lastid if took else None, handed_over)
     return judge(scan, state.baselines.get(cfg.name), outage)
 
 

@@ -13,6 +13,14 @@ from deployments.setup import (
 )
 
 EXAMPLE = PROJECT_DIR / "deployments" / "example-config.yaml"
+EXAMPLE_SECRETS = ("ANTELOPE_HA_SMTP_PASSWORD", "ANTELOPE_HA_SMS_TOKEN", "ANTELOPE_HA_TELEGRAM_TOKEN")
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every secret the example names, exported."""
+    for name in EXAMPLE_SECRETS:
+        monkeypatch.setenv(name, "s")
 
 
 def test_every_wrong_field_is_named(tmp_path: Path) -> None:
@@ -34,10 +42,7 @@ def test_a_secret_named_but_not_exported_is_refused(monkeypatch: pytest.MonkeyPa
         load_config(EXAMPLE)
 
 
-def test_example_is_valid_and_fills_the_pair_into_every_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTELOPE_HA_SMTP_PASSWORD", "p")
-    monkeypatch.setenv("ANTELOPE_HA_SMS_TOKEN", "t")
-    monkeypatch.setenv("ANTELOPE_HA_TELEGRAM_TOKEN", "t")
+def test_example_is_valid_and_fills_the_pair_into_every_deployment(secrets: None) -> None:
     config = load_config(EXAMPLE)
     project = render_prefect_file(config)
     assert {d["parameters"]["pair_name"] for d in project["deployments"]} == {config.pair}
@@ -52,12 +57,10 @@ def test_example_is_valid_and_fills_the_pair_into_every_deployment(monkeypatch: 
     assert not any(d.get("triggers") for d in project["deployments"])
 
 
-def test_the_server_environment_keeps_what_retention_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_server_environment_keeps_what_retention_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secrets: None) -> None:
     """The lines setup writes for the server are read back by Prefect as the retention configured."""
     from prefect.settings import Settings
 
-    monkeypatch.setenv("ANTELOPE_HA_SMTP_PASSWORD", "p")
-    monkeypatch.setenv("ANTELOPE_HA_SMS_TOKEN", "t")
     data = yaml.safe_load(EXAMPLE.read_text())
     data["retention"] = {"flow_runs_days": 14, "events_days": 3, "heartbeats_days": 0.5}
     path = tmp_path / "pair.yaml"
@@ -75,9 +78,7 @@ def test_the_server_environment_keeps_what_retention_says(monkeypatch: pytest.Mo
     assert format_environment(environment).count("\n") == len(environment)
 
 
-def test_silence_must_be_longer_than_a_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTELOPE_HA_SMTP_PASSWORD", "p")
-    monkeypatch.setenv("ANTELOPE_HA_SMS_TOKEN", "t")
+def test_silence_must_be_longer_than_a_heartbeat(tmp_path: Path, secrets: None) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
     data["schedules"] = {"heartbeat_s": 60, "watcher_silent_s": 30}
     path = tmp_path / "pair.yaml"
@@ -86,10 +87,7 @@ def test_silence_must_be_longer_than_a_heartbeat(tmp_path: Path, monkeypatch: py
         load_config(path)
 
 
-def test_json_is_read_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTELOPE_HA_SMTP_PASSWORD", "p")
-    monkeypatch.setenv("ANTELOPE_HA_SMS_TOKEN", "t")
-    monkeypatch.setenv("ANTELOPE_HA_TELEGRAM_TOKEN", "t")
+def test_json_is_read_too(tmp_path: Path, secrets: None) -> None:
     path = tmp_path / "pair.json"
     path.write_text(json.dumps(yaml.safe_load(EXAMPLE.read_text())))
     assert load_config(path).pair == load_config(EXAMPLE).pair
