@@ -9,9 +9,9 @@ byte, if it belongs to a *unit* that
       moment itself; or
   (c) has a moment inside one of MS's gaps;
 
-and no row on MS references (by an event id) a row MS lacks, where the row is
-a copy of BUS's or BUS holds the row it references (MS's own references to
-rows neither site holds are older inconsistencies, reported apart); no id
+and no row on MS references (by an event id) a row MS lacks that BUS holds
+(a reference to a row neither site holds is an older inconsistency, reported
+apart: real databases carry them, and no recovery can mend them); no id
 names two different rows (two on MS, or one on each site); and, from the
 whole-database scan, no id is above MS's lastid.
 
@@ -48,9 +48,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import typing
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,8 @@ RECORDING = ("origin", "wfdisc")
 SAME_TIME_S = 1e-6
 NULL_TIME = -9999999999.999
 
-IdRanges = Mapping[str, tuple[int, int]]  # key -> (first, last) id issued, both included
+# Aliases are evaluated at import: typing's generics where Python 3.8 (the site tool's oldest) needs them.
+IdRanges = typing.Mapping[str, typing.Tuple[int, int]]  # key -> (first, last) id issued, both included
 
 
 def line_digest(line: bytes) -> str:
@@ -463,8 +465,8 @@ def judge(bus: Inventory, ms: Inventory, since: float, ranges: IdRanges,
             verdict.missing.append(Lacking(r, unit, bool(key and ms_owned.get(key))))
             verdict.units[unit] = unit_rows
 
-    # No row on MS references a row MS lacks: a row merged from BUS, or a row BUS could give.
-    # MS's own rows referencing a row neither site holds are older inconsistencies, counted apart.
+    # No row on MS references a row MS lacks that BUS holds. A reference to a row neither site
+    # holds (MS's own, or one BUS holds the same way) is an older inconsistency, counted apart.
     bus_owned = {key: r for r in bus.rows if (key := r.owned()) is not None}
     older = 0
     for r in ms.rows:
@@ -473,7 +475,7 @@ def judge(bus: Inventory, ms: Inventory, since: float, ranges: IdRanges,
                 continue
             if ms_owned.get((key, value)):
                 continue
-            if (r.table, r.digest) in bus_digests or (key, value) in bus_owned:
+            if (key, value) in bus_owned:
                 verdict.orphans.append(f"{r.name()}: {name} {value} has no {ID_OWNER[key]} row")
             else:
                 older += 1
@@ -490,6 +492,19 @@ def judge(bus: Inventory, ms: Inventory, since: float, ranges: IdRanges,
     return verdict
 
 
+def reach(bus: Inventory, ranges: IdRanges) -> dict[str, tuple[int, int]]:
+    """Per event key, the span of the ids in BUS's inventory, widened to the
+    issued ``ranges``: MS's inventory must list every row MS holds with one of
+    them, also one whose unit MS holds only in part (a merge cut short left an
+    origin's origerr without the origin), which no time or link of MS's reaches."""
+    span: dict[str, tuple[int, int]] = dict(ranges)
+    for r in bus.rows:
+        for key, value in r.links():
+            lo, hi = span.get(key, (value, value))
+            span[key] = (min(lo, value), max(hi, value))
+    return span
+
+
 def issued_hull(bus: Inventory, ranges: IdRanges) -> tuple[float, float]:
     """BUS's inventory window, widened to the moments of its rows carrying an
     issued id: MS's inventory must show whether MS recorded those moments."""
@@ -500,7 +515,7 @@ def issued_hull(bus: Inventory, ranges: IdRanges) -> tuple[float, float]:
     return lo, hi
 
 
-Inventorist = Callable[[float, float, IdRanges], Inventory]  # (start, end, ranges) -> a site's inventory
+Inventorist = typing.Callable[[float, float, IdRanges], Inventory]  # (start, end, ranges) -> a site's inventory
 
 #: How far before the outage the inventories first reach, and the most they reach back.
 LOOKBACK_S = 120.0
@@ -525,7 +540,7 @@ def assess(outage: Outage, bounds: Mapping[str, float | None], backup: Inventori
     lookback = LOOKBACK_S
     while True:
         bus = backup(first - lookback, end, ranges)
-        ms = main(*issued_hull(bus, ranges), ranges)
+        ms = main(*issued_hull(bus, ranges), reach(bus, ranges))
         try:
             verdict = judge(bus, ms, outage.since, ranges)
             break
@@ -543,7 +558,7 @@ def assess(outage: Outage, bounds: Mapping[str, float | None], backup: Inventori
 def assess_window(given: tuple[float, float], backup: Inventorist, main: Inventorist) -> Verdict:
     """The rule for a window an operator gave: every unit of BUS with a moment in it."""
     bus = backup(*given, {})
-    return judge(bus, main(*given, {}), given[0], {}, given)
+    return judge(bus, main(*given, reach(bus, {})), given[0], {}, given)
 
 
 def verification_problems(verdicts: Iterable[Verdict], scan: Mapping) -> list[str]:

@@ -362,15 +362,23 @@ REPEATS_IN_OWNER = frozenset({"commid"})
 def read_table(path: str | os.PathLike[str], table: Table,
                deleted: bool = False) -> Iterator[dict[str, int | float | str]]:
     """Records of a table file, parsed; rows deleted with dbmark(3) (every field null)
-    are skipped unless ``deleted``. A last line without a newline is an error:
-    Antelope ends every record with one, so it is the trace of an interrupted write."""
+    are skipped unless ``deleted``."""
+    return (row for row, _ in read_records(path, table, deleted))
+
+
+def read_records(path: str | os.PathLike[str], table: Table,
+                 deleted: bool = False) -> Iterator[tuple[dict[str, int | float | str], bytes]]:
+    """Each record parsed, with its exact line (newline included): a copy that
+    must stay byte for byte (a blank text field stays blank) writes the line.
+    A last line without a newline is an error: Antelope ends every record with
+    one, so it is the trace of an interrupted write."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 raise TableFormatError(path, lineno, _partial_message(table, len(raw)))
             row = table.parse_row(raw.decode("latin-1"), lineno, path)
             if deleted or not table.is_deleted(row):
-                yield row
+                yield row, raw
 
 
 def _partial_message(table: Table, length: int) -> str:
@@ -382,7 +390,12 @@ def _partial_message(table: Table, length: int) -> str:
 
 def append_rows(path: str | os.PathLike[str], table: Table, rows: Iterable[Mapping[str, object]]) -> None:
     """Append records, refusing to extend a file that ends mid-record."""
-    data = "".join(table.format_row(r) for r in rows).encode("latin-1")
+    append_lines(path, table, (table.format_row(r).encode("latin-1") for r in rows))
+
+
+def append_lines(path: str | os.PathLike[str], table: Table, lines: Iterable[bytes]) -> None:
+    """Append exact record lines, refusing to extend a file that ends mid-record."""
+    data = b"".join(lines)
     with open(path, "ab+") as f:
         end = f.seek(0, os.SEEK_END)
         if end:
@@ -394,8 +407,7 @@ def append_rows(path: str | os.PathLike[str], table: Table, rows: Iterable[Mappi
 
 def write_table(path: str | os.PathLike[str], table: Table, rows: Iterable[Mapping[str, object]]) -> None:
     """Replace a table file atomically with these records."""
-    data = "".join(table.format_row(r) for r in rows).encode("latin-1")
-    atomic_write(path, data)
+    atomic_write(path, "".join(table.format_row(r) for r in rows).encode("latin-1"))
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:

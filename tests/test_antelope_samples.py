@@ -1,6 +1,7 @@
 """Every check of the project over real Antelope databases (tests/data/antelope-samples):
-id scan, gap, overlap, a recovery merge on a copy, descriptor read and edit. The
-expected answers were read off the files with awk and by eye, not with this code."""
+id scan, the bounds of an outage, the completeness rule, a recovery merge on a
+copy, descriptor read and edit. The expected answers were read off the files
+with awk and by eye, not with this code."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from antelope_ha import idscan
-from antelope_ha.css30 import TABLES, read_table
+from antelope_ha import completeness, idscan
+from antelope_ha.css30 import TABLES, read_records, read_table
 from antelope_ha.descriptor import DescriptorError, parse_descriptor, rewrite_dbidserver
 from simsite.build import DB_TABLES
 from simsite.programs import trexcerpt
@@ -81,25 +82,39 @@ def test_rows_deleted_with_dbmark_are_information_never_a_problem(name, tmp_path
     assert sorted(line.split(":")[0] for line in report["info"]) == sorted(marked.values())
     assert all("1 deleted rows (every field null: marked with dbmark, not yet removed with dbcrunch)" in line
                for line in report["info"])
-    seen = idscan.overlap(str(db), str(db))["excerpt"]
-    assert seen == {t: n - (t in marked.values()) for t, n in ROWS[name].items()}
+    assert in_scope(db) == {t: n - (t in marked.values()) for t, n in ROWS[name].items()}
 
 
-@pytest.mark.parametrize("name, before, window", [
-    ("dbcorrelate-testcase1", 1072920000.0, (1072918800.001, 1072922400.0)),
-    ("dbmon-demo", 706177500.0, (706177337.19081, 706177781.5)),
-    ("sac2db-simple", 711051100.0, (711051093.701, None)),
-    ("autodrm-drm2db", 1145016000.0, (None, None)),
+def in_scope(db: Path) -> dict[str, int]:
+    """Rows per moved table of an inventory over all time: every timed row and its event's rows."""
+    rows = completeness.take_inventory(db, -1e12, 1e12, {}).rows
+    return {t: sum(r.table == t for r in rows) for t in DB_TABLES}
+
+
+def judged(bus: Path, ms: Path, window: tuple[float, float]) -> completeness.Verdict:
+    """The completeness rule for a window given by hand, both inventories read here."""
+    return completeness.assess_window(window, lambda a, b, r: completeness.take_inventory(bus, a, b, r),
+                                      lambda a, b, r: completeness.take_inventory(ms, a, b, r))
+
+
+@pytest.mark.parametrize("name, before, bounds", [  # last origin or wfdisc time before, first after (awk)
+    ("dbcorrelate-testcase1", 1072920000.0, (1072918806.76, 1072922400.0)),
+    ("dbmon-demo", 706177500.0, (706177337.18981, 706177781.5)),
+    ("sac2db-simple", 711051100.0, (711051093.7, 711051502.09999)),
+    ("autodrm-drm2db", 1145016000.0, (None, None)),  # its one wfdisc starts at that very second
 ])
-def test_the_gap_around_a_time_on_each_sample(name, before, window):
-    gap = idscan.gap(str(SAMPLES / name / EXPECTED[name][0]), before)
-    assert (gap["start"], gap["end"]) == pytest.approx(window) if window[0] else (gap["start"], gap["end"]) == window
+def test_the_bounds_of_an_outage_on_each_sample(name, before, bounds):
+    found = completeness.coverage_bounds(SAMPLES / name / EXPECTED[name][0], before, before)
+    assert (found["start"], found["end"]) == (pytest.approx(bounds[0]) if bounds[0] else None,
+                                              pytest.approx(bounds[1]) if bounds[1] else None)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_overlap_of_each_sample_with_itself_is_every_row(name):
-    db = str(SAMPLES / name / EXPECTED[name][0])
-    assert idscan.overlap(db, db) == {"excerpt": ROWS[name], "present": ROWS[name]}
+def test_each_sample_judged_against_itself_lacks_nothing(name):
+    db = SAMPLES / name / EXPECTED[name][0]
+    verdict = judged(db, db, (-1e12, 1e12))
+    assert verdict.ok and not verdict.missing and verdict.present == verdict.required
+    assert {t: verdict.required.get(t, 0) for t in ROWS[name]} == ROWS[name]
 
 
 def _times(db: Path, table: str) -> list[float]:
@@ -115,42 +130,45 @@ def test_a_recovery_merge_of_a_window_on_a_copy_brings_back_every_row(name, tmp_
     bus = copy(name, tmp_path / "bus")
     if not bus.exists():  # sac2db and autodrm wrote no descriptor: one as cssdescriptor writes it
         bus.write_text("#\nschema css3.0\ndblocks none\ndbidserver\ndbpath\n")
-    times = sorted(set(_times(bus, "origin") + _times(bus, "arrival") + _times(bus, "wfdisc")))
+    times = sorted(set(_times(bus, "origin") + _times(bus, "wfdisc")))  # moments: the rule requires their rows
     start, end = times[len(times) // 3], times[2 * len(times) // 3] + 0.001
     ms = copy(name, tmp_path / "ms")
     if not ms.exists():
         ms.write_text(bus.read_text())
-    tables = {t: list(read_table(Path(f"{ms}.{t}"), TABLES[t])) if Path(f"{ms}.{t}").exists() else []
+    tables = {t: list(read_records(Path(f"{ms}.{t}"), TABLES[t])) if Path(f"{ms}.{t}").exists() else []
               for t in DB_TABLES}
-    gone_orids = {r["orid"] for r in tables["origin"] if start <= r["time"] < end}
-    gone_arids = {r["arid"] for r in tables["arrival"] if start <= r["time"] < end}
+    gone_orids = {r["orid"] for r, _ in tables["origin"] if start <= r["time"] < end}
+    gone_arids = {r["arid"] for r, _ in tables["arrival"] if start <= r["time"] < end}
     keep = {
         "origin": lambda r: r["orid"] not in gone_orids, "event": lambda r: r["prefor"] not in gone_orids,
         "arrival": lambda r: r["arid"] not in gone_arids, "assoc": lambda r: r["arid"] not in gone_arids,
         "wfdisc": lambda r: not start <= r["time"] < end,
     }
-    for t, rows in tables.items():
+    for t, records in tables.items():  # the lines kept stay byte for byte as the sample has them
         if Path(f"{ms}.{t}").exists():
-            Path(f"{ms}.{t}").write_text("".join(TABLES[t].format_row(r) for r in rows if keep[t](r)))
-    missing = sum(len(rows) - sum(map(keep[t], rows)) for t, rows in tables.items())
-    assert missing > 0
+            Path(f"{ms}.{t}").write_bytes(b"".join(line for r, line in records if keep[t](r)))
+    removed = {(t, completeness.line_digest(line[:-1])) for t, records in tables.items()
+               for r, line in records if not keep[t](r)}
+    assert removed
+
+    before = judged(bus, ms, (start, end))
+    assert before.missing and {(m.row.table, m.row.digest) for m in before.missing} <= removed
 
     excerpt = tmp_path / "excerpt" / "x"
     assert trexcerpt.main(["-v", "-e", str(bus), str(excerpt), repr(start), repr(end)]) == 0
-    before = idscan.overlap(str(ms), str(excerpt))
-    assert sum(before["excerpt"].values()) == missing and sum(before["present"].values()) == 0
     assert trexcerpt.main(["-v", "-a", "-e", str(excerpt), str(ms), repr(start), repr(end)]) == 0
-    after = idscan.overlap(str(ms), str(excerpt))
-    assert after["present"] == after["excerpt"] == before["excerpt"]
-    for t in DB_TABLES:  # every row of BUS, read independently of the merge, is on MS
+    after = judged(bus, ms, (start, end))
+    assert after.ok and after.present == after.required == before.required
+    for t in DB_TABLES:  # every line of BUS, read independently of the merge, is on MS byte for byte
         if Path(f"{bus}.{t}").exists():
-            def rows(db: Path) -> list[str]:
-                return sorted(json.dumps(r, sort_keys=True) for r in read_table(Path(f"{db}.{t}"), TABLES[t]))
-            assert rows(ms) == rows(bus), t
+            assert sorted(Path(f"{ms}.{t}").read_bytes().splitlines()) == \
+                sorted(Path(f"{bus}.{t}").read_bytes().splitlines()), t
     report = ids_json(ms, capsys)
     assert all(v["duplicates"] == 0 for v in report["keys"].values())
+    merged = {t: Path(f"{ms}.{t}").read_bytes() for t in DB_TABLES if Path(f"{ms}.{t}").exists()}
     assert trexcerpt.main(["-v", "-a", "-e", str(excerpt), str(ms), repr(start), repr(end)]) == 0  # again
-    assert "already present" in capsys.readouterr().out and idscan.overlap(str(ms), str(excerpt)) == after
+    assert "already present" in capsys.readouterr().out
+    assert {t: Path(f"{ms}.{t}").read_bytes() for t in merged} == merged
 
 
 @pytest.mark.parametrize("name, schema, dbpath, server", [

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from antelope_ha import commands as C
-from antelope_ha import idscan, sitetool
+from antelope_ha import completeness, idscan, sitetool
 from antelope_ha.runner import LocalRunner
 from deployments.cli import app
 from typer.testing import CliRunner
@@ -119,8 +119,8 @@ def same_answer(runner: LocalRunner, command: C.Command, in_process) -> bool:
 
 @pytest.mark.parametrize("python", INTERPRETERS)
 def test_the_tool_answers_as_the_project_does_on_real_databases(python: str, tool: Path, samples: Path) -> None:
-    """ids, gap and overlap through the zipapp under ``python`` (isolated, no
-    site-packages) give what idscan gives in this process."""
+    """ids, bounds and inventory through the zipapp under ``python`` (isolated,
+    no site-packages) give what the project's code gives in this process."""
     runner = LocalRunner(env={"PATH": "/usr/bin:/bin"})
     argv = C.site_tool(python, str(tool))
     version = runner.run([python, "-c", "import sys; print(sys.version_info[:2] >= (3, 8))"]).check()
@@ -134,8 +134,11 @@ def test_the_tool_answers_as_the_project_does_on_real_databases(python: str, too
         if origins.exists():
             times = sorted(float(line.split()[2]) for line in origins.read_text().splitlines() if line.strip())
             middle = times[len(times) // 2]
-            answered.append(same_answer(runner, C.find_gap(argv, db, middle, middle + 1), lambda: idscan.gap(db, middle)))
-        answered.append(same_answer(runner, C.overlap(argv, db, db), lambda: idscan.overlap(db, db)))
+            answered.append(same_answer(runner, C.recovery_bounds(argv, db, middle, middle + 1),
+                                        lambda: completeness.coverage_bounds(db, middle, middle + 1)))
+            window, ranges = (times[0], middle), {"orid": (1, 3)}
+            answered.append(same_answer(runner, C.inventory(argv, db, *window, ranges),
+                                        lambda: completeness.take_inventory(db, *window, ranges).to_json()))
     assert answered.count(True) >= len(answered) // 2, answered  # most of the real data gets an answer
 
 
@@ -172,7 +175,7 @@ def test_the_cli_builds_it(tmp_path: Path) -> None:
     built = tmp_path / sitetool.FILE_NAME
     assert f"wrote {built} (sha256 {sitetool.digest(built)})" in " ".join(result.output.split())
     out = subprocess.run([system_python(), "-I", "-S", str(built), "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "ids" in out.stdout and "overlap" in out.stdout
+    assert out.returncode == 0 and "ids" in out.stdout and "inventory" in out.stdout
 
 
 def test_setup_puts_the_tool_on_both_sites_over_ssh_once_both_can_run_it(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ The rest of an event (an arrival after the window, the origin of an assoc
 copied for its arrival) is not: whole events are the caller's work.
 Extracting refuses an OUTDB that already has rows, and writes OUTDB's
 descriptor from INDB's without its dbidserver (and dbpath) line, as an
-excerpt issues no ids. Appending skips rows whose
+excerpt issues no ids. Records are copied as they are, byte for byte (a
+blank text field stays blank). Appending skips rows whose
 id (assoc: arid and orid) OUTDB already has, so a repeated merge adds
 nothing. ``-v`` prints ``<table>: <n> records`` per table. ``-e`` is accepted
 as the operators use it (its meaning is not public). Exit 1 on fatal errors.
@@ -22,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from antelope_ha.css30 import TABLES, append_rows, read_table, write_table
+from antelope_ha.css30 import TABLES, append_lines, atomic_write, read_records
 from antelope_ha.descriptor import parse_descriptor
 from simsite.programs.cli import Parser, fail
 
 PROG = "trexcerpt"
 Row = dict[str, int | float | str]
+Record = tuple[Row, bytes]  # parsed, and the exact line it is copied as
 ROW_KEY: dict[str, Callable[[Row], object]] = {
     "event": lambda r: r["evid"],
     "origin": lambda r: r["orid"],
@@ -39,28 +41,28 @@ ROW_KEY: dict[str, Callable[[Row], object]] = {
 TABLES_COPIED = tuple(ROW_KEY)
 
 
-def read_db(db: Path) -> dict[str, list[Row]]:
+def read_db(db: Path) -> dict[str, list[Record]]:
     tables = {}
     for name in TABLES_COPIED:
         path = Path(f"{db}.{name}")
-        tables[name] = list(read_table(path, TABLES[name])) if path.exists() else []
+        tables[name] = list(read_records(path, TABLES[name])) if path.exists() else []
     return tables
 
 
-def window_rows(db: dict[str, list[Row]], start: float, end: float) -> dict[str, list[Row]]:
-    def inside(r: Row) -> bool:
-        return start <= float(r["time"]) < end
+def window_rows(db: dict[str, list[Record]], start: float, end: float) -> dict[str, list[Record]]:
+    def inside(rec: Record) -> bool:
+        return start <= float(rec[0]["time"]) < end
 
-    origins = [r for r in db["origin"] if inside(r)]
-    arrivals = [r for r in db["arrival"] if inside(r)]
-    orids, arids = {r["orid"] for r in origins}, {r["arid"] for r in arrivals}
+    origins = [rec for rec in db["origin"] if inside(rec)]
+    arrivals = [rec for rec in db["arrival"] if inside(rec)]
+    orids, arids = {r["orid"] for r, _ in origins}, {r["arid"] for r, _ in arrivals}
     return {
-        "event": [r for r in db["event"] if r["prefor"] in orids],
+        "event": [rec for rec in db["event"] if rec[0]["prefor"] in orids],
         "origin": origins,
         "arrival": arrivals,
-        "assoc": [r for r in db["assoc"] if r["arid"] in arids],
-        "wfdisc": [r for r in db["wfdisc"] if inside(r)],
-        "netmag": [r for r in db["netmag"] if r["orid"] in orids],
+        "assoc": [rec for rec in db["assoc"] if rec[0]["arid"] in arids],
+        "wfdisc": [rec for rec in db["wfdisc"] if inside(rec)],
+        "netmag": [rec for rec in db["netmag"] if rec[0]["orid"] in orids],
     }
 
 
@@ -71,7 +73,7 @@ def excerpt_descriptor(text: str, source: str) -> str:
             + (f"dblocks {d.dblocks}\n" if d.dblocks else ""))
 
 
-def counts(tables: dict[str, list[Row]]) -> Iterable[str]:
+def counts(tables: dict[str, list[Record]]) -> Iterable[str]:
     return (f"{name}: {len(rows)}" for name, rows in tables.items() if rows)
 
 
@@ -102,11 +104,11 @@ def main(argv: list[str]) -> int:
             return fail(PROG, f"output database {outdb}: no descriptor; -a appends to an existing database")
         skipped = {}
         for name in TABLES_COPIED:
-            present = {ROW_KEY[name](r) for r in existing[name]}
-            fresh = [r for r in window[name] if ROW_KEY[name](r) not in present]
+            present = {ROW_KEY[name](r) for r, _ in existing[name]}
+            fresh = [rec for rec in window[name] if ROW_KEY[name](rec[0]) not in present]
             skipped[name] = len(window[name]) - len(fresh)
             if fresh:
-                append_rows(f"{outdb}.{name}", TABLES[name], fresh)
+                append_lines(f"{outdb}.{name}", TABLES[name], (line for _, line in fresh))
             window[name] = fresh
     else:
         if any(existing.values()):
@@ -115,8 +117,8 @@ def main(argv: list[str]) -> int:
         outdb.parent.mkdir(parents=True, exist_ok=True)
         outdb.write_text(descriptor)
         skipped = {}
-        for name, rows in window.items():
-            write_table(f"{outdb}.{name}", TABLES[name], rows)
+        for name, records in window.items():
+            atomic_write(f"{outdb}.{name}", b"".join(line for _, line in records))
     if args.v:
         for name in TABLES_COPIED:
             note = f" ({skipped[name]} already present)" if skipped.get(name) else ""
