@@ -260,6 +260,23 @@ def test_a_window_given_by_hand_requires_every_bus_event_in_it(sites):
     assert v.missing_by_table() == {"event": 3, "origin": 3, "arrival": 6, "assoc": 6, "wfdisc": 3}
 
 
+def test_rows_ms_holds_of_a_unit_it_holds_in_part_are_not_named_missing(sites):
+    """A merge cut short left a gap event's event row on MS and nothing else of
+    it: no time or link of MS's own reaches the event row, yet it is on MS, and
+    only the rest of the event is missing (without the ids of BUS's units
+    reaching MS's inventory, the event row is named missing too)."""
+    ms_db, bus_db, ms, bus = sites
+    gap = in_gap(bus)
+    origin = gap["origin"].pop(0)
+    gap["assoc"] = [a for a in gap["assoc"] if a["orid"] != origin["orid"]]
+    arids = {a["arid"] for a in gap["assoc"]}
+    gap["arrival"] = [a for a in gap["arrival"] if a["arid"] in arids]
+    write_db(ms_db, ms, gap)
+    v = K.assess_window((GAP[0], GAP[-1] + 0.5), lambda a, b, r: K.take_inventory(bus_db, a, b, r),
+                        lambda a, b, r: K.take_inventory(ms_db, a, b, r))
+    assert v.missing_by_table() == {"origin": 1, "arrival": 2, "assoc": 2}
+
+
 def test_verification_reads_the_whole_id_scan_not_only_duplicates():
     """Recovery's verification fails on ids above lastid with no id used twice
     (a verification that read only the duplicates would pass it), and on ids
