@@ -561,9 +561,9 @@ def assess_window(given: tuple[float, float], backup: Inventorist, main: Invento
     return judge(bus, main(*given, reach(bus, {})), given[0], {}, given)
 
 
-def verification_problems(verdicts: Iterable[Verdict], scan: Mapping) -> list[str]:
+def verification_problems(verdicts: Iterable[Verdict], blocking_ids: Iterable[str]) -> list[str]:
     """Everything that keeps a recovery from being verified: the rule's findings,
-    and the whole-database id scan of MS (ids used twice, ids above lastid), read
-    as the fallback's check reads it."""
-    found = [p for v in verdicts for p in v.problems()]
-    return found + ([] if scan["ok"] else [f"MS ids: {p}" for p in scan["problems"]])
+    and the id problems of MS's whole-database scan that block, judged as the
+    fallback's check judges them (ids above lastid always; ids used twice new
+    since the baseline or among those issued during the outage)."""
+    return [p for v in verdicts for p in v.problems()] + [f"MS ids: {p}" for p in blocking_ids]

@@ -11,7 +11,8 @@ that nothing is lost.
   On MS:  stop the db writers; merge  (trexcerpt -v -a -e <excerpt> db/db <start> <end>);
           check again, with wider windows while rows are still lacking; start the db writers
   Then:   the rule holds (no row lacking, no orphan, no id naming two rows) and
-          MS's id scan is clean (no id used twice, none above its lastid)
+          MS's id scan blocks on nothing (no id above its lastid; no id used twice that
+          is new since its baseline or was issued during the outage; old problems are listed)
 
 By default the outages are those of the record: every epoch of BUS's
 authority that MS took back and no recovery has verified yet (or else the
@@ -110,7 +111,12 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
     if dry_run:
         return publish_plan("recovery", plans(str(flow_run.get_id())))
 
-    problems = verification_problems(verdicts, ids.scan_ids(ms))
+    took_back = load_state(pair_name, ms.name).authority
+    judged = ids.judge_ids(pair_name, ms.name, ms, ids.scan_ids(ms),
+                           handed_over=took_back.lastid if took_back.site == ms.name else None)
+    if judged.old:
+        log.info("old id problems of %s, before this outage (not the recovery's): %s", ms.name, "; ".join(judged.old))
+    problems = verification_problems(verdicts, judged.blocking)
     if problems:
         raise StepFailed(f"verification failed on {ms.name}" + (f" after {ROUNDS} rounds of excerpts" if merged else "")
                          + ": " + "; ".join(problems))
@@ -121,7 +127,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
     result = (f"merged {merged} rows into {ms.name}" if merged
               else f"nothing to merge: {ms.name} holds every row the rule requires")
     summary = (f"{result}; verified: {gaps} gaps of {ms.name}, {required} rows of {bus.name} that "
-               f"{ms.name} must hold all on it byte for byte, no orphan, no id used twice, none above lastid")
+               f"{ms.name} must hold all on it byte for byte, no orphan, no new id used twice, none above lastid")
     notify(targets, f"RECOVERY into {ms.name} done", summary)
     publish_gap(ms.name, bus.name, before, verdicts)
     publish_timeline("recovery", [ms.name, bus.name])

@@ -13,6 +13,7 @@ import pytest
 
 from antelope_ha import completeness as K
 from antelope_ha import outages as O
+from antelope_ha.baseline import judge, take
 from antelope_ha.css30 import ID_KEYS, ID_OWNER, TABLES, read_table, write_table
 from antelope_ha.excerpt import narrow, plan_excerpts
 from antelope_ha.state import Authority, HAState
@@ -277,18 +278,29 @@ def test_rows_ms_holds_of_a_unit_it_holds_in_part_are_not_named_missing(sites):
     assert v.missing_by_table() == {"origin": 1, "arrival": 2, "assoc": 2}
 
 
-def test_verification_reads_the_whole_id_scan_not_only_duplicates():
-    """Recovery's verification fails on ids above lastid with no id used twice
-    (a verification that read only the duplicates would pass it), and on ids
-    used twice. The flow's own use of it: test_flows.py, the full cycle."""
-    scan = {"ok": False, "duplicates": 0,
-            "problems": ["orid: db.origin holds orid up to 6020 but lastid is 6000, so the id server would "
-                         "issue 6001..6020 again; set lastid orid to 6020 or more"]}
-    found = K.verification_problems([K.Verdict((0.0, 1.0))], scan)
-    assert found == [f"MS ids: {scan['problems'][0]}"]
-    twice = {"ok": False, "duplicates": 1, "problems": ["orid: 1 orid values are used more than once in db.origin"]}
-    assert K.verification_problems([K.Verdict((0.0, 1.0))], twice) == [f"MS ids: {twice['problems'][0]}"]
-    assert K.verification_problems([K.Verdict((0.0, 1.0))], {"ok": True, "duplicates": 0, "problems": []}) == []
+def test_verification_blocks_on_ids_as_the_fallback_check_does():
+    """Recovery's verification judges MS's whole id scan against its baseline:
+    ids above lastid block even when old, an id used twice blocks when new or
+    issued during the outage, an old duplicate is listed and does not block.
+    A verification reading only the duplicates, or only the scan's ``ok``,
+    fails one of these. The flow's own use of it: test_flows.py, the full cycle."""
+    above = {"key": "orid", "kind": "above_lastid", "count": 20, "ids": [],
+             "message": "orid: db.origin holds orid up to 6020 but lastid is 6000"}
+    twice = {"key": "wfid", "kind": "duplicates", "count": 1, "ids": [7],
+             "message": "wfid: 1 wfid values are used more than once in db.wfdisc"}
+    old = take({"found": [above, twice]}, None, "setup", now=0.0)
+    verdicts = [K.Verdict((0.0, 1.0))]
+
+    def problems(*found: dict, outage: dict | None = None) -> list[str]:
+        return K.verification_problems(verdicts, judge({"found": list(found)}, old, outage).blocking)
+
+    assert problems(twice) == []
+    assert problems(above) == [f"MS ids: {above['message']} [the id server would issue ids already in the database]"]
+    assert problems(twice, outage={"wfid": (5, 9)}) == [
+        f"MS ids: {twice['message']} [ids issued during the outage used twice: 7]"]
+    new = dict(twice, ids=[7, 12], count=2)
+    assert problems(new) == [f"MS ids: {new['message']} [new since the baseline: 12]"]
+    assert problems() == []
 
 
 def test_a_damaged_line_is_named_with_its_file_and_line(sites):

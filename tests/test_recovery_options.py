@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from antelope_ha.css30 import TABLES, read_table
+from antelope_ha.site import StepFailed
+from deployments.cli import take_baselines
 from flows.recovery import WindowError, recovery
 from tests.simpair import Sim, sim_pair
 
@@ -99,3 +101,23 @@ def test_a_relative_excerpt_path_is_refused(sim):
     with pytest.raises(ValueError, match="excerpt_path 'disk' is relative"):
         recovery(pair_name=sim.name, start=1000.0, end=2000.0, excerpt_path="disk")
     assert sim.state().model_dump_json() == state and excerpts_on_sites(sim) == excerpts
+
+
+def test_an_id_used_twice_fails_the_verification_until_it_is_in_the_baseline(sim, disk):
+    """A wfid on two rows of MS's wfdisc (a row before the window, repeated):
+    the rule over the window holds, but the whole-database id scan blocks the
+    verification (a recovery that ignored duplicates would pass it). Recorded
+    as an old problem by ``antelope-ha baseline``, it is listed, no longer blocks."""
+    wfdisc = sim.pair.paths("ms").dir / "db" / "db.wfdisc"
+    start = time.time()
+    sim.wait_rows("bus", start + 2)
+    end = time.time()
+    sim.wait_rows("bus", end + 1)
+    sim.wait_rows("ms", end + 1)
+    with wfdisc.open("ab") as f:
+        f.write(wfdisc.read_bytes().splitlines(keepends=True)[0])
+    with pytest.raises(StepFailed, match=r"verification failed on ms.*MS ids: wfid: .*\[(new since the "
+                                         r"baseline|no baseline of old problems)"):
+        recovery(pair_name=sim.name, start=start, end=end, excerpt_path=str(disk))
+    take_baselines(sim.name, "the repeated wfdisc row is old")
+    assert recovery(pair_name=sim.name, start=start, end=end, excerpt_path=str(disk)).startswith("nothing")
