@@ -480,7 +480,7 @@ def judge(bus: Inventory, ms: Inventory, since: float, ranges: IdRanges,
             else:
                 older += 1
     if older:
-        verdict.notes.append(f"{older} references of MS's own rows to rows neither site holds: older "
+        verdict.notes.append(f"{older} references on MS to rows neither site holds: older "
                              "inconsistencies, not the recovery's")
     # No id names two rows.
     for (key, value), owners in ms_owned.items():

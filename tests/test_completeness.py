@@ -377,7 +377,7 @@ def test_real_databases_give_the_right_answers(db: Path, tmp_path: Path):
     assert not v.missing and not v.twice and not v.orphans
     dangling = dangling_references(db)
     older = [n for n in v.notes if "neither site holds" in n]
-    assert older == ([f"{dangling} references of MS's own rows to rows neither site holds: older "
+    assert older == ([f"{dangling} references on MS to rows neither site holds: older "
                       "inconsistencies, not the recovery's"] if dangling else [])
 
 
