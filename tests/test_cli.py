@@ -174,6 +174,7 @@ def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_pat
     config.write_text("pair: x\n")
     monkeypatch.setattr(deployments.setup, "setup", lambda path, **kw: calls.append(("setup", path)) or [])
     monkeypatch.setattr(deployments.setup, "load_config", lambda path: SimpleNamespace(pair="x"))
+    monkeypatch.setattr(deployments.setup, "server_differences", lambda config: [])
     monkeypatch.setattr(deployments.cli, "take_baselines", lambda pair, reason: calls.append(("baseline", pair, reason)))
     monkeypatch.setattr(flows.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
     monkeypatch.setattr(flows.runbook, "write_runbooks", lambda out: calls.append(("runbook", out)) or [out / "x.md"])
