@@ -11,9 +11,13 @@ from antelope_ha.lastid import (
     format_lastid,
     parse_lastid,
     plan_failover_lastid,
+    raised_lastid,
     read_lastid,
     write_lastid,
 )
+from antelope_ha.config import SiteConfig
+from antelope_ha.runner import LocalRunner
+from antelope_ha.site import Site
 
 LDDATE = 1700000000.12345
 
@@ -67,6 +71,34 @@ def test_format_lastid_refuses_bad_values():
         format_lastid({"a very long key name": 1}, LDDATE)
 
 
+def test_raised_lastid_never_lowers_a_key():
+    """Values are only ever raised. With the rule broken (``max()`` dropped, the
+    value given simply replacing the current one) orid comes back 40: this test
+    failed so, by hand, before the rule was put back."""
+    current = {"orid": 100, "arid": 7}
+    assert raised_lastid(current, {"orid": 40, "evid": 3}) == {"orid": 100, "arid": 7, "evid": 3}
+    assert raised_lastid(current, {"orid": 101}) == {"orid": 101, "arid": 7}
+    assert raised_lastid({}, {"orid": 0}) == {"orid": 0}
+    assert current == {"orid": 100, "arid": 7}
+
+
+def test_a_site_never_lowers_its_lastid_file(tmp_path):
+    """The step as the flows run it, on a real file: asked for a value below
+    the current lastid it writes nothing; asked for more it raises only that key."""
+    path = tmp_path / "dbids" / "dbids.lastid"
+    path.parent.mkdir()
+    write_lastid(path, {"orid": 500, "arid": 9000}, LDDATE)
+    site = Site(SiteConfig(name="bus", host="localhost", transport="local", rtexec_dir=str(tmp_path),
+                           idserver_address="localhost:2498"), LocalRunner(cwd=str(tmp_path)))
+    before = path.read_bytes()
+    outcome = site.raise_lastid({"orid": 499, "arid": 1}, "test: lower values")
+    assert (outcome.changed, outcome.detail) == (False, "lastid already covers every key")
+    assert path.read_bytes() == before
+    outcome = site.raise_lastid({"orid": 2, "arid": 9001}, "test: one key higher")
+    assert outcome.changed and outcome.detail == "lastid raised: arid 9000 -> 9001"
+    assert read_lastid(path) == {"orid": 500, "arid": 9001}
+
+
 def test_failover_lastid_covers_ms_ids_and_bus_own_ids():
     replicated = {"orid": 1000, "evid": 500, "arid": 90000}
     own_max = {"orid": 1700, "evid": 480, "wfid": 33}
@@ -113,3 +145,11 @@ def test_failover_lastid_never_reissues(replicated, own_max, margin):
        st.floats(0, 4e9))
 def test_format_parse_round_trip(values, lddate):
     assert parse_lastid(format_lastid(values, lddate), "x") == values
+
+
+@given(current=ids, values=ids)
+def test_raised_lastid_is_at_least_both(current, values):
+    raised = raised_lastid(current, values)
+    assert set(raised) == set(current) | set(values)
+    for key, value in raised.items():
+        assert value == max(current.get(key, value), values.get(key, value))
