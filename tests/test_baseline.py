@@ -183,4 +183,4 @@ def test_why_each_problem_blocks_word_for_word():
 
 def test_the_ids_bus_may_have_issued_per_key():
     assert outage_ids({"orid": 5, "arid": 60}, {"arid": 60, "orid": 9, "wfid": 4}) == {"orid": (6, 9), "wfid": (1, 4)}
-    assert outage_ids({}, {"orid": 0}) == {}
+    assert outage_ids({}, {"orid": 0, "arid": 1}) == {"arid": (1, 1)}

@@ -310,8 +310,8 @@ def test_each_outcome_with_its_code_action_and_reason(code):
 
 def test_backup_serving_answers_with_its_detail_and_resets_the_count():
     d, state = decide(BUS.model_copy(update={"consecutive_failures": 2}), own(True), PAIR, T0)
-    assert (d.code, d.reason) == ("backup-serving", "bus authoritative (epoch 2), its ID server answers (pong bus); "
-                                                    "ms armed")
+    assert (d.code, d.action, d.reason) == ("backup-serving", "stay", "bus authoritative (epoch 2), its ID server "
+                                                                      "answers (pong bus); ms armed")
     assert state.consecutive_failures == 0
 
 

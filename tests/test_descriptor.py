@@ -261,3 +261,9 @@ def test_the_backup_is_named_by_the_utc_time_of_the_edit(monkeypatch):
     assert m, name
     ns = calendar.timegm(time.strptime(m.group(1), "%Y%m%dT%H%M%S")) * 10**9 + int(m.group(2))
     assert before <= ns <= after
+
+
+def test_the_backup_name_keeps_every_nanosecond(monkeypatch):
+    """A float division would round ...999999999 ns up into the next second."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_999_999_999)
+    assert backup_name("db") == "db-20231114T221320.999999999Z.bak"

@@ -74,7 +74,7 @@ def test_a_clean_database_is_ok(tmp_path: Path):
 def test_id_ranges():
     assert id_ranges([]) == {}
     assert id_ranges(["orid=1001-1276", "arid=5-5"]) == {"orid": (1001, 1276), "arid": (5, 5)}
-    for bad in ("orid", "orid=1001", "=1-2", "orid=a-2", "orid=1-b", "orid:1-2"):
+    for bad in ("orid", "orid=1001", "=1-2", "orid=a-2", "orid=1-b", "orid:1-2", "or=id=1-2", "orid=1-2-3"):
         with pytest.raises(ValueError, match=rf"--ids '{bad}': expected KEY=FIRST-LAST, e.g. orid=1001-1276"):
             id_ranges([bad])
 
@@ -88,11 +88,15 @@ def run(capsys, *argv: str) -> tuple[int, object, str]:
 def test_each_command_prints_what_its_function_returns(db: Path, tmp_path: Path, capsys):
     lastid = f"{db.parent}/dbids.lastid"
     assert run(capsys, "ids", str(db), "--lastid", lastid) == (0, ids_report(str(db), lastid), "")
-    assert run(capsys, "bounds", str(db), str(T0 + 5), str(T0 + 6)) == (
-        0, coverage_bounds(str(db), T0 + 5, T0 + 6), "")
+    write_table(f"{db}.origin", TABLES["origin"], [{"lat": 0.0, "lon": 0.0, "depth": 0.0, "time": T0 + t,
+                                                     "orid": t, "evid": t} for t in (1, 4, 8, 12)])
+    assert run(capsys, "bounds", str(db), str(T0 + 5), str(T0 + 6)) == (0, {"start": T0 + 4, "end": T0 + 8}, "")
+    assert coverage_bounds(str(db), T0 + 5, T0 + 6) == {"start": T0 + 4, "end": T0 + 8}
     inventory = take_inventory(str(db), T0 + 2, T0 + 4, {"arid": (3, 9)}).to_json()
     assert run(capsys, "inventory", str(db), str(T0 + 2), str(T0 + 4), "--ids", "arid=3-9") == (0, inventory, "")
     assert inventory != take_inventory(str(db), T0 + 2, T0 + 4, {}).to_json()  # --ids is read
+    assert run(capsys, "inventory", str(db), str(T0 + 2), str(T0 + 4)) == (
+        0, take_inventory(str(db), T0 + 2, T0 + 4, {}).to_json(), "")
     keep = tmp_path / "keep.json"
     keep.write_text(json.dumps({"arrival": []}))
     copy = tmp_path / "excerpt"
@@ -117,3 +121,14 @@ def test_errors_go_to_stderr_with_status_1(db: Path, tmp_path: Path, capsys):
         main(["ids", str(db)])  # --lastid is required
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_the_help_says_how_to_call_each_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m antelope_ha.idscan [-h] {ids,bounds,inventory,narrow}")
+    assert "\n  ids DB --lastid FILE     max id, duplicates and deleted rows per key, checked\n" in out
+    with pytest.raises(SystemExit):
+        main(["inventory", "--help"])
+    assert "[--ids KEY=FIRST-LAST]" in capsys.readouterr().out
