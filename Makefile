@@ -10,7 +10,7 @@ LOCK      := requirements/runtime.txt
 TEST_LOCK := requirements/test.txt
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: drill test bench deps sysdeps drill-sysdeps testdeps test-sysdeps lock clean
+.PHONY: drill test mutate bench deps sysdeps drill-sysdeps testdeps test-sysdeps lock clean
 
 # The drill runs on embedded Prefect, with its own Prefect home (var/prefect).
 # The first start of embedded Prefect in a new home creates and migrates its
@@ -26,6 +26,14 @@ drill: deps drill-sysdeps
 
 test: testdeps
 	$(PY) -m pytest -q
+
+# The mutation run over the pure safety modules of the Antelope layer, with their
+# fast unit tests ([tool.mutmut] in pyproject.toml); not part of `make test`.
+# Prints the score per module and every mutant no test killed (README, Reliability).
+mutate: testdeps
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2
+	$(PY) -m tests.mutation_score
 
 # The production benchmark runs a Prefect server on PostgreSQL, as on real hosts.
 bench: deps drill-sysdeps
@@ -91,4 +99,4 @@ lock:
 	  --no-emit-find-links --no-emit-index-url --no-emit-trusted-host --extra test -o $(TEST_LOCK) pyproject.toml
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build mutants *.egg-info

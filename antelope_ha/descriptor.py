@@ -58,11 +58,10 @@ class Descriptor:
 def check_server(server: str, source: str | os.PathLike[str] = "dbidserver") -> tuple[str, int]:
     """(host, port) of a ``host:port`` id server address, port 1-65535."""
     m = _SERVER_RE.fullmatch(server)
-    port = int(m.group("port")) if m else 0
-    if not m or not 1 <= port <= 65535:
+    if not m or not 1 <= int(m.group("port")) <= 65535:
         raise DescriptorError(f"{source}: {server!r} is not host:port with a port from 1 to 65535 "
                               "(for example idhost.example.org:2498)")
-    return m.group("host"), port
+    return m.group("host"), int(m.group("port"))
 
 
 def _lines(text: str) -> list[str]:

@@ -80,6 +80,13 @@ def write_lastid(path: str | os.PathLike[str], values: Mapping[str, int], lddate
     atomic_write(path, text.encode("latin-1"))
 
 
+def raised_lastid(current: Mapping[str, int], values: Mapping[str, int]) -> dict[str, int]:
+    """``current`` with each key of ``values`` raised to at least its value: a
+    lastid is never lowered (a lower one would let dbids reissue ids already
+    handed out); keys only in ``current`` are kept as they are."""
+    return {**current, **{k: max(current.get(k, 0), v) for k, v in values.items()}}
+
+
 @dataclass(frozen=True)
 class LastidPlan:
     """How the lastid of one key is chosen at failover; shown to operators before they approve."""

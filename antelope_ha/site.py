@@ -23,7 +23,7 @@ from antelope_ha.descriptor import (
     parse_descriptor,
     set_dbidserver,
 )
-from antelope_ha.lastid import format_lastid, parse_lastid
+from antelope_ha.lastid import format_lastid, parse_lastid, raised_lastid
 from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
 from antelope_ha.runner import CommandResult, Runner, RunnerError
 from antelope_ha.state import Replica
@@ -286,9 +286,7 @@ class Site:
             current = self.read_lastid()
         except FileNotFoundError:
             current = {}
-        merged = {k: max(current.get(k, 0), v) for k, v in values.items()} | {
-            k: v for k, v in current.items() if k not in values
-        }
+        merged = raised_lastid(current, values)
         if merged == current:
             return Outcome(self.name, "lastid", False, "lastid already covers every key")
         self.write_text(self.lastid_path(), format_lastid(merged, time.time()), purpose)

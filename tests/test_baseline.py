@@ -113,3 +113,74 @@ def test_the_state_record_keeps_baselines_and_reads_records_without_them(db):
     legacy = state.model_dump(mode="json")
     del legacy["baselines"]
     assert HAState.model_validate(legacy).baselines == {}
+
+
+# --- on reports as the scan writes them, problem by problem ------------------------------------------
+def dup(key: str, ids: list[int], count: int | None = None) -> dict:
+    return {"key": key, "kind": "duplicates", "message": f"{key}: used twice {ids}", "ids": ids,
+            "count": len(ids) if count is None else count}
+
+
+def other(key: str, kind: str, count: int = 0) -> dict:
+    return {"key": key, "kind": kind, "message": f"{key}: {kind}", "ids": [], "count": count}
+
+
+def test_each_key_and_kind_is_its_own_problem():
+    base = take({"found": [dup("orid", [7]), other("arid", "null_ids", 2), dup("arid", [8])]}, None, "setup", now=T0)
+    assert base.duplicated("arid") == {8} and base.duplicated("orid") == {7}
+    assert base.duplicate_count("arid") == 1
+    assert base.has("arid", "duplicates").ids == [8] and base.has("orid", "null_ids") is None
+    assert base.has("arid", "null_ids").count == 2
+    later = take({"found": [dup("arid", [7]), other("arid", "null_ids", 2)]}, base, "again", now=T1)
+    assert [(p.key, p.kind, p.ids, p.first_seen) for p in later.problems] == [
+        ("arid", "duplicates", [7], T1),  # arid 7 is new: orid's 7 was the old one
+        ("arid", "null_ids", [], T0)]
+
+
+def test_old_duplicates_keep_their_date_and_only_the_new_ones_are_counted_new():
+    first = take({"found": [dup("arid", [7, 8])]}, None, "setup", now=T0)
+    second = take({"found": [dup("arid", [7, 8, 42])]}, first, "again", now=T1)
+    third = take({"found": [dup("arid", [8, 42, 50])]}, second, "later", now=T1 + 1)
+    assert [(p.ids, p.count, p.first_seen) for p in third.problems] == [([8], 1, T0), ([42], 1, T1),
+                                                                       ([50], 1, T1 + 1)]
+    over = take({"found": [dup("arid", [8, 42], count=5)]}, third, "beyond the listed", now=T1 + 2)
+    assert [(p.ids, p.count) for p in over.problems] == [([8], 1), ([42], 1), ([], 3)]
+
+
+def test_an_old_problem_is_listed_with_when_its_own_key_and_kind_were_first_seen():
+    base = take({"found": [dup("orid", [7])]}, None, "setup", now=T0)
+    base = take({"found": [dup("orid", [7]), dup("arid", [7]), other("arid", "not_in_lastid")]}, base, "again",
+                now=T1)
+    verdict = judge({"found": [dup("arid", [7]), dup("orid", [7]), other("arid", "not_in_lastid")]}, base)
+    assert verdict.blocking == []
+    assert verdict.old == ["arid: used twice [7] (first seen 2023-11-15 22:13 UTC)",
+                           "orid: used twice [7] (first seen 2023-11-14 22:13 UTC)",
+                           "arid: not_in_lastid (first seen 2023-11-15 22:13 UTC)"]
+
+
+def test_why_each_problem_blocks_word_for_word():
+    base = take({"found": [dup("arid", [7]), other("arid", "null_ids", 1), other("wfid", "not_in_lastid")]},
+                None, "setup", now=T0)
+    many = list(range(100, 111))
+    cases = [
+        (dup("arid", [5, 60]), {"arid": (5, 60)}, "ids issued during the outage used twice: 5, 60"),
+        (dup("arid", many), {"arid": (1, 1000)},
+         "ids issued during the outage used twice: 100, 101, 102, 103, 104, 105, 106, 107, 108, 109"),
+        (dup("arid", [7, *many]), {}, "new since the baseline: 100, 101, 102, 103, 104, 105, 106, 107, 108, 109"),
+        (dup("arid", [7], count=2), {}, "more duplicated ids than in the baseline"),
+        (dup("arid", [7]), {"arid": (8, 60)}, None),
+        (other("orid", "null_ids", 1), {}, "new since the baseline"),
+        (other("arid", "null_ids", 3), {}, "2 more rows without an id than in the baseline"),
+        (other("wfid", "not_in_lastid"), {"wfid": (3, 9)}, "wfid ids were issued during the outage (3..9)"),
+        (other("wfid", "above_lastid"), {}, "the id server would issue ids already in the database"),
+    ]
+    for problem, outage, why in cases:
+        verdict = judge({"found": [problem]}, base, outage)
+        assert verdict.blocking == ([] if why is None else [f"{problem['message']} [{why}]"]), problem
+    assert judge({"found": [dup("arid", [7])]}, None).blocking == [
+        "arid: used twice [7] [no baseline of old problems on record for this site: antelope-ha baseline takes one]"]
+
+
+def test_the_ids_bus_may_have_issued_per_key():
+    assert outage_ids({"orid": 5, "arid": 60}, {"arid": 60, "orid": 9, "wfid": 4}) == {"orid": (6, 9), "wfid": (1, 4)}
+    assert outage_ids({}, {"orid": 0, "arid": 1}) == {"arid": (1, 1)}

@@ -2,8 +2,8 @@
 import pytest
 
 from antelope_ha.config import PairConfig, PairPolicy
-from antelope_ha.decide import MainSeen, Probes, alert, decide, held, step
-from antelope_ha.state import Declined, HAState, Pause
+from antelope_ha.decide import CODES, MainSeen, Probes, alert, decide, held, step
+from antelope_ha.state import Decision, Declined, HAState, Pause
 
 SITE = dict(host="h", transport="local", rtexec_dir="/rt", idserver_address="h:2498")
 PAIR = PairConfig(main=dict(SITE, name="ms"), backup=dict(SITE, name="bus"), witness=dict(host="w"),
@@ -252,3 +252,103 @@ def test_held_names_the_pause_first():
     paused = HAState.initial("ms").model_copy(update={"pause": Pause(by="ana", reason="UPS work", since=T0)})
     assert held(paused, PAIR, T0) == ("paused", "automatic failover paused by ana: UPS work")
     assert held(HAState.initial("ms"), PAIR, T0) is None
+
+
+# --- every outcome, word for word: the code drives recording and alerts, the reason is what people read --
+WARN = MainSeen(True, writers={"orb2dbt": False, "orb2wf": False})  # no ORB source, both writers down
+FAILED = HAState.initial("ms").model_copy(update={"consecutive_failures": 2})
+FAILOVER_SEEN = "ms ID server failed 3/3 consecutive probes (refused)"
+OUTCOMES = {
+    "main-answers": (HAState.initial("ms"), UP, "stay", "ms ID server answers: pong ms"),
+    "main-warn": (HAState.initial("ms"), Probes(True, "pong ms", True, "ok", main=WARN), "warn",
+                  "ms ID server answers: pong ms, so no failover; but a person should look at ms (from the worker: "
+                  "ms reachable, ORB STALLED: orbstat found no source, writers orb2dbt, orb2wf NOT running)"),
+    "main-failing": (HAState.initial("ms"), DOWN, "stay", "ms ID server failed 1/3 consecutive probes (refused)"),
+    "isolated": (FAILED, Probes(False, "refused", False, "lost"), "stay",
+                 f"{FAILOVER_SEEN}, but bus cannot reach the witness (lost): bus may be the isolated one, "
+                 "not failing over"),
+    "link-cut": (FAILED, Probes(False, "refused", True, "ok", main_self_idserver_ok=True), "stay",
+                 f"{FAILOVER_SEEN}, but the ID server answers on ms itself: only the link bus -> ms is down, "
+                 "not failing over"),
+    "paused": (FAILED.model_copy(update={"pause": Pause(by="ana", reason="UPS", since=T0)}), DOWN, "stay",
+               f"{FAILOVER_SEEN}; automatic failover paused by ana: UPS"),
+    "declined": (FAILED.model_copy(update={"declined": Declined(at=T0, what="rejected by ana")}), DOWN, "hold",
+                 f"{FAILOVER_SEEN}; but a failover to bus was declined in this outage (rejected by ana): a person "
+                 "must acknowledge (antelope-ha ack) before health asks again"),
+    "hold-down": (BUS.with_authority("ms", None, "fallback", now=T0 + 50).model_copy(
+        update={"consecutive_failures": 2}), DOWN, "hold",
+        f"{FAILOVER_SEEN}; but bus already took over 150 s ago (hold-down 600 s): a person must acknowledge "
+        "(antelope-ha ack, or a completed fallback) before another automatic failover"),
+    "failover": (FAILED, DOWN, "failover", f"{FAILOVER_SEEN}; witness reachable from bus: failing over to bus"),
+    "fallback": (BUS.model_copy(update={"fallback_in_progress": True}), own(True), "stay",
+                 "bus authoritative (epoch 2), fallback to ms in progress: fence not enforced"),
+    "split-brain": (BUS, Probes(False, "", True, "", main_dbids_pids=(41, 42)), "fence",
+                    "bus holds epoch 2 but dbids runs on ms (pid 41, 42): split brain, stopping it"),
+    "fence": (BUS, Probes(False, "", True, "", main_unfenced="not armed"), "fence",
+              "bus authoritative (epoch 2) but ms is not fenced (not armed): fencing it"),
+    "backup-serving": (BUS, Probes(False, "", True, ""), "stay", "bus authoritative (epoch 2); ms armed"),
+    "backup-failing": (BUS, own(False), "stay",
+                       f"bus authoritative (epoch 2), but its own ID server failed 1/3 consecutive probes "
+                       f"(refused; {RTEXEC})"),
+    "backup-down": (BUS.model_copy(update={"consecutive_failures": 2}), own(False), "alert",
+                    f"bus authoritative (epoch 2), but its own ID server failed 3/3 consecutive probes "
+                    f"(refused; {RTEXEC}): bus's writers get no ids. Authority is never moved back to ms "
+                    "automatically: a person restarts dbids on bus, or runs the fallback"),
+}
+
+
+def test_every_code_has_a_case():
+    assert set(OUTCOMES) == set(CODES)
+
+
+@pytest.mark.parametrize("code", OUTCOMES)
+def test_each_outcome_with_its_code_action_and_reason(code):
+    state, probes, action, reason = OUTCOMES[code]
+    d, _ = decide(state, probes, PAIR, T0 + 150)
+    assert (d.code, d.action, d.reason) == (code, action, reason)
+
+
+def test_backup_serving_answers_with_its_detail_and_resets_the_count():
+    d, state = decide(BUS.model_copy(update={"consecutive_failures": 2}), own(True), PAIR, T0)
+    assert (d.code, d.action, d.reason) == ("backup-serving", "stay", "bus authoritative (epoch 2), its ID server "
+                                                                      "answers (pong bus); ms armed")
+    assert state.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("seen, summary", [
+    (MainSeen(True, orb_latency_s=30.0), "ms reachable, ORB flowing (latency 30.0 s)"),  # at the limit: flowing
+    (MainSeen(True, orb_latency_s=30.5), "ms reachable, ORB STALLED (newest packet 30.5 s old, limit 30 s)"),
+    (MainSeen(True, orb_latency_s=1.0, writers={"orb2dbt": False, "orb2wf": True}),
+     "ms reachable, ORB flowing (latency 1.0 s), writer orb2dbt NOT running, writer orb2wf running"),
+    (MainSeen(True, orb_latency_s=1.0, writers={"orb2dbt": True, "orb2wf": True}),
+     "ms reachable, ORB flowing (latency 1.0 s), writers orb2dbt, orb2wf running"),
+    (MainSeen(True, not_checked={"ORB": "orbstat timed out", "writers": "ps failed"}),
+     "ms reachable, ORB not checked (orbstat timed out), writers not checked (ps failed)"),
+    (MainSeen(False, detail="connection refused"), "ms unreachable over SSH (connection refused)"),
+])
+def test_what_the_worker_saw_on_main_word_for_word(seen, summary):
+    assert seen.summary("ms", 30.0)[0] == summary
+
+
+def test_an_acknowledgement_at_the_very_moment_counts():
+    """Held back only by what happened after the last acknowledgement; the hold-down ends at hold_down_s."""
+    declined = HAState.initial("ms").model_copy(update={"declined": Declined(at=T0, what="rejected")})
+    assert held(declined.model_copy(update={"hold_down_ack": T0}), PAIR, T0 + 1) is None
+    assert held(declined.model_copy(update={"hold_down_ack": T0 - 1}), PAIR, T0 + 1)[0] == "declined"
+    assert held(BUS.model_copy(update={"hold_down_ack": T0}), PAIR, T0 + 1) is None
+    assert held(BUS.model_copy(update={"hold_down_ack": T0 - 1}), PAIR, T0 + 1)[0] == "hold-down"
+    assert held(BUS, PAIR, T0 + 599)[0] == "hold-down"
+    assert held(BUS, PAIR, T0 + 600) is None
+
+
+@pytest.mark.parametrize("code, subject", [
+    ("main-warn", "WARNING on ms: ORB or writers"),
+    ("failover", "FAILOVER to bus starting"),
+    ("split-brain", "SPLIT BRAIN stopped on ms"),
+    ("backup-down", "ID SERVER DOWN on bus, the authoritative site"),
+    ("main-answers", None),
+    ("fence", None),
+])
+def test_the_subject_people_get_when_a_decision_starts(code, subject):
+    assert alert("main-answers" if code != "main-answers" else None, Decision(at=T0, action="x", reason="r",
+                                                                              code=code), PAIR) == subject

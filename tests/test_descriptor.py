@@ -1,15 +1,20 @@
 """Datascope descriptors: parsing, and rewriting only the dbidserver line."""
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import stat
+import time
 
 import pytest
 
 from pathlib import Path
 
 from antelope_ha.descriptor import (
+    Descriptor,
     DescriptorError,
+    backup_name,
     check_editable,
     check_server,
     parse_descriptor,
@@ -191,3 +196,74 @@ def test_latin1_bytes_are_kept(tmp_path):
     path.write_bytes(raw)
     rewrite_dbidserver(path, "bus:2498")
     assert path.read_bytes() == raw.replace(b"idhost.example.org:2498", b"bus:2498")
+
+
+# --- word for word, and the edges of the format ---------------------------------------------------
+def test_the_errors_name_the_file_the_line_and_the_fix():
+    with pytest.raises(DescriptorError) as e:
+        check_server("bus")
+    assert str(e.value) == ("dbidserver: 'bus' is not host:port with a port from 1 to 65535 "
+                            "(for example idhost.example.org:2498)")
+    assert check_server("bus:65535") == ("bus", 65535)
+    for text, message in [
+        ("schema css3.0\ndbidserver idhost\n", "db/db, line 2: 'idhost' is not host:port"),
+        ("schema css3.0\ndbidserver idhost:1 2\n",
+         "db/db, line 2: unexpected '2' after the dbidserver address; write the line as dbidserver host:port"),
+        ("dbpath a\ndbpath b\n", "db/db: dbpath is on line 1 and again on line 2; keep one dbpath line"),
+        ("x &Tbl{\n", "db/db: the &Tbl{ block opened on line 1 is never closed; add a line holding only }"),
+    ]:
+        for read in (parse_descriptor, check_editable):
+            with pytest.raises(DescriptorError) as e:
+                read(text, "db/db")
+            assert str(e.value).startswith(message), (text, str(e.value))
+
+
+def test_blocks_nest_and_a_literal_block_ends_at_its_first_closing_line():
+    text = ("schema css3.0\n"
+            "extra &Tbl{\n  one\n  inner &Arr{  \n    dbidserver nested:1\n  }\n  dbidserver nested:2\n}\n"
+            "Description &Literal{\nends with a brace {\n}\n"
+            "dbidserver real:3\n")
+    d = parse_descriptor(text, "db")
+    assert d.dbidserver == "real:3"
+    assert len(d.other_lines) == len(text.splitlines()) - 2
+
+
+def test_an_empty_or_one_line_descriptor_is_read():
+    assert parse_descriptor("", "db") == Descriptor(None, None, None, None, ())
+    d = parse_descriptor("css3.0\n", "db")
+    assert (d.schema, d.dbpath, d.dbidserver, d.other_lines, d.two_line) == ("css3.0", None, None, (), True)
+    with pytest.raises(DescriptorError) as e:
+        check_editable("css3.0\n", "db")
+    assert str(e.value).endswith("then run again:\nschema css3.0\ndbidserver host:port\n")
+
+
+def test_a_missing_or_bad_descriptor_file_is_named(tmp_path):
+    with pytest.raises(DescriptorError) as e:
+        rewrite_dbidserver(tmp_path / "db", "bus:1")
+    assert str(e.value) == (f"{tmp_path / 'db'}: no such database descriptor; correct the site's db setting "
+                            "(the descriptor's path, relative to rtexec_dir) or create the descriptor")
+    (tmp_path / "db").write_text("dbidserver idhost\n")
+    with pytest.raises(DescriptorError, match=rf"^{tmp_path / 'db'}, line 1: 'idhost' is not host:port"):
+        rewrite_dbidserver(tmp_path / "db", "bus:1")
+
+
+def test_the_backup_is_named_by_the_utc_time_of_the_edit(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # local time 9 hours off: the name is in UTC all the same
+    time.tzset()
+    try:
+        before = time.time_ns()
+        name = backup_name("db")
+        after = time.time_ns()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    m = re.fullmatch(r"db-(\d{8}T\d{6})\.(\d{9})Z\.bak", name)
+    assert m, name
+    ns = calendar.timegm(time.strptime(m.group(1), "%Y%m%dT%H%M%S")) * 10**9 + int(m.group(2))
+    assert before <= ns <= after
+
+
+def test_the_backup_name_keeps_every_nanosecond(monkeypatch):
+    """A float division would round ...999999999 ns up into the next second."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_999_999_999)
+    assert backup_name("db") == "db-20231114T221320.999999999Z.bak"

@@ -122,7 +122,11 @@ def test_failover_then_rerun_changes_nothing(tmp_path):
         assert sim.state().authority.epoch == epoch
 
 
-def test_failover_refuses_dbids_on_a_site_without_the_epoch(tmp_path):
+def test_failover_refuses_dbids_on_a_site_without_the_epoch_or_armed(tmp_path):
+    """dbids starts only on the site holding the current epoch on the record and
+    on its own marker, and never on an armed one. With the armed check taken out
+    of activate_idserver, BUS's dbids started here and the test failed (tried by
+    hand, then put back)."""
     with sim_pair(tmp_path, "epoch") as sim:
         with pytest.raises(EpochRefused, match="epoch 1 belongs to ms"):
             activate_idserver.fn(sim.name, "ms", sim.cfg.backup)
@@ -130,7 +134,15 @@ def test_failover_refuses_dbids_on_a_site_without_the_epoch(tmp_path):
         sim.set_state(state)  # on the record, but BUS's own marker was never written
         with pytest.raises(EpochRefused, match="its marker says None"):
             activate_idserver.fn(sim.name, "ms", sim.cfg.backup)
+        ha = sim.pair.paths("bus").dir / "ha"
+        (ha / "authority").write_text(json.dumps(state.authority.marker()))  # epoch and marker agree now
+        (ha / "armed").write_text("test: fenced\n")
+        with pytest.raises(EpochRefused, match="refusing to start dbids on bus: the site is armed"):
+            activate_idserver(sim.name, "ms", sim.cfg.backup)  # a task run of its own, as the flows run it
         assert not running(sim, "bus", "dbids")
+        (ha / "armed").unlink()  # the armed marker was all that held it back
+        assert activate_idserver(sim.name, "ms", sim.cfg.backup).changed
+        assert running(sim, "bus", "dbids")
 
 
 def test_isolated_backup_and_cut_link_do_not_fail_over(tmp_path):
@@ -348,7 +360,10 @@ def test_ms_off_at_the_second_gate_then_one_recovery_merges_both_gaps(tmp_path):
         assert recovery(pair_name=sim.name).startswith("nothing to merge")
 
 
-def test_stale_replica_asks_a_person_and_rejection_changes_nothing(tmp_path):
+def test_stale_replica_asks_a_person_and_rejection_or_timeout_changes_nothing(tmp_path):
+    """An approval left unanswered is not an approval. With the failover
+    counting "timed out" as approved, BUS took over at the unanswered approval
+    and this test failed there (tried by hand, then put back)."""
     with sim_pair(tmp_path, "stale") as sim:  # never replicated: the replica's age is unknown
         sim.pair.power_off("ms")
         before = sim.snapshot("rtexec.pf", "db/db", "dbids/dbids.lastid")
@@ -357,6 +372,16 @@ def test_stale_replica_asks_a_person_and_rejection_changes_nothing(tmp_path):
         assert len(answers) == 1 and "did not fail over" in result
         assert sim.snapshot("rtexec.pf", "db/db", "dbids/dbids.lastid") == before
         assert sim.state().authority.site == "ms"
+        save_pair(sim.name, sim.cfg.model_copy(update={"policy": sim.cfg.policy.model_copy(
+            update={"approval_timeout_s": 2})}))
+        result = failover(pair_name=sim.name, reason="test: nobody answers")
+        assert "did not fail over" in result and "nothing was changed" in result
+        assert sim.snapshot("rtexec.pf", "db/db", "dbids/dbids.lastid") == before
+        state = sim.state()
+        assert state.authority.site == "ms" and state.authority.epoch == 1
+        assert state.declined is not None and "failover with a stale lastid replica: timed out" in state.declined.what
+        assert not running(sim, "bus", "dbids")
+        save_pair(sim.name, sim.cfg)
         with answering("failover", lambda n: approve(site="bus")):
             failover(pair_name=sim.name, reason="approved despite the stale replica")
         assert_bus_authoritative(sim)
@@ -391,14 +416,22 @@ def test_dry_runs_print_the_plan_and_change_nothing(tmp_path):
 def test_a_completed_fallback_acknowledges_the_hold_down_so_ms_failing_again_fails_over(tmp_path):
     """The two people who approved the fallback decided MS is fit again: MS
     failing within the hold-down of the first failover fails over again,
-    without anyone running `antelope-ha ack`; the record says who acknowledged."""
+    without anyone running `antelope-ha ack`; the record says who acknowledged.
+
+    MS's dbids starts above every id BUS issued: its lastid was raised from
+    BUS's. With the fallback raising MS's lastid from MS's own instead, MS's
+    lastid stayed below BUS's and this test failed (tried by hand, then put back)."""
     with sim_pair(tmp_path, "flap") as sim:
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
+        sim.wait_rows("bus", time.time())  # BUS issues ids of its own
         sim.pair.power_on("ms", start_rtexec=False)
         with answering("fallback", lambda n: {**approve(), "operator": ["grace", "heidi"][n % 2]}):
             result = fallback(pair_name=sim.name)
         assert "acknowledged by grace and heidi" in result
+        ms_lastid, bus_lastid = read_lastid(sim.pair.paths("ms").lastid), read_lastid(sim.pair.paths("bus").lastid)
+        assert not running(sim, "bus", "dbids")  # BUS's lastid is the one it handed over
+        assert all(ms_lastid.get(k, -1) >= v for k, v in bus_lastid.items()), (ms_lastid, bus_lastid)
         acked = sim.state().acknowledged
         assert acked is not None and acked.by == "grace and heidi" and "fallback to ms completed" in acked.reason
         sim.wait_rows("ms", time.time())
