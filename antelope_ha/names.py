@@ -36,9 +36,14 @@ class PairNames:
 
     pair: str
 
+    @property
+    def deployment_name(self) -> str:
+        """Each flow's deployment for this pair is named after the pair."""
+        return self.pair
+
     def deployment(self, flow: str) -> str:
-        """``flow/deployment``: each flow's deployment for this pair is named after the pair."""
-        return f"{flow}/{self.pair}"
+        """``flow/deployment``, as Prefect finds a deployment by name."""
+        return f"{flow}/{self.deployment_name}"
 
     def pool(self, site: Literal["bus", "ms"]) -> str:
         """The work pool of this pair's worker at ``site``."""

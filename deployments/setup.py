@@ -483,7 +483,7 @@ def render_prefect_file(config: SetupConfig, source: Path = PREFECT_FILE) -> dic
     names, template = PairNames(config.pair), PairNames(TEMPLATE_PAIR)
     site_of_pool = {template.pool(site): site for site in SITES}
     for deployment in project["deployments"]:
-        deployment["name"] = config.pair
+        deployment["name"] = names.deployment_name
         deployment.setdefault("parameters", {})["pair_name"] = config.pair
         deployment["work_pool"] = {**deployment["work_pool"],
                                    "name": names.pool(site_of_pool[deployment["work_pool"]["name"]])}

@@ -80,7 +80,7 @@ def test_prefect_yaml_is_the_template_pair_s_and_names_every_flow() -> None:
 
     project = yaml.safe_load(PREFECT_FILE.read_text())
     template = PairNames(TEMPLATE_PAIR)
-    assert {d["name"] for d in project["deployments"]} == {TEMPLATE_PAIR}
+    assert {d["name"] for d in project["deployments"]} == {template.deployment_name}
     assert {d["work_pool"]["name"] for d in project["deployments"]} == {template.pool(site) for site in SITES}
     assert {d["parameters"]["pair_name"] for d in project["deployments"]} == {TEMPLATE_PAIR}
     flows = []
@@ -98,7 +98,7 @@ def test_render_gives_every_deployment_and_pool_the_pair_s_name(monkeypatch: pyt
     config = load_config(PROJECT_DIR / "deployments" / "example-config.yaml").model_copy(update={"pair": "net1"})
     project = render_prefect_file(config)
     names = PairNames("net1")
-    assert {d["name"] for d in project["deployments"]} == {"net1"}
+    assert {d["name"] for d in project["deployments"]} == {names.deployment_name}
     assert {d["parameters"]["pair_name"] for d in project["deployments"]} == {"net1"}
     # watch, health, replicate-lastid, failover at BUS; fallback, recovery at MS
     assert [d["work_pool"]["name"] for d in project["deployments"]] == [names.pool("bus")] * 4 + [names.pool("ms")] * 2
