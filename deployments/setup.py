@@ -143,7 +143,8 @@ class WebhookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=BLOCK_NAME, description="name of the saved notification block")
+    name: str = Field(..., pattern=BLOCK_NAME, description="the webhook's name; its notification block is "
+                                                           "saved as <pair>--<name>")
     kind: Literal["custom-webhook", "apprise"] = Field(..., description="custom-webhook or apprise")
     url: str = Field(..., min_length=3, description="where to send: http(s):// for custom-webhook, an Apprise URL")
     method: Literal["GET", "POST", "PUT", "PATCH"] | None = Field(None, description="custom-webhook: HTTP method "
@@ -685,6 +686,8 @@ def legacy_leftovers(pair: str) -> list[str]:
     if not deployments and not pools:
         return []
     names = PairNames(pair)
+    commands = [*(f"prefect deployment delete {name}" for name, _ in deployments),
+                *(f"prefect work-pool delete {p}" for p in pools)]
     return [
         "WARNING: the server still holds what setup made before every deployment and pool carried its pair's "
         "name, left as it is: "
@@ -692,11 +695,9 @@ def legacy_leftovers(pair: str) -> list[str]:
         + f". Pair {pair} now runs the deployments <flow>/{pair} in the pools {names.pool('bus')} and "
         f"{names.pool('ms')}. An old watch/watch whose schedule is active starts a watcher of its pair every watch "
         "period, which takes the watch over from the new one.",
-        "  fix: start the new workers (docs/operating.md, section 1), stop the old ones "
-        "(systemctl disable --now antelope-ha-worker@bus antelope-ha-worker@ms), then delete what is listed:\n"
-        + "".join(f"    prefect deployment delete {name}\n" for name, _ in deployments)
-        + "".join(f"    prefect work-pool delete {p}\n" for p in pools)
-        + "  (run setup for each pair on this server first, if there are several)"]
+        "  fix: run setup for every pair of this server, start the new workers (docs/operating.md, section 1), "
+        "stop the old ones (systemctl disable --now antelope-ha-worker@bus antelope-ha-worker@ms), then delete "
+        "what is listed:" + "".join(f"\n    {command}" for command in commands)]
 
 
 def main(argv: list[str] | None = None) -> int:
