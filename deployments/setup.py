@@ -57,8 +57,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from antelope_ha.config import PairPolicy, SiteConfig, WitnessConfig
-from antelope_ha.names import FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW
-from antelope_ha.names import PairNames
+from antelope_ha.names import (
+    FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW, PairNames,
+)
 from deployments import schema
 
 if TYPE_CHECKING:

@@ -186,6 +186,7 @@ def test_a_failover_of_one_pair_runs_while_the_other_s_procedure_is_held(pairs: 
 def test_setup_names_a_deployment_of_an_earlier_release_and_leaves_it(pairs: Pairs) -> None:
     for pair in PAIRS:
         warning = "\n".join(line for line in pairs.said[pair] if "WARNING" in line or "fix:" in line)
+        print(f"two pairs: setup of {pair} said:\n{warning}")
         assert "deployment watch/watch (pair old, pool antelope-ha-bus" in warning, pairs.said[pair]
         assert "work pool antelope-ha-bus" in warning
         assert "prefect deployment delete watch/watch" in warning
