@@ -9,8 +9,8 @@ never holds.
 
 Before pairs were namespaced, each flow had one deployment named after the
 flow (``watch/watch``) and all pairs shared the pools ``antelope-ha-bus`` and
-``antelope-ha-ms``: ``LEGACY_DEPLOYMENTS`` and ``LEGACY_POOLS`` are those
-names, which setup looks for and reports.
+``antelope-ha-ms`` (their workers' units ``antelope-ha-worker@bus`` and
+``@ms``): the ``LEGACY_`` names, which setup looks for and reports.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ SITES: tuple[Literal["bus", "ms"], ...] = ("bus", "ms")  # where a pair's worker
 TEMPLATE_PAIR = "default"  # the pair deployments/prefect.yaml is written for, as it is
 LEGACY_DEPLOYMENTS = tuple(f"{flow}/{flow}" for flow in FLOWS)
 LEGACY_POOLS = tuple(f"antelope-ha-{site}" for site in SITES)
+LEGACY_WORKER_UNITS = tuple(f"antelope-ha-worker@{site}" for site in SITES)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from antelope_ha.config import PairPolicy, SiteConfig, WitnessConfig
 from antelope_ha.names import (
-    FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW, PairNames,
+    FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, LEGACY_WORKER_UNITS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW,
+    PairNames,
 )
 from deployments import schema
 
@@ -697,7 +698,7 @@ def legacy_leftovers(pair: str) -> list[str]:
         f"{names.pool('ms')}. An old watch/watch whose schedule is active starts a watcher of its pair every watch "
         "period, which takes the watch over from the new one.",
         "  fix: run setup for every pair of this server, start the new workers (docs/operating.md, section 1), "
-        "stop the old ones (systemctl disable --now antelope-ha-worker@bus antelope-ha-worker@ms), then delete "
+        f"stop the old ones (systemctl disable --now {' '.join(LEGACY_WORKER_UNITS)}), then delete "
         "what is listed:" + "".join(f"\n    {command}" for command in commands)]
 
 

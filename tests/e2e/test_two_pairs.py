@@ -191,4 +191,5 @@ def test_setup_names_a_deployment_of_an_earlier_release_and_leaves_it(pairs: Pai
         assert "work pool antelope-ha-bus" in warning
         assert "prefect deployment delete watch/watch" in warning
         assert "prefect work-pool delete antelope-ha-bus" in warning
+        assert "systemctl disable --now antelope-ha-worker@bus antelope-ha-worker@ms" in warning
     assert pairs.api.request("GET", "/deployments/name/watch/watch")["parameters"] == {"pair_name": "old"}
