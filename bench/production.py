@@ -199,6 +199,7 @@ def deployed(workdir: Path) -> Iterator[tuple[Stack, object]]:
     """Server, workers, a pair and setup, as docs/operating.md has them."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from antelope_ha.names import SITES, PairNames
     from deployments.setup import load_config, server_differences, server_environment, setup
     from simsite.pair import SimPair
     from tests.servers import PrefectServer, Worker
@@ -224,7 +225,7 @@ def deployed(workdir: Path) -> Iterator[tuple[Stack, object]]:
             raise RuntimeError("the bench's server does not have the retention setup asks for:\n"
                                + "\n".join(differences))
         workers = [Worker(server, pool, workdir / f"worker-{pool}.log")
-                   for pool in ("antelope-ha-bus", "antelope-ha-ms")]
+                   for pool in (PairNames(PAIR).pool(site) for site in SITES)]
         for w in workers:
             started.callback(w.stop)
             w.start()
@@ -267,7 +268,7 @@ def hand_over_to_a_new_watcher(pair: object, policy: PairPolicy) -> UUID:
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
                 type=FlowRunFilterStateType(any_=[StateType.RUNNING])))), 60)
     register_pair(PAIR, pair.pair_config(policy))  # type: ignore[attr-defined]
-    run = start_watcher()
+    run = start_watcher(PAIR)
     since = time.time()
     _wait(f"watch run {run.name} watching", lambda: watching(run.id, since))
     return run.id

@@ -71,8 +71,9 @@ class NotifyTargets(Block):
     """Who hears about decisions, failures and approvals.
 
     Each entry is the document name of a saved notification block, e.g.
-    ``email-server-credentials/ops-smtp`` (prefect-email) or
-    ``apprise-url/sms-gateway`` (an Apprise URL).
+    ``email-server-credentials/default-smtp`` (prefect-email) or
+    ``apprise-url/default--sms-gateway`` (an Apprise URL), as setup names them
+    for the pair ``default`` (antelope_ha/names.py).
     """
 
     _block_type_name = "Antelope HA Notify Targets"

@@ -14,9 +14,10 @@ environment, every block built from it, the Prefect server, and both sites
    Prefect notification block per webhook (an SMS gateway's JSON POST, or any
    Apprise URL);
 3. saves the ``AntelopePair`` block (sites, witness, policy, who to notify);
-4. creates the two process work pools (one per data centre) if missing;
-5. applies ``deployments/prefect.yaml`` for this pair: every deployment gets
-   the pair's name; a watcher run starts every ``schedules.watch_period_s``
+4. creates the pair's two process work pools (one per data centre) if missing;
+5. applies ``deployments/prefect.yaml`` for this pair: every deployment is
+   named after the pair (``watch/<pair>``, ``failover/<pair>``, ...) and runs
+   with its name; a watcher run starts every ``schedules.watch_period_s``
    and copies lastid every ``schedules.replicate_lastid_s``;
 6. saves two automations: one starts a new watcher when a watcher run
    crashes, the other (the dead-man's switch) tells the operators, through
@@ -27,6 +28,11 @@ environment, every block built from it, the Prefect server, and both sites
 8. checks that the server vacuums old flow runs and events as
    ``retention`` says, and writes the server's environment for that with
    ``--server-env FILE``: setup cannot restart the server itself.
+
+Every deployment, pool, block, limit, automation and event of a pair carries
+the pair's name (antelope_ha/names.py), so several pairs share one server
+side by side. Deployments and pools of an earlier release, whose names did
+not, are reported with the fix, never deleted.
 
 Secrets never sit in the file: the SMTP password and webhook secrets are read
 from the environment variables the file names, when setup runs, and stored in
@@ -51,6 +57,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from antelope_ha.config import PairPolicy, SiteConfig, WitnessConfig
+from antelope_ha.names import (
+    FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, LEGACY_WORKER_UNITS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW,
+    PairNames,
+)
 from deployments import schema
 
 if TYPE_CHECKING:
@@ -58,8 +68,6 @@ if TYPE_CHECKING:
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"
-WORK_POOLS = ("antelope-ha-bus", "antelope-ha-ms")
-WATCH = ("watch", "watch")  # the watcher's flow and deployment
 # The workers' environment (docs/operating.md): a run asked for (a replacement
 # watcher, a procedure started by hand) is taken within 2 s; no usage data sent.
 WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "2", "DO_NOT_TRACK": "1"}
@@ -137,7 +145,8 @@ class WebhookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=BLOCK_NAME, description="name of the saved notification block")
+    name: str = Field(..., pattern=BLOCK_NAME, description="the webhook's name; its notification block is "
+                                                           "saved as <pair>--<name>")
     kind: Literal["custom-webhook", "apprise"] = Field(..., description="custom-webhook or apprise")
     url: str = Field(..., min_length=3, description="where to send: http(s):// for custom-webhook, an Apprise URL")
     method: Literal["GET", "POST", "PUT", "PATCH"] | None = Field(None, description="custom-webhook: HTTP method "
@@ -245,7 +254,9 @@ class SetupConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pair: str = Field(..., pattern=BLOCK_NAME, description="name of the pair (its block and state record)")
+    pair: str = Field(..., pattern=PAIR_NAME, max_length=63,
+                      description="name of the pair: lower-case letters and digits, words joined by single "
+                                  "dashes; every deployment, pool, block, limit and event of the pair carries it")
     main: SiteConfig = Field(..., description="the Main System (MS)")
     backup: SiteConfig = Field(..., description="the Backup System (BUS)")
     witness: WitnessConfig = Field(..., description="a third host BUS must reach before it takes over")
@@ -301,14 +312,6 @@ def _check_env(path: Path, config: SetupConfig) -> None:
 
 
 # --- the blocks, built (and so validated) before any is saved ---------------------------
-def email_block_name(pair: str) -> str:
-    return f"{pair}-smtp"
-
-
-def email_alert_block_name(pair: str) -> str:
-    return f"{pair}-email-alert"
-
-
 @dataclass
 class Blocks:
     """Every block setup saves, already validated."""
@@ -352,7 +355,7 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
 
     problems: list[str] = []
     blocks = Blocks()
-    notify = config.notify
+    notify, names = config.notify, PairNames(config.pair)
 
     def attempt(where: str, make: Any) -> Any:
         try:
@@ -370,12 +373,12 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
         if blocks.email is not None:
             blocks.email_alert = attempt("notify.email", lambda: EmailNotification(
                 credentials=blocks.email, email_from=e.sender, email_to=e.to))
-        targets.update(email_server=email_block_name(config.pair), email_from=e.sender, email_to=e.to)
+        targets.update(email_server=names.smtp_block, email_from=e.sender, email_to=e.to)
     for i, hook in enumerate(notify.webhooks):
         block = attempt(f"notify.webhooks.{i}", lambda hook=hook: _webhook_block(hook))
         if block is not None:
-            blocks.webhooks.append((hook.name, block))
-            targets["webhooks"].append(f"{block.get_block_type_slug()}/{hook.name}")
+            blocks.webhooks.append((names.webhook_block(hook.name), block))
+            targets["webhooks"].append(f"{block.get_block_type_slug()}/{names.webhook_block(hook.name)}")
     blocks.pair = attempt("(the pair)", lambda: AntelopePair(
         main=config.main.model_dump(), backup=config.backup.model_dump(),
         witness=config.witness, policy=config.policy, notify=NotifyTargets(**targets)))
@@ -444,12 +447,13 @@ def check_server() -> str:
 
 
 def save_blocks(config: SetupConfig, blocks: Blocks) -> None:
+    names = PairNames(config.pair)
     if blocks.email is not None:
-        blocks.email.save(email_block_name(config.pair), overwrite=True)
-        blocks.email_alert.save(email_alert_block_name(config.pair), overwrite=True)
+        blocks.email.save(names.smtp_block, overwrite=True)
+        blocks.email_alert.save(names.email_alert_block, overwrite=True)
     for name, block in blocks.webhooks:
         block.save(name, overwrite=True)
-    blocks.pair.save(config.pair, overwrite=True)
+    blocks.pair.save(names.pair_block, overwrite=True)
 
 
 def save_pair(config: SetupConfig) -> None:
@@ -457,14 +461,15 @@ def save_pair(config: SetupConfig) -> None:
     save_blocks(config, build_blocks(config))
 
 
-def ensure_work_pools() -> None:
+def ensure_work_pools(pair: str) -> None:
+    """The pair's two process work pools, one per data centre."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
     with get_client(sync_client=True) as client:
-        for name in WORK_POOLS:
+        for name in (PairNames(pair).pool(site) for site in SITES):
             try:
                 client.create_work_pool(WorkPoolCreate(
                     name=name, type="process",
@@ -474,11 +479,18 @@ def ensure_work_pools() -> None:
 
 
 def render_prefect_file(config: SetupConfig, source: Path = PREFECT_FILE) -> dict[str, Any]:
-    """prefect.yaml with this pair's name, watch period and the watcher's cadences filled in."""
+    """prefect.yaml (written for the pair ``TEMPLATE_PAIR``) for this pair: its
+    name on every deployment and pool, the watch period and the watcher's
+    cadences filled in."""
     project = yaml.safe_load(source.read_text())
+    names, template = PairNames(config.pair), PairNames(TEMPLATE_PAIR)
+    site_of_pool = {template.pool(site): site for site in SITES}
     for deployment in project["deployments"]:
+        deployment["name"] = names.deployment_name
         deployment.setdefault("parameters", {})["pair_name"] = config.pair
-        if deployment["name"] == WATCH[1]:
+        deployment["work_pool"] = {**deployment["work_pool"],
+                                   "name": names.pool(site_of_pool[deployment["work_pool"]["name"]])}
+        if deployment["entrypoint"].endswith(f":{WATCH_FLOW}"):
             deployment["parameters"].update(heartbeat_s=config.schedules.heartbeat_s,
                                             replicate_s=config.schedules.replicate_lastid_s)
             for schedule in deployment.get("schedules") or []:
@@ -503,19 +515,15 @@ def deploy_all(config: SetupConfig) -> None:
 
 
 # --- the watcher's automations -----------------------------------------------------------
-def automation_names(pair: str) -> tuple[str, str]:
-    return f"antelope-ha {pair}: watcher silent", f"antelope-ha {pair}: replace a crashed watcher"
-
-
 def alert_block_ids(config: SetupConfig) -> list[Any]:
     """The saved notification blocks the server itself sends alerts through."""
     from prefect.client.orchestration import get_client
 
     from blocks.pair import EmailNotification
 
-    names = [(email_alert_block_name(config.pair), EmailNotification.get_block_type_slug())
-             ] if config.notify.email else []
-    names += [(hook.name, "apprise-url" if hook.kind == "apprise" else "custom-webhook")
+    pair = PairNames(config.pair)
+    names = [(pair.email_alert_block, EmailNotification.get_block_type_slug())] if config.notify.email else []
+    names += [(pair.webhook_block(hook.name), "apprise-url" if hook.kind == "apprise" else "custom-webhook")
               for hook in config.notify.webhooks]
     with get_client(sync_client=True) as client:
         return [client.read_block_document_by_name(name, slug).id for name, slug in names]
@@ -535,31 +543,30 @@ def save_automations(config: SetupConfig) -> None:
 
     from flows.watch import HEARTBEAT_EVENT
 
-    pair, silent_s = config.pair, config.schedules.silent_after_s
-    silent_name, crashed_name = automation_names(pair)
-    resource = f"antelope-ha.pair.{pair}"
+    pair, silent_s, names = config.pair, config.schedules.silent_after_s, PairNames(config.pair)
     subject = f"[antelope-ha {pair}] WATCHER SILENT at {config.backup.name}: no health watcher heard from"
     body = (f"No heartbeat from the health watcher of pair {pair} for {silent_s:g} s (the last one: "
             f"{{{{ event.occurred }}}}). While no watcher runs, nothing detects a failure of {config.main.name} "
-            f"and nothing fails over to {config.backup.name}.\n\nLook at the worker of pool {WORK_POOLS[0]} at "
-            f"{config.backup.name} (is it running?) and at the runs of the {WATCH[1]} deployment"
+            f"and nothing fails over to {config.backup.name}.\n\nLook at the worker of pool {names.pool('bus')} "
+            f"at {config.backup.name} ({names.worker_unit('bus')}: is it running?) and at the runs of the "
+            f"{names.deployment(WATCH_FLOW)} deployment"
             + (f": {config.notify.ui_url.rstrip('/')}/runs" if config.notify.ui_url else "")
             + ". A new watcher has been asked for; it starts as soon as a worker of that pool takes it.")
     with get_client(sync_client=True) as client:
-        watch_id = client.read_deployment_by_name("/".join(WATCH)).id
-        for name in (silent_name, crashed_name):
+        watch_id = client.read_deployment_by_name(names.deployment(WATCH_FLOW)).id
+        for name in (names.silent_automation, names.crashed_automation):
             for existing in client.read_automations_by_name(name):
                 client.delete_automation(existing.id)
         client.create_automation(AutomationCore(
-            name=silent_name, description="The dead-man's switch of the health watcher (antelope-ha setup).",
+            name=names.silent_automation, description="The dead-man's switch of the health watcher (antelope-ha setup).",
             trigger=EventTrigger(after={HEARTBEAT_EVENT}, expect={HEARTBEAT_EVENT},
-                                 match={"prefect.resource.id": resource}, for_each={"prefect.resource.id"},
+                                 match={"prefect.resource.id": names.resource_id}, for_each={"prefect.resource.id"},
                                  posture=Posture.Proactive, threshold=1, within=timedelta(seconds=silent_s)),
             actions=[*(SendNotification(block_document_id=block, subject=subject, body=body)
                        for block in alert_block_ids(config)),
                      RunDeployment(source="selected", deployment_id=watch_id)]))
         client.create_automation(AutomationCore(
-            name=crashed_name, description="A watcher run crashed: start another (antelope-ha setup).",
+            name=names.crashed_automation, description="A watcher run crashed: start another (antelope-ha setup).",
             trigger=EventTrigger(expect={"prefect.flow-run.Crashed"},
                                  match={"prefect.resource.id": "prefect.flow-run.*"},
                                  match_related={"prefect.resource.id": f"prefect.deployment.{watch_id}"},
@@ -567,12 +574,13 @@ def save_automations(config: SetupConfig) -> None:
             actions=[RunDeployment(source="selected", deployment_id=watch_id)]))
 
 
-def start_watcher() -> FlowRun:
+def start_watcher(pair: str) -> FlowRun:
     """A watcher run now: it takes over from the one running, with the configuration just saved."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return client.create_flow_run_from_deployment(client.read_deployment_by_name("/".join(WATCH)).id)
+        return client.create_flow_run_from_deployment(
+            client.read_deployment_by_name(PairNames(pair).deployment(WATCH_FLOW)).id)
 
 
 # --- retention: the server's database vacuum ------------------------------------------------
@@ -639,13 +647,59 @@ def setup(config_path: Path, *, apply_deployments: bool = True, site_tool: bool 
         done += install_site_tools(config)
     save_blocks(config, blocks)
     done.append(f"saved the blocks of pair {config.pair}")
-    ensure_work_pools()
+    ensure_work_pools(config.pair)
+    names = PairNames(config.pair)
+    done.append(f"the pair's work pools: {names.pool('bus')} (its worker at {config.backup.name}: "
+                f"{names.worker_unit('bus')}), {names.pool('ms')} (at {config.main.name}: {names.worker_unit('ms')})")
     if apply_deployments:
         deploy_all(config)
         save_automations(config)
-        start_watcher()
-        done.append("applied the deployments and automations, started a watcher")
-    return done
+        start_watcher(config.pair)
+        done.append(f"applied the deployments ({', '.join(names.deployment(flow) for flow in FLOWS)}) "
+                    "and automations, started a watcher")
+    return done + legacy_leftovers(config.pair)
+
+
+def legacy_leftovers(pair: str) -> list[str]:
+    """What setup of an earlier release left on the server under names without
+    a pair's: deployments named after their flow, the pools all pairs shared.
+    Nothing is deleted: they are named, with the fix."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deployments, pools = [], []
+    with get_client(sync_client=True) as client:
+        for name in LEGACY_DEPLOYMENTS:
+            try:
+                old = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if (old.parameters or {}).get("pair_name") == old.name:  # a pair named after the flow: its own
+                continue
+            active = any(s.active for s in old.schedules or [])
+            deployments.append((name, f"{name} (pair {(old.parameters or {}).get('pair_name', '?')}, pool "
+                                      f"{old.work_pool_name}{', its schedule ACTIVE' if active else ''})"))
+        for name in LEGACY_POOLS:
+            try:
+                client.read_work_pool(name)
+            except ObjectNotFound:
+                continue
+            pools.append(name)
+    if not deployments and not pools:
+        return []
+    names = PairNames(pair)
+    commands = [*(f"prefect deployment delete {name}" for name, _ in deployments),
+                *(f"prefect work-pool delete {p}" for p in pools)]
+    return [
+        "WARNING: the server still holds what setup made before every deployment and pool carried its pair's "
+        "name, left as it is: "
+        + "; ".join([*(f"deployment {what}" for _, what in deployments), *(f"work pool {p}" for p in pools)])
+        + f". Pair {pair} now runs the deployments <flow>/{pair} in the pools {names.pool('bus')} and "
+        f"{names.pool('ms')}. An old watch/watch whose schedule is active starts a watcher of its pair every watch "
+        "period, which takes the watch over from the new one.",
+        "  fix: run setup for every pair of this server, start the new workers (docs/operating.md, section 1), "
+        f"stop the old ones (systemctl disable --now {' '.join(LEGACY_WORKER_UNITS)}), then delete "
+        "what is listed:" + "".join(f"\n    {command}" for command in commands)]
 
 
 def main(argv: list[str] | None = None) -> int:

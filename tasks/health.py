@@ -13,6 +13,7 @@ from prefect.events import emit_event
 
 from antelope_ha.config import PairConfig
 from antelope_ha.decide import Probes, alert
+from antelope_ha.names import PairNames
 from antelope_ha.probe import PairProbe
 from antelope_ha.state import Decision, HAState
 from blocks.pair import NotifyTargets
@@ -25,7 +26,7 @@ DECISION_EVENT = "antelope-ha.health.decision"
 
 def pair_resource(pair_name: str) -> dict[str, str]:
     """The resource the pair's events are about (decisions, the watcher's heartbeat)."""
-    return {"prefect.resource.id": f"antelope-ha.pair.{pair_name}", "antelope-ha.pair": pair_name}
+    return PairNames(pair_name).resource()
 
 
 @task(name="Look at the pair", task_run_name="look at {probe.ms.name} and the witness from {probe.bus.name}",
@@ -59,7 +60,8 @@ def act_and_tell(pair_name: str, pair: PairConfig, targets: NotifyTargets | None
     sender = None
     if decision.code == "failover":
         if not run_failover:
-            return "not acted on by this run: the watcher acts, or start the failover deployment by hand"
+            return (f"not acted on by this run: the watcher acts, or start the deployment "
+                    f"{PairNames(pair_name).deployment('failover')} by hand")
         queued = failover_queued(pair_name)
         if queued:
             get_run_logger().warning("no new failover: %s is already under way", queued)

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
+from antelope_ha.names import PairNames
 
 LEASE_S = 60  # the server's minimum; renewed in the background while the run lives, pauses included
 
@@ -34,7 +35,7 @@ class ProcedureInProgress(RuntimeError):
 
 
 def lock_name(pair_name: str) -> str:
-    return f"antelope-ha-{pair_name}-procedure"
+    return PairNames(pair_name).procedure_limit
 
 
 _ensured: set[tuple[str, str]] = set()  # (API URL, limit name)
@@ -56,7 +57,7 @@ def ensure_limit(name: str) -> None:
 
 
 def holder_variable(pair_name: str) -> str:
-    return f"{lock_name(pair_name)}-holder"
+    return PairNames(pair_name).holder_variable
 
 
 _RUN_ID = re.compile(r"\(([0-9a-f-]{36})\)$")

@@ -14,13 +14,14 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
+from antelope_ha.names import PairNames
 from antelope_ha.state import Declined, HAState, WatcherLease
 from blocks.pair import PairState
 from tasks.lock import ensure_limit, procedure_holder
 
 
 def state_block_name(pair_name: str) -> str:
-    return f"{pair_name}-state"
+    return PairNames(pair_name).state_block
 
 
 def load_state(pair_name: str, main_site: str, client: SyncPrefectClient | None = None) -> HAState:
@@ -72,7 +73,7 @@ def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAS
     """Read, change and write the record under a mutex (a strict global
     concurrency limit of one), so that two flows changing it at once cannot
     undo each other's change. Returns what was stored."""
-    name = f"antelope-ha-{pair_name}-state"
+    name = PairNames(pair_name).state_limit
     ensure_limit(name)
     with concurrency(name, occupy=1, strict=True, timeout_seconds=60, lease_duration=60), \
             get_client(sync_client=True) as client:

@@ -83,9 +83,10 @@ def test_the_example_is_accepted_and_builds_every_block() -> None:
         assert site.site_tool_command()[-1] == "/export/home/rt/rtsystem/ha/antelope-ha-site.pyz"
     blocks = build_blocks(config)
     assert blocks.email.username == "antelope-ha" and blocks.email.password.get_secret_value() == "smtp-password"
-    assert [name for name, _ in blocks.webhooks] == ["sms-gateway", "oncall-chat"]
+    assert [name for name, _ in blocks.webhooks] == [f"{config.pair}--sms-gateway", f"{config.pair}--oncall-chat"]
     assert blocks.webhooks[1][1].url.get_secret_value() == f"tgram://{SECRETS['ANTELOPE_HA_TELEGRAM_TOKEN']}/-1001234567890"
-    assert blocks.pair.notify.webhooks == ["custom-webhook/sms-gateway", "apprise-url/oncall-chat"]
+    assert blocks.pair.notify.webhooks == [f"custom-webhook/{config.pair}--sms-gateway",
+                                           f"apprise-url/{config.pair}--oncall-chat"]
 
 
 @pytest.mark.parametrize("title, text", EXAMPLES, ids=[t for t, _ in EXAMPLES])

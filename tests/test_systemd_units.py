@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.setup import WORK_POOLS, WORKER_ENV
+from antelope_ha.names import SITES, PairNames
+from deployments.setup import WORKER_ENV
 from simsite.procs import is_running
 from tests.servers import wait_for
 
@@ -65,7 +66,10 @@ def test_units_point_at_what_make_deps_makes_and_stop_every_process() -> None:
         "the worker unit must set what the tests' and the bench's workers run with (deployments/setup.py WORKER_ENV)"
     assert "-/etc/antelope-ha/retention.env" in unit("antelope-ha-prefect-server.service")["EnvironmentFile"]
     pool = shlex.split(worker["ExecStart"][0])[shlex.split(worker["ExecStart"][0]).index("--pool") + 1]
-    assert {pool.replace("%i", site) for site in ("bus", "ms")} == set(WORK_POOLS)
+    names = PairNames("pair-a")  # the unit antelope-ha-worker@pair-a-bus polls the pool of pair-a at BUS
+    for site in SITES:
+        instance = names.worker_unit(site).removeprefix("antelope-ha-worker@")
+        assert pool.replace("%i", instance) == names.pool(site)
     for example in ("worker.env.example", "server.env.example"):
         assert (UNITS / example).exists()
 

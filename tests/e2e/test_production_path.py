@@ -35,12 +35,14 @@ import pytest
 import yaml
 
 from antelope_ha.config import PairPolicy
+from antelope_ha.names import SITES, PairNames
 from simsite.pair import SimPair
 from tests.servers import Api, HttpReceiver, PrefectServer, SmtpReceiver, Worker, process_tree, wait_for
 
 pytestmark = pytest.mark.slow
 
 PAIR = "e2e"
+NAMES = PairNames(PAIR)
 POLICY = PairPolicy(failures_before_failover=2, probe_interval_s=1, probe_timeout_s=1, hold_down_s=3600,
                     lastid_margin=1000, lastid_max_age_s=600, approval_timeout_s=240, approval_poll_s=1)
 SCHEDULES = {"replicate_lastid_s": 5, "heartbeat_s": 5, "watcher_silent_s": 25}
@@ -60,7 +62,7 @@ class Stack:
     started_at: float
 
     def state(self) -> dict:
-        return self.api.block("antelope-pair-state", f"{PAIR}-state")["data"]["state"]
+        return self.api.block("antelope-pair-state", NAMES.state_block)["data"]["state"]
 
     def authority(self) -> str | None:
         try:
@@ -87,7 +89,7 @@ class Stack:
     def heartbeats(self) -> list[dict]:
         """The pair's newest watcher heartbeat events (one page)."""
         return self.api.request("POST", "/events/filter", json={"filter": {
-            "event": {"name": ["antelope-ha.watcher.heartbeat"]}, "resource": {"id": [f"antelope-ha.pair.{PAIR}"]},
+            "event": {"name": ["antelope-ha.watcher.heartbeat"]}, "resource": {"id": [NAMES.resource_id]},
             "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50})["events"]
 
     def ran(self) -> list[dict]:
@@ -183,7 +185,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             print(f"e2e: setup (blocks, pools, deployments, automations, a watcher) took {time.time() - t0:.1f} s")
         # the workers trust the SMTP server's test CA too
         workers = [Worker(server, pool, tmp / f"worker-{pool}.log", {"SSL_CERT_FILE": str(smtp.ca_path)})
-                   for pool in ("antelope-ha-bus", "antelope-ha-ms")]
+                   for pool in (NAMES.pool(site) for site in SITES)]
         for w in workers:
             started.callback(w.stop)
             w.start()
@@ -228,8 +230,8 @@ def paused_fallback(stack: Stack, failed_over: Failover) -> PausedFallback:
     """MS repaired and powered on (rtexec not started); fallback started by hand, at its first gate."""
     stack.pair.power_on("ms", start_rtexec=False)
     wait_for("no failover run under way (as an operator checks before a fallback)", lambda: not stack.runs(
-        "failover", "failover", ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]), 120)
-    run = stack.api.run_deployment("fallback", "fallback", {"pair_name": PAIR})
+        "failover", PAIR, ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]), 120)
+    run = stack.api.run_deployment("fallback", PAIR, {"pair_name": PAIR})
     try:
         stack.paused(run["id"], 120)
     except TimeoutError as exc:
@@ -298,7 +300,7 @@ def test_approval_request_is_notified(stack: Stack, paused_fallback: PausedFallb
 # --- 4. one procedure at a time -------------------------------------------------------------
 def test_failover_started_while_fallback_waits_is_refused_naming_it(
         stack: Stack, paused_fallback: PausedFallback) -> None:
-    run = stack.api.run_deployment("failover", "failover", {"pair_name": PAIR, "reason": "e2e: second procedure"})
+    run = stack.api.run_deployment("failover", PAIR, {"pair_name": PAIR, "reason": "e2e: second procedure"})
     final = stack.final_run(run["id"], 90)
     assert final["state"]["type"] == "FAILED", final["state"]
     assert (f"refused: failover cannot start while fallback run {paused_fallback.run_name} "
@@ -434,7 +436,7 @@ def test_a_dead_worker_is_told_and_a_new_watcher_starts_when_it_is_back(stack: S
     killed_at = time.time()
     mail = wait_for("the watcher-silent email", lambda: alerts()[before:], SCHEDULES["watcher_silent_s"] + 60)[0]
     print(f"e2e: the dead-man's alert {time.time() - killed_at:.1f} s after the BUS worker was killed")
-    assert f"No heartbeat from the health watcher of pair {PAIR}" in mail and "antelope-ha-bus" in mail
+    assert f"No heartbeat from the health watcher of pair {PAIR}" in mail and NAMES.pool("bus") in mail
     assert wait_for("the watcher-silent SMS", lambda: texts()[texts_before:], 30)
     assert stack.api.flow_run(old)["state"]["type"] == "RUNNING"  # nobody left to say otherwise
     worker.start()  # as systemd restarts it

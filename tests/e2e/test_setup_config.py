@@ -46,14 +46,14 @@ def test_example_is_valid_and_fills_the_pair_into_every_deployment(secrets: None
     config = load_config(EXAMPLE)
     project = render_prefect_file(config)
     assert {d["parameters"]["pair_name"] for d in project["deployments"]} == {config.pair}
-    by_name = {d["name"]: d for d in project["deployments"]}
-    watch = by_name["watch"]
+    by_flow = {d["entrypoint"].rpartition(":")[2]: d for d in project["deployments"]}
+    watch = by_flow["watch"]
     assert [s["interval"] for s in watch["schedules"]] == [config.schedules.watch_period_s]
     assert watch["parameters"]["heartbeat_s"] == config.schedules.heartbeat_s
     assert watch["parameters"]["replicate_s"] == config.schedules.replicate_lastid_s
     assert "concurrency_limit" not in watch  # a successor starts while its predecessor still watches
     # the watcher is the only scheduled run, and nothing but the watcher (or a person) starts a failover
-    assert [name for name, d in by_name.items() if d.get("schedules")] == ["watch"]
+    assert [name for name, d in by_flow.items() if d.get("schedules")] == ["watch"]
     assert not any(d.get("triggers") for d in project["deployments"])
 
 
