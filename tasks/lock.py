@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager as ContextManager, ExitStack, contextmanager
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -19,6 +19,7 @@ from prefect.client.schemas.filters import (
     FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # raised for a missing limit
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
@@ -44,7 +45,8 @@ _ensured: set[tuple[str, str]] = set()  # (API URL, limit name)
 def ensure_limit(name: str) -> None:
     """Create the global concurrency limit ``name`` (one slot) if it is missing:
     acquired with strict=True, a missing limit is an error, not a free pass.
-    Asked once per process (the watcher takes its record's limit often)."""
+    Asked once per process (the watcher takes its record's limit often);
+    ``held`` asks again when the limit was deleted since."""
     key = (str(PREFECT_API_URL.value()), name)
     if key in _ensured:
         return
@@ -54,6 +56,26 @@ def ensure_limit(name: str) -> None:
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
     _ensured.add(key)
+
+
+@contextmanager
+def held(name: str, timeout_s: float, lease_s: float) -> Iterator[None]:
+    """The one slot of the limit ``name``, created first if missing. A limit
+    deleted while this process lives (an operator dropping a dead run's lock,
+    docs/operating.md) is created again, not reported as an error."""
+    def slot() -> ContextManager[None]:
+        return concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_s, lease_duration=lease_s)
+
+    ensure_limit(name)
+    stack = ExitStack()
+    try:
+        stack.enter_context(slot())
+    except ConcurrencySlotAcquisitionError:
+        _ensured.discard((str(PREFECT_API_URL.value()), name))
+        ensure_limit(name)
+        stack.enter_context(slot())
+    with stack:
+        yield
 
 
 def holder_variable(pair_name: str) -> str:
@@ -83,18 +105,16 @@ def procedure_holder(pair_name: str) -> str:
 @contextmanager
 def procedure_lock(pair_name: str, procedure: str, wait_s: float = 5.0) -> Iterator[None]:
     """Hold the pair for ``procedure``; refuse, naming the holder, if it is taken."""
-    ensure_limit(lock_name(pair_name))
     holder_var = holder_variable(pair_name)
-    held = ExitStack()
+    slot = ExitStack()
     try:
-        held.enter_context(concurrency(lock_name(pair_name), occupy=1, strict=True,
-                                       timeout_seconds=wait_s, lease_duration=LEASE_S))
+        slot.enter_context(held(lock_name(pair_name), wait_s, LEASE_S))
     except TimeoutError as exc:  # AcquireConcurrencySlotTimeoutError
         holder = procedure_holder(pair_name) or f"another run (its lease ends within {LEASE_S} s if it died)"
         raise ProcedureInProgress(
             f"refused: {procedure} cannot start while {holder} is in progress on pair {pair_name}"
         ) from exc
-    with held:
+    with slot:
         Variable.set(holder_var, f"{procedure} run {flow_run.get_name()} ({flow_run.get_id()})",
                      overwrite=True)
         get_run_logger().info("holding the pair for %s", procedure)

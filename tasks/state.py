@@ -10,14 +10,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import BlockDocumentUpdate
 from prefect.client.schemas.objects import BlockDocument
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
 from antelope_ha.names import PairNames
 from antelope_ha.state import Declined, HAState, WatcherLease
 from blocks.pair import PairState
-from tasks.lock import ensure_limit, procedure_holder
+from tasks.lock import held, procedure_holder
 
 
 def state_block_name(pair_name: str) -> str:
@@ -73,10 +72,7 @@ def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAS
     """Read, change and write the record under a mutex (a strict global
     concurrency limit of one), so that two flows changing it at once cannot
     undo each other's change. Returns what was stored."""
-    name = PairNames(pair_name).state_limit
-    ensure_limit(name)
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=60, lease_duration=60), \
-            get_client(sync_client=True) as client:
+    with held(PairNames(pair_name).state_limit, 60, 60), get_client(sync_client=True) as client:
         document = _read(pair_name, client)
         current = HAState.initial(main_site) if document is None else _state(pair_name, document)
         changed = change(current)

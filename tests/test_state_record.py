@@ -38,3 +38,22 @@ def test_a_decision_made_on_an_older_epoch_of_the_same_site_is_not_recorded():
     assert moved.authority.site == seen.authority.site and moved.authority.epoch == 3
     assert not record_health.fn(name, "ms", seen, probed(seen))
     assert load_state(name, "ms") == moved
+
+
+def test_a_lock_dropped_by_an_operator_is_created_again_by_the_next_procedure():
+    """docs/operating.md: a dead run's lock is released by deleting the pair's
+    procedure limit. A process that created it before (the watcher, living for
+    hours) must take it again, not fail: with the limit remembered as created,
+    acquiring raised "must be created before acquiring slots"."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.lock import held, lock_name
+
+    name = lock_name("dropped-lock")
+    with held(name, 5, 60):
+        pass
+    with get_client(sync_client=True) as client:
+        client.delete_global_concurrency_limit_by_name(name)
+    with held(name, 5, 60):
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
