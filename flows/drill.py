@@ -242,8 +242,11 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
             approver.join(5)
         report.fallback_s = round(time.time() - t0, 2)
         t_fallback = time.time()
-        tl.step("MS writers catch up", lambda: wait_until(
-            "MS rows after the fallback", lambda: max(origin_times(ms_dir), default=0) > t_fallback,
+        # As an operator does: recover once both sites' writers have written past the fallback
+        # (a busy BUS writes the outage's last events late, and a check before then sees fewer).
+        tl.step("MS and BUS writers catch up", lambda: wait_until(
+            "MS and BUS rows after the fallback",
+            lambda: min(max(origin_times(d), default=0) for d in (ms_dir, bus_dir)) > t_fallback,
             CATCH_UP_S) or None)
 
         t0 = time.time()

@@ -82,6 +82,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         return [data.check_outage(ms, bus, o) for o in outages]
 
     before = verdicts = check()
+    required = [rows_required(verdicts)]
     merged = 0
     for round_ in range(ROUNDS):
         excerpts, untimed = plan_excerpts(verdicts, round_)
@@ -105,6 +106,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         if dry_run:
             break
         verdicts = check()
+        required.append(rows_required(verdicts))
     # Also when nothing was merged: a run killed between a merge and this step left them stopped.
     for writer in ms.writer_tasks:
         realtime.start_task(ms, writer, dry_run)
@@ -118,15 +120,17 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         log.info("old id problems of %s, before this outage (not the recovery's): %s", ms.name, "; ".join(judged.old))
     problems = verification_problems(verdicts, judged.blocking)
     if problems:
+        grew = (f" (the rows {ms.name} must hold grew from check to check, {' -> '.join(map(str, required))}: "
+                f"{bus.name}'s writers were still writing the outage; run the recovery again once they have "
+                "caught up)") if required[-1] > required[0] else ""
         raise StepFailed(f"verification failed on {ms.name}" + (f" after {ROUNDS} rounds of excerpts" if merged else "")
-                         + ": " + "; ".join(problems))
+                         + grew + ": " + "; ".join(problems))
     if outages:
         record_recovered(pair_name, ms.name, max(o.epoch for o in outages))
     gaps = sum(len(v.gaps) for v in verdicts)
-    required = sum(sum(v.required.values()) for v in verdicts)
     result = (f"merged {merged} rows into {ms.name}" if merged
               else f"nothing to merge: {ms.name} holds every row the rule requires")
-    summary = (f"{result}; verified: {gaps} gaps of {ms.name}, {required} rows of {bus.name} that "
+    summary = (f"{result}; verified: {gaps} gaps of {ms.name}, {required[-1]} rows of {bus.name} that "
                f"{ms.name} must hold all on it byte for byte, no orphan, no new id used twice, none above lastid")
     notify(targets, f"RECOVERY into {ms.name} done", summary)
     publish_gap(ms.name, bus.name, before, verdicts)
@@ -135,6 +139,10 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
     if took is not None:
         publish_incident("recovery", pair_name, took.epoch, targets.ui_url if targets else None)
     return summary
+
+
+def rows_required(verdicts: list[Verdict]) -> int:
+    return sum(sum(v.required.values()) for v in verdicts)
 
 
 def given_window(ms: SiteConfig, backup: str, start: float | None, end: float | None) -> tuple[float, float] | None:
