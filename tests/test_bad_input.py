@@ -61,8 +61,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory, prefect_server) -> Iterator[S
 
 @pytest.fixture
 def record(pair: SimPair) -> HAState:
-    """A fresh replica on the record, so a failover gets as far as reading its inputs."""
-    state = HAState.initial("ms").model_copy(update={"replica": Replica(taken_at=time.time(), values={"orid": 1})})
+    """A fresh record, and a fresh replica of MS's lastid on BUS (``ha/replica``,
+    as the watcher writes it), so a failover gets as far as reading its inputs."""
+    replica = pair.paths("bus").dir / pair.pair_config().backup.ha_dir / "replica"
+    replica.parent.mkdir(parents=True, exist_ok=True)
+    replica.write_text(Replica(taken_at=time.time(), values={"orid": 1}).model_dump_json())
+    state = HAState.initial("ms")
     save_state(PAIR, state)
     return state
 

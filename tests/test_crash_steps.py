@@ -46,8 +46,7 @@ from prefect.client.orchestration import get_client
 from antelope_ha.outages import check_here
 from antelope_ha.css30 import scan_ids
 from antelope_ha.descriptor import parse_descriptor
-from antelope_ha.lastid import write_lastid
-from antelope_ha.state import HAState, Replica
+from antelope_ha.state import HAState
 from flows.drill import origin_times
 from flows.failover import failover
 from flows.fallback import fallback
@@ -208,11 +207,8 @@ def crash_pair(tmp: Path, name: str, base_address: str) -> Iterator[Case]:
         SimPair.wait_for(lambda: len(case.origins("ms")) >= 3 and len(case.origins("bus")) >= 3,
                          60, "rows at both sites")
         register_pair(name, pair.pair_config(POLICY))
-        # what the replicate flow does: MS's lastid onto BUS, its time on the record
-        values = pair.lastid("ms")
-        write_lastid(pair.paths("bus").lastid, values)
-        save_state(name, HAState.initial("ms").model_copy(
-            update={"replica": Replica(taken_at=time.time(), values=values)}))
+        save_state(name, HAState.initial("ms"))
+        replicate_lastid(pair_name=name)  # a fresh replica of MS's lastid on BUS, as the watcher keeps it
         case.bus_since = max(case.origins("bus"))
         yield case
     finally:
