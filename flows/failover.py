@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 
 from antelope_ha.config import PairConfig
 from tasks import authority, ids, realtime
-from tasks.approval import ApprovalRecord, ask_approval, publish_approvals
+from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
@@ -114,8 +114,8 @@ def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, ap
     findings = (f"{detail}. {pair.main.name} may be down, or alive behind a cut link with its dbids still "
                 f"serving ids. Approve only if {pair.main.name} is known to be down or cut off from its "
                 f"writers' clients; the health flow fences it as soon as it can be reached.")
-    answer = ask_approval(f"failover without fencing {pair.main.name}", pair.backup.name, findings,
-                          policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    answer = ask_approval(pair_name, pair, Gate("failover-unfenced", f"failover without fencing {pair.main.name}",
+                                                pair.backup.name), findings, dry_run)
     return approved(pair_name, pair, answer, approvals, dry_run)
 
 
@@ -138,8 +138,8 @@ def lastid_targets(pair_name: str, pair: PairConfig, approvals: list[ApprovalRec
         f"Proposed lastid (replica + margin {policy.lastid_margin}, never below {bus.name}'s own ids):\n\n"
         f"| key | replica | {bus.name} max | proposed |\n|---|---|---|---|\n{rows}"
     )
-    answer = ask_approval("failover with a stale lastid replica", bus.name, findings,
-                          policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    answer = ask_approval(pair_name, pair, Gate("failover-stale-lastid", "failover with a stale lastid replica",
+                                                bus.name), findings, dry_run)
     return (targets if approved(pair_name, pair, answer, approvals, dry_run) else None), scan
 
 

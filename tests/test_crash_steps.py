@@ -57,7 +57,7 @@ from simsite.pair import SimPair
 from tasks.lock import lock_name
 from tasks.pair import register_pair
 from tasks.state import load_state, save_state
-from tests.simpair import FAST, answering, approve
+from tests.simpair import FAST, answering, approve, listing_operators
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -207,7 +207,7 @@ def crash_pair(tmp: Path, name: str, base_address: str) -> Iterator[Case]:
         case = Case(pair, name)
         SimPair.wait_for(lambda: len(case.origins("ms")) >= 3 and len(case.origins("bus")) >= 3,
                          60, "rows at both sites")
-        register_pair(name, pair.pair_config(POLICY))
+        register_pair(name, listing_operators(pair.pair_config(POLICY), name))
         # what the replicate flow does: MS's lastid onto BUS, its time on the record
         values = pair.lastid("ms")
         write_lastid(pair.paths("bus").lastid, values)
