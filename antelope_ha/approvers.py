@@ -58,6 +58,11 @@ class Refused:
         return self.kind in ("wrong code", "reused code")
 
 
+def secret_block_name(pair_name: str, operator: str) -> str:
+    """The Prefect Secret block an operator's TOTP secret is kept in, unless the configuration names one."""
+    return f"{pair_name}-totp-{operator}"
+
+
 def step_at(now: float) -> int:
     return int(now // STEP_S)
 
