@@ -32,7 +32,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from antelope_ha import completeness, outages
-from antelope_ha.approvers import STEP_S, Approver, code_at, new_secret, step_at
+from antelope_ha.approvers import STEP_S, Approver, code_at, new_secret, secret_block_name, step_at
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
 from antelope_ha.idscan import ids_report
@@ -44,7 +44,7 @@ from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from simsite.orb import read_packets
 from simsite.pair import SimPair
-from tasks.operators import save_secret, secret_block_name
+from tasks.operators import save_secret
 from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state
