@@ -105,9 +105,10 @@ def ask_approval(pair_name: str, pair: PairConfig, gate: Gate, findings: str, dr
             f"Times out in {remaining:.0f} s; on timeout or rejection nothing further changes."
         )
         log.warning("waiting for approval: %s on %s", gate.title, site_name)
-        notify(targets_of_this_run(), f"APPROVAL NEEDED on {site_name}: {gate.title}",
-               f"{note}Open the run, Resume, and answer with your name and one-time code (type {site_name} as "
-               f"confirm_site). Times out in {remaining:.0f} s.")
+        if not refused:  # after a refusal, its own message says the run waits on
+            notify(targets_of_this_run(), f"APPROVAL NEEDED on {site_name}: {gate.title}",
+                   f"Open the run, Resume, and answer with your name and one-time code (type {site_name} as "
+                   f"confirm_site). Times out in {remaining:.0f} s.")
         try:
             answer = pause_flow_run(
                 wait_for_input=Approval.with_initial_data(description=description),

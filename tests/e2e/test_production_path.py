@@ -410,8 +410,8 @@ def test_failover_started_while_fallback_waits_is_refused_naming_it(
 
 # --- 2. approval in the UI (gate 1), over REST (gate 2) ----------------------------------------
 def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshots: Path) -> None:
-    """What an operator does: open the run's link, log in with the credential
-    (the UI asks first), Resume, fill the form, Submit.
+    """What an operator does: log in with the credential (the UI asks first),
+    open the run's link, Resume, fill the form, Submit.
 
     The link is the one the notifications carry; it opens the default UI's
     run page, whose Resume form is generated from the Approval input.
@@ -430,13 +430,14 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
         page.on("response", lambda r: r.status >= 400 and trouble.append(
             f"{r.status}: {r.request.method} {r.url} {r.request.post_data} -> {r.text()}"))
         try:
-            page.goto(f"{base_url}/runs/flow-run/{run_id}")
-            page.wait_for_url("**/login**")  # the UI asks for the credential before anything else
+            page.goto(f"{base_url}/runs")
+            page.wait_for_url("**/login?redirect=/runs")  # the UI asks for the credential before anything else
             page.screenshot(path=str(screenshots / "login.png"))
             page.locator("input[type=password]").fill(CREDENTIAL)
             page.get_by_role("button", name="Login").click()
-            page.wait_for_url(f"**/runs/flow-run/{run_id}")
+            page.wait_for_url("**/runs")
             trouble.clear()  # the UI's calls before the login were refused, as they should be
+            page.goto(f"{base_url}/runs/flow-run/{run_id}")
             page.get_by_role("button", name="Resume").first.click()
             form = page.locator(".p-modal")
             form.wait_for()
