@@ -263,7 +263,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
                 decision = call_flow(health, pair_name="drill")
                 if decision.startswith("failover"):  # on a server, the event it emits starts the failover
                     report.detection_s = round(started - t_fail, 2)
-                    return failover(pair_name="drill", reason=decision.split(": ", 1)[1])
+                    return failover(pair_name="drill", reason=decision.split(": ", 1)[1], by="automation")
                 time.sleep(max(0.0, policy.probe_interval_s - (time.time() - started)))
             raise TimeoutError(f"no failover within 60 s of MS's crash; last decision: {decision}")
         tl.step("health detects the failure and fails over, without a person", detect_and_fail_over)
@@ -288,7 +288,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         approver.start()
         t0 = time.time()
         try:
-            tl.step("fallback to MS (two approvals)", lambda: fallback(pair_name="drill"))
+            tl.step("fallback to MS (two approvals)", lambda: fallback(pair_name="drill", by="drill"))
         finally:
             stop.set()
             approver.join(5)
@@ -299,7 +299,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
             CATCH_UP_S) or None)
 
         t0 = time.time()
-        tl.step("recover MS's gaps from BUS", lambda: recovery(pair_name="drill"))
+        tl.step("recover MS's gaps from BUS", lambda: recovery(pair_name="drill", by="drill"))
         report.recovery_s = round(time.time() - t0, 2)
         tl.step("final checks", lambda: final_checks(report, ms_dir, bus_dir, interval, "drill"))
     finally:

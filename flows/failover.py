@@ -31,7 +31,7 @@ from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times
+from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times, record_start
 from tasks.sites import plans
 from tasks.state import read_state, record_declined
 
@@ -41,7 +41,8 @@ ASK_AGAIN = "Health will not request another failover in this outage until a per
 @flow(name="failover", log_prints=True,
       on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="BUS takes over the ID server, the authoritative db and the information systems.")
-def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False) -> str:
+def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False,
+             by: str | None = None) -> str:
     """Make BUS authoritative, step by step (the module's docstring).
 
     Args:
@@ -49,7 +50,11 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         reason: why, recorded with the new authority and sent to the operators
             (the health flow gives its decision's reason)
         dry_run: print the commands each site would run, change nothing
+        by: your name, recorded as who started this run (the watcher's own
+            failovers say automation)
     """
+    if not dry_run:
+        record_start("failover", pair_name, by, reason)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     marks = {"failover started": time.time()}

@@ -41,22 +41,25 @@ from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline
+from tasks.report import publish_incident, publish_plan, publish_timeline, record_start
 from tasks.sites import plans
 from tasks.state import acknowledge, read_state, set_fallback_in_progress
 
 
 @flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Hand authority back from BUS to MS, with two approvals.")
-def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
+def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None = None) -> str:
     """Hand authority back to MS, step by step (the module's docstring).
 
     Args:
         pair_name: the name of the pair's AntelopePair block (as saved by setup)
         dry_run: print the commands each site would run, change nothing (the
             approvals are not asked)
+        by: your name, recorded as who started this run
     """
     log = get_run_logger()
+    if not dry_run:
+        record_start("fallback", pair_name, by)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):

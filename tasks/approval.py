@@ -19,9 +19,7 @@ from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.events import emit_event
 from prefect.input import RunInput
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from antelope_ha.approvers import LOUD_AFTER, Accepted, Approver, Refused, judge, wrong_in_a_row
@@ -29,8 +27,8 @@ from antelope_ha.commands import fmt_time
 from antelope_ha.config import PairConfig, SiteConfig
 from antelope_ha.state import HAState
 from antelope_ha.runner import RunnerError
-from tasks.health import pair_resource
 from tasks.notify import notify, targets_of_this_run
+from tasks.report import operator_event
 from tasks.sites import site
 from tasks.state import update_state
 
@@ -174,12 +172,7 @@ def tell_refused(pair_name: str, gate: Gate, given_as: str, verdict: Refused, wr
 
 
 def audit(pair_name: str, what: str, gate: Gate, operator: str, reason: str, **more: str) -> None:
-    """An ``antelope-ha.<what>`` event naming the operator: the history of who did what."""
-    emit_event(event=f"antelope-ha.{what}", resource=pair_resource(pair_name),
-               related=[{"prefect.resource.id": f"antelope-ha.operator.{operator}",
-                         "prefect.resource.role": "operator"}],
-               payload={"gate": gate.title, "site": gate.site, "operator": operator, "reason": reason,
-                        "flow_run": str(flow_run.get_id()), **more})
+    operator_event(pair_name, what, operator, gate=gate.title, site=gate.site, reason=reason, **more)
 
 
 def operator_secrets(operators: list[Approver]) -> dict[str, str]:

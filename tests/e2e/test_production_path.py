@@ -288,7 +288,7 @@ def paused_fallback(stack: Stack, failed_over: Failover) -> PausedFallback:
     stack.pair.power_on("ms", start_rtexec=False)
     wait_for("no failover run under way (as an operator checks before a fallback)", lambda: not stack.runs(
         "failover", "failover", ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]), 120)
-    run = stack.api.run_deployment("fallback", "fallback", {"pair_name": PAIR})
+    run = stack.api.run_deployment("fallback", "fallback", {"pair_name": PAIR, "by": "grace"})
     try:
         stack.paused(run["id"], 120)
     except TimeoutError as exc:
@@ -302,6 +302,8 @@ def test_the_watcher_fails_over_in_its_own_run_without_a_person(stack: Stack, fa
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert "failed 2/2 consecutive probes" in run["parameters"]["reason"], run["parameters"]
     assert run["parameters"]["pair_name"] == PAIR
+    started = [a for a in stack.api.artifacts(run["id"]) if a["key"] == "failover-started"]
+    assert "failover of pair e2e started by **automation**" in started[0]["data"], started
     state = stack.state()
     assert state["authority"]["site"] == "bus" and state["authority"]["epoch"] == 2, state["authority"]
     # a subflow of the watch run: started in the watcher's process, not by an automation nor a person
@@ -522,6 +524,8 @@ def test_the_audit_lists_every_attempt_with_its_operator(stack: Stack, paused_fa
         "event": {"prefix": ["antelope-ha.approval."]}, "resource": {"id": [f"antelope-ha.pair.{PAIR}"]},
         "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50})["events"]
     seen = sorted((e["event"], e["payload"]["operator"]) for e in events)
+    started = [a for a in stack.api.artifacts(paused_fallback.run_id) if a["key"] == "fallback-started"]
+    assert "fallback of pair e2e started by **grace**" in started[0]["data"], started
     assert seen == sorted([("antelope-ha.approval.refused", "mallory"), ("antelope-ha.approval.refused", "grace"),
                            ("antelope-ha.approval.approved", "grace"), ("antelope-ha.approval.refused", "grace"),
                            ("antelope-ha.approval.approved", "heidi")]), seen
