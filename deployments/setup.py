@@ -510,9 +510,14 @@ def check_server() -> str:
 
 def refuses_strangers(api_url: str) -> bool:
     """Whether the server refuses a request that carries no credential."""
-    import httpx
+    import urllib.error
+    import urllib.request
 
-    return httpx.get(f"{api_url.rstrip('/')}/admin/version", timeout=10).status_code == 401
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/admin/version", timeout=10):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
 
 
 def check_operator_blocks(config: SetupConfig) -> None:
