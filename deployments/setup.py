@@ -497,10 +497,17 @@ def check_server() -> str:
     if not url:
         raise ConfigError("PREFECT_API_URL is not set: point it at the Prefect server, "
                           "e.g. export PREFECT_API_URL=http://prefect-host:4200/api")
+    from prefect.exceptions import PrefectHTTPStatusError
+
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()  # /health answers without the credential
-        if problem is None and client.request("GET", "/admin/version").status_code == 401:
-            problem = "it refuses this client's credential"
+        if problem is None:
+            try:
+                client.request("GET", "/admin/version")
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 401:
+                    raise
+                problem = "it refuses this client's credential"
     if problem is not None:
         raise ConfigError(f"the Prefect server at {url} does not answer ({problem}): start it "
                           "(docs/operating.md, section 1), correct PREFECT_API_URL, or set PREFECT_API_AUTH_STRING "

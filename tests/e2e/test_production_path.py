@@ -381,6 +381,10 @@ def test_requests_without_the_credential_are_refused(stack: Stack, paused_fallba
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert status.returncode == 2 and "refused the request (401 Unauthorized): PREFECT_API_AUTH_STRING" in \
         status.stdout, status.stdout + status.stderr[-2000:]
+    setup = subprocess.run([sys.executable, "-m", "deployments.setup", str(stack.config_path), "--no-deploy",
+                            "--no-site-tool"], env=env, capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+    assert setup.returncode == 2 and "refuses this client's credential" in setup.stderr, setup.stderr[-2000:]
     assert stack.paused(run_id, key="fallback-1")  # nothing reached the run
 
 
