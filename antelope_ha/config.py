@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from antelope_ha.approvers import Approver
 from antelope_ha.commands import site_tool
 from antelope_ha.sitetool import FILE_NAME as SITE_TOOL_FILE
 
@@ -141,6 +142,10 @@ class PairPolicy(BaseModel):
         False, description="when MS cannot be reached to fence it, a person approves the failover first; "
                            "off: an unreachable MS is taken for dead (see docs/reliability.md, cut links)"
     )
+    two_people_for_fallback: bool = Field(
+        True, description="the fallback's two approvals (before the point of no return, before dbids starts on "
+                          "MS) must come from two different listed operators"
+    )
 
 
 class WitnessConfig(BaseModel):
@@ -160,11 +165,15 @@ class PairConfig(BaseModel):
     backup: SiteConfig = Field(..., description="the Backup System (BUS)")
     witness: WitnessConfig
     policy: PairPolicy = Field(default_factory=PairPolicy)
+    operators: list[Approver] = Field(default_factory=list, description="who may answer approvals")
 
     @model_validator(mode="after")
     def _distinct(self) -> PairConfig:
         if self.main.name == self.backup.name:
             raise ValueError(f"main and backup must be different sites, both are {self.main.name!r}")
+        names = [o.name for o in self.operators]
+        if len(names) != len(set(names)):
+            raise ValueError(f"operator names must be unique, got {names}")
         return self
 
     def site(self, name: str) -> SiteConfig:

@@ -86,6 +86,11 @@ class HAState(BaseModel):
     acknowledged: Acknowledged | None = Field(None, description="who acknowledged last, and why")
     declined: Declined | None = Field(None, description="the last failover a person declined, until MS answers again")
     fallback_in_progress: bool = False
+    fallback_approved_by: str | None = Field(
+        None, description="who approved the fallback's point of no return, while it is in progress")
+    codes_used: dict[str, int] = Field(
+        default_factory=dict, description="per operator, the time step of their last accepted one-time code "
+                                          "(antelope_ha/approvers.py): a code counts once")
     recovered_through: int = Field(0, description="the last backup epoch whose recovery was verified")
     baselines: dict[str, Baseline] = Field(
         default_factory=dict, description="per site, its id problems when its baseline was taken: old ones "

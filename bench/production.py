@@ -197,9 +197,10 @@ def write_config(path: Path, pair: object, policy: PairPolicy) -> Path:
 @contextmanager
 def deployed(workdir: Path) -> Iterator[tuple[Stack, object]]:
     """Server, workers, a pair and setup, as docs/operating.md has them."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from antelope_ha.names import SITES, PairNames
+    from antelope_ha.approvers import new_secret
     from deployments.setup import load_config, server_differences, server_environment, setup
     from simsite.pair import SimPair
     from tests.servers import PrefectServer, Worker
@@ -210,19 +211,23 @@ def deployed(workdir: Path) -> Iterator[tuple[Stack, object]]:
         pair.serve_ssh()
         pair.start()
         config = write_config(workdir / "pair.yaml", pair, FAST)
-        server = PrefectServer(home=workdir / "prefect-home",
-                               extra_env=server_environment(load_config(config)))
+        credential = new_secret()  # behind a credential with CSRF protection, as deployed
+        server = PrefectServer(home=workdir / "prefect-home", credential=credential,
+                               extra_env={**server_environment(load_config(config)),
+                                          "PREFECT_SERVER_API_AUTH_STRING": credential})
         started.callback(server.stop)
         server.start(timeout_s=180)
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = server.api_url  # setup's `prefect deploy` child reads it
-        started.callback(lambda: os.environ.pop("PREFECT_API_URL") if previous is None
-                         else os.environ.update(PREFECT_API_URL=previous))
-        started.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+        for name, value in (("PREFECT_API_URL", server.api_url), ("PREFECT_API_AUTH_STRING", credential)):
+            previous = os.environ.get(name)
+            os.environ[name] = value  # setup's `prefect deploy` child reads it
+            started.callback(lambda name=name, previous=previous: os.environ.pop(name) if previous is None
+                             else os.environ.update({name: previous}))
+        started.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url,
+                                                          PREFECT_API_AUTH_STRING: credential}))
         setup(config)
         differences = server_differences(load_config(config))
         if differences:
-            raise RuntimeError("the bench's server does not have the retention setup asks for:\n"
+            raise RuntimeError("the bench's server does not run as setup asks:\n"
                                + "\n".join(differences))
         workers = [Worker(server, pool, workdir / f"worker-{pool}.log")
                    for pool in (PairNames(PAIR).pool(site) for site in SITES)]

@@ -9,8 +9,8 @@
   setup     save the pair's blocks and deployments from a configuration file, take the baseline
   site-tool build   write the site tool (the id checks, one file) that setup copies to each site
 
-Every command talks to the Prefect API in PREFECT_API_URL, or to embedded
-Prefect when it is not set.
+Every command talks to the Prefect API in PREFECT_API_URL, with the credential
+in PREFECT_API_AUTH_STRING, or to embedded Prefect when it is not set.
 """
 from __future__ import annotations
 
@@ -266,15 +266,25 @@ def drill(json: Annotated[bool, typer.Option("--json", help="print the report as
 def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configuration", exists=True,
                                                  dir_okay=False)],
           server_env: Annotated[Path | None, typer.Option(
-              "--server-env", help="write the Prefect server's environment for the configured retention to "
-                                   "this file")] = None) -> None:
+              "--server-env", help="write the Prefect server's environment (its credential, CSRF protection, "
+                                   "the configured retention) to this file")] = None,
+          enroll: Annotated[str | None, typer.Option(
+              "--enroll", help="only enroll this operator: a new one-time code secret, its provisioning URI "
+                               "shown once")] = None,
+          replace: Annotated[bool, typer.Option("--replace", help="with --enroll: replace their secret")] = False,
+          server_env_only: Annotated[bool, typer.Option(
+              "--server-env-only", help="with --server-env: write that file and nothing else")] = False,
+          ) -> None:
     """Save the pair's blocks, work pools and deployments from CONFIG, then take the
-    baseline of each reachable site's id problems."""
+    baseline of each reachable site's id problems; or enroll an operator."""
     from deployments.setup import load_config
     from deployments.setup import main as run_setup
 
-    code = run_setup([str(config), *(["--server-env", str(server_env)] if server_env else [])])
-    if code == 0:
+    if enroll:
+        raise typer.Exit(run_setup([str(config), "--enroll", enroll, *(["--replace"] if replace else [])]))
+    code = run_setup([str(config), *(["--server-env", str(server_env)] if server_env else []),
+                      *(["--server-env-only"] if server_env_only else [])])
+    if code == 0 and not server_env_only:
         take_baselines(load_config(config).pair, "setup")
     raise typer.Exit(code)
 
@@ -380,9 +390,19 @@ def ack(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[st
 
 
 def main() -> None:
-    """The ``antelope-ha`` command: embedded Prefect that does not start is a message, not a traceback."""
+    """The ``antelope-ha`` command: embedded Prefect that does not start, or a
+    server that refuses the credential, is a message, not a traceback."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
     try:
         app()
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 401:
+            raise
+        out.print(f"the Prefect server at {exc.request.url.host}:{exc.request.url.port} refused the request "
+                  "(401 Unauthorized): PREFECT_API_AUTH_STRING is unset or not the server's credential. Set it as "
+                  "/etc/antelope-ha/api-auth.env holds it (docs/operating.md, section 1).", style="red", markup=False)
+        sys.exit(2)
     except RuntimeError as exc:
         if "ephemeral Prefect API server" not in str(exc):
             raise

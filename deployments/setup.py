@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from antelope_ha.approvers import OPERATOR_NAME, Approver, new_secret, provisioning_uri, secret_block_name, valid_secret
 from antelope_ha.config import PairPolicy, SiteConfig, WitnessConfig
 from antelope_ha.names import (
     FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, LEGACY_WORKER_UNITS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW,
@@ -249,6 +250,33 @@ class Retention(BaseModel):
     heartbeats_days: float = Field(1.0, gt=0, description="heartbeat events (the watcher's, Prefect's flow runs')")
 
 
+class OperatorSettings(BaseModel):
+    """One person who may answer approvals, with a second factor.
+
+    Their TOTP secret (the one their authenticator app holds) comes from the
+    environment variable ``totp_secret_env`` names when setup runs (setup
+    keeps it in a Prefect Secret block), or is already in the Prefect Secret
+    block ``totp_secret_block`` (``setup --enroll NAME`` makes one and shows
+    the app's provisioning URI once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=OPERATOR_NAME, description="the name they answer approvals with")
+    contact: str = Field(..., min_length=3, description="how to reach them (mail address, phone)")
+    totp_secret_env: str | None = Field(None, pattern=_ENV_NAME.pattern,
+                                        description="environment variable holding their TOTP secret (base32) "
+                                                    "when setup runs")
+    totp_secret_block: str | None = Field(None, pattern=BLOCK_NAME,
+                                          description="the Prefect Secret block holding their TOTP secret")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OperatorSettings:
+        if (self.totp_secret_env is None) == (self.totp_secret_block is None):
+            raise ValueError(f"operator {self.name}: give one of totp_secret_env (an environment variable holding "
+                             "the secret) or totp_secret_block (a Secret block, e.g. made by setup --enroll)")
+        return self
+
+
 class SetupConfig(BaseModel):
     """Everything ``setup`` needs, in one file."""
 
@@ -265,12 +293,34 @@ class SetupConfig(BaseModel):
     schedules: Schedules = Field(default_factory=Schedules, description="how often scheduled procedures run")
     retention: Retention = Field(default_factory=Retention,
                                  description="how long the Prefect server keeps runs and events")
+    operators: list[OperatorSettings] = Field(default_factory=list,
+                                              description="who may answer approvals (nobody when none)")
 
     @model_validator(mode="after")
     def _two_sites(self) -> SetupConfig:
         if self.main.name == self.backup.name:
             raise ValueError(f"main.name and backup.name are both {self.main.name!r}: give each site its own name")
+        names = [o.name for o in self.operators]
+        if len(names) != len(set(names)):
+            raise ValueError(f"operator names must be unique, got {names}")
         return self
+
+    def secret_block(self, operator: OperatorSettings) -> str:
+        """Where the operator's TOTP secret is kept on the server."""
+        return operator.totp_secret_block or secret_block_name(self.pair, operator.name)
+
+    def approvers(self) -> list[Approver]:
+        return [Approver(name=o.name, contact=o.contact, secret_block=self.secret_block(o)) for o in self.operators]
+
+    def operator_problems(self) -> list[str]:
+        """What keeps the listed operators from approving as the policy asks."""
+        if not self.operators:
+            return ["no operators are listed: nobody can approve a fallback or a gated failover; add operators: "
+                    "(docs/operating.md, section 4)"]
+        if self.policy.two_people_for_fallback and len(self.operators) < 2:
+            return [f"policy.two_people_for_fallback needs two listed operators, the file lists one "
+                    f"({self.operators[0].name}): the fallback cannot pass its second gate"]
+        return []
 
 
 def load_config(path: Path) -> SetupConfig:
@@ -305,8 +355,15 @@ def _check_env(path: Path, config: SetupConfig) -> None:
         wanted.append(("notify.email.password_env", config.notify.email.password_env))
     for i, hook in enumerate(config.notify.webhooks):
         wanted += [(f"notify.webhooks.{i}.secrets_env.{k}", v) for k, v in hook.secrets_env.items()]
+    wanted += [(f"operators.{i}.totp_secret_env", o.totp_secret_env) for i, o in enumerate(config.operators)
+               if o.totp_secret_env]
     missing = [f"  {field}: environment variable {var} is not set\n      fix: export {var}=... before setup"
                for field, var in wanted if not os.environ.get(var)]
+    missing += [f"  operators.{i}.totp_secret_env: {o.totp_secret_env} does not hold a TOTP secret (base32)\n"
+                f"      fix: export the secret of their authenticator app, or enroll them: setup --enroll {o.name}"
+                for i, o in enumerate(config.operators)
+                if o.totp_secret_env and os.environ.get(o.totp_secret_env) and not valid_secret(
+                    os.environ[o.totp_secret_env])]
     if missing:
         raise ConfigError(f"{path}: secrets missing, nothing was saved:\n" + "\n".join(missing))
 
@@ -320,6 +377,7 @@ class Blocks:
     email_alert: Any = None
     webhooks: list[tuple[str, Any]] = field(default_factory=list)
     pair: Any = None
+    secrets: list[tuple[str, str]] = field(default_factory=list)  # operators' TOTP secrets: block name, secret
 
 
 def _fill(template: str, secrets: dict[str, str]) -> str:
@@ -381,7 +439,11 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
             targets["webhooks"].append(f"{block.get_block_type_slug()}/{names.webhook_block(hook.name)}")
     blocks.pair = attempt("(the pair)", lambda: AntelopePair(
         main=config.main.model_dump(), backup=config.backup.model_dump(),
-        witness=config.witness, policy=config.policy, notify=NotifyTargets(**targets)))
+        witness=config.witness, policy=config.policy, notify=NotifyTargets(**targets),
+        operators=config.approvers()))
+    for o in config.operators:
+        if o.totp_secret_env:
+            blocks.secrets.append((config.secret_block(o), os.environ[o.totp_secret_env]))
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s), nothing was saved:\n" + "\n".join(problems))
     return blocks
@@ -438,12 +500,67 @@ def check_server() -> str:
     if not url:
         raise ConfigError("PREFECT_API_URL is not set: point it at the Prefect server, "
                           "e.g. export PREFECT_API_URL=http://prefect-host:4200/api")
+    from prefect.exceptions import PrefectHTTPStatusError
+
     with get_client(sync_client=True) as client:
-        problem = client.api_healthcheck()
+        problem = client.api_healthcheck()  # /health answers without the credential
+        if problem is None:
+            try:
+                client.request("GET", "/admin/version")
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 401:
+                    raise
+                problem = "it refuses this client's credential"
     if problem is not None:
         raise ConfigError(f"the Prefect server at {url} does not answer ({problem}): start it "
-                          "(docs/operating.md, section 1) or correct PREFECT_API_URL")
+                          "(docs/operating.md, section 1), correct PREFECT_API_URL, or set PREFECT_API_AUTH_STRING "
+                          "as the server's (/etc/antelope-ha/api-auth.env)")
     return url
+
+
+def refuses_strangers(api_url: str) -> bool:
+    """Whether the server refuses a request that carries no credential."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/admin/version", timeout=10):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+
+
+def check_operator_blocks(config: SetupConfig) -> None:
+    """Every operator whose secret the file says is in a Secret block has one."""
+    from tasks.operators import secret_exists
+
+    missing = [f"  operators.{i}.totp_secret_block: no Secret block {o.totp_secret_block} on the server\n"
+               f"      fix: enroll them: antelope-ha setup CONFIG --enroll {o.name}"
+               for i, o in enumerate(config.operators) if o.totp_secret_block and not secret_exists(o.totp_secret_block)]
+    if missing:
+        raise ConfigError("operators without a one-time code secret, nothing was saved:\n" + "\n".join(missing))
+
+
+def enroll(config: SetupConfig, name: str, replace: bool = False) -> str:
+    """A new TOTP secret for operator ``name``, saved in their Secret block; the
+    provisioning URI for their authenticator app, to be shown once."""
+    from tasks.operators import save_secret, secret_exists
+
+    listed = {o.name: o for o in config.operators}
+    if name not in listed:
+        raise ConfigError(f"operator {name!r} is not listed under operators: in the configuration "
+                          f"(listed: {', '.join(listed) or 'none'}): add them (name, contact, totp_secret_block) first")
+    operator = listed[name]
+    if operator.totp_secret_env:
+        raise ConfigError(f"operator {name} takes their secret from ${operator.totp_secret_env}: to enroll them "
+                          f"here, write totp_secret_block: {secret_block_name(config.pair, name)} instead")
+    block = config.secret_block(operator)
+    if secret_exists(block) and not replace:
+        raise ConfigError(f"operator {name} is already enrolled (Secret block {block}): add --replace to give them a "
+                          "new secret (the codes of the old one stop counting)")
+    secret = new_secret()
+    save_secret(block, secret)
+    return provisioning_uri(secret, name, config.pair)
 
 
 def save_blocks(config: SetupConfig, blocks: Blocks) -> None:
@@ -453,6 +570,10 @@ def save_blocks(config: SetupConfig, blocks: Blocks) -> None:
         blocks.email_alert.save(names.email_alert_block, overwrite=True)
     for name, block in blocks.webhooks:
         block.save(name, overwrite=True)
+    from tasks.operators import save_secret
+
+    for name, secret in blocks.secrets:
+        save_secret(name, secret)
     blocks.pair.save(names.pair_block, overwrite=True)
 
 
@@ -585,13 +706,15 @@ def start_watcher(pair: str) -> FlowRun:
 
 # --- retention: the server's database vacuum ------------------------------------------------
 def server_environment(config: SetupConfig) -> dict[str, str]:
-    """What the Prefect server's environment must hold for ``retention``: the
-    vacuum of old flow runs (with their task runs, logs, artifacts) and of
-    events, heartbeats kept shorter; and no analytics sent out."""
+    """What the Prefect server's environment must hold: CSRF protection on; for
+    ``retention``, the vacuum of old flow runs (with their task runs, logs,
+    artifacts) and of events, heartbeats kept shorter; and no analytics sent
+    out. The credential comes on top (``server_credential``)."""
     from flows.watch import HEARTBEAT_EVENT
 
     r, day = config.retention, 86400
     return {
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{r.flow_runs_days * day:.0f}",
         "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{r.events_days * day:.0f}S",  # ISO 8601: no bare seconds here
@@ -610,6 +733,7 @@ def server_differences(config: SetupConfig) -> list[str]:
 
     with get_client(sync_client=True) as client:
         server = client.request("GET", "/admin/settings").json()["server"]
+        api_url = str(client.api_url)
     seconds = lambda value: TypeAdapter(timedelta).validate_python(value).total_seconds()  # noqa: E731
     vacuum, want = server["services"]["db_vacuum"], server_environment(config)
     found = {
@@ -620,10 +744,38 @@ def server_differences(config: SetupConfig) -> list[str]:
         "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps({
             k: round(seconds(v)) for k, v in vacuum["event_retention_overrides"].items()}),
         "PREFECT_SERVER_ANALYTICS_ENABLED": str(server["analytics_enabled"]).lower(),
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": str(server["api"]["csrf_protection_enabled"]).lower(),
     }
-    return [f"{name}: the server has {found[name]}, the configuration wants {value}"
-            for name, value in want.items()
-            if (json.loads(found[name]) != json.loads(value) if name.endswith("OVERRIDES") else found[name] != value)]
+    differ = [f"{name}: the server has {found[name]}, the configuration wants {value}"
+              for name, value in want.items()
+              if (json.loads(found[name]) != json.loads(value) if name.endswith("OVERRIDES") else found[name] != value)]
+    if not refuses_strangers(api_url):
+        differ.append("PREFECT_SERVER_API_AUTH_STRING: the server answers requests without a credential, "
+                      "the configuration wants it to refuse them")
+    return differ
+
+
+def server_credential() -> dict[str, str]:
+    """The server's credential: the one this client uses (PREFECT_API_AUTH_STRING)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    credential = PREFECT_API_AUTH_STRING.value()
+    if not credential:
+        raise ConfigError("PREFECT_API_AUTH_STRING is not set, so there is no credential to put in the server's "
+                          "environment: set it as docs/operating.md, section 1 says (/etc/antelope-ha/api-auth.env), "
+                          "then run setup again")
+    if any(c in credential for c in "'\n\\") or len(credential) < 16:
+        raise ConfigError("PREFECT_API_AUTH_STRING must be at least 16 characters, without quotes, backslashes or "
+                          "line breaks: make one with `openssl rand -hex 24`")
+    return {"PREFECT_SERVER_API_AUTH_STRING": credential}
+
+
+def write_environment(path: Path, environment: dict[str, str]) -> None:
+    """The environment file, readable by its owner only: it holds the credential."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(format_environment(environment))
 
 
 def format_environment(environment: dict[str, str]) -> str:
@@ -641,8 +793,9 @@ def setup(config_path: Path, *, apply_deployments: bool = True, site_tool: bool 
     blocks = build_blocks(config, config_path)
     done = [f"Prefect server {check_server()} answers"]
     if server_env is not None:
-        server_env.write_text(format_environment(server_environment(config)))
-        done.append(f"wrote the server's environment for the retention to {server_env}")
+        write_environment(server_env, server_environment(config) | server_credential())
+        done.append(f"wrote the server's environment (credential, CSRF protection, retention) to {server_env}")
+    check_operator_blocks(config)
     if site_tool:
         done += install_site_tools(config)
     save_blocks(config, blocks)
@@ -702,6 +855,20 @@ def legacy_leftovers(pair: str) -> list[str]:
         "what is listed:" + "".join(f"\n    {command}" for command in commands)]
 
 
+def enroll_main(config_path: Path, name: str, replace: bool) -> int:
+    try:
+        config = load_config(config_path)
+        check_server()
+        uri = enroll(config, name, replace)
+    except ConfigError as exc:
+        print(f"enroll failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"enrolled {name} for pair {config.pair}. Their authenticator app takes this provisioning URI (as a QR "
+          f"code, e.g. `qrencode -t ansiutf8 'URI'`, or typed in); it is shown this once and kept nowhere else:\n"
+          f"{uri}\nThen run setup without --enroll, so that the pair lists them.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments.setup", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -711,8 +878,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not contact the sites (e.g. one is down): the site tool there stays as it is")
     parser.add_argument("--server-env", type=Path, metavar="FILE",
                         help="write the Prefect server's environment for the configured retention to FILE")
+    parser.add_argument("--server-env-only", action="store_true",
+                        help="with --server-env: write that file and nothing else (the server need not run yet)")
+    parser.add_argument("--enroll", metavar="NAME",
+                        help="only enroll operator NAME (listed in the file with totp_secret_block): a new one-time "
+                             "code secret, whose provisioning URI is shown this once")
+    parser.add_argument("--replace", action="store_true", help="with --enroll: replace a secret already enrolled")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(argv)
+    if args.server_env_only and args.server_env is None:
+        parser.error("--server-env-only needs --server-env FILE")
+    if args.enroll:
+        return enroll_main(args.config, args.enroll, args.replace)
+    if args.server_env_only:
+        try:
+            write_environment(args.server_env, server_environment(load_config(args.config)) | server_credential())
+        except ConfigError as exc:
+            print(f"setup failed: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the server's environment (credential, CSRF protection, retention) to {args.server_env}")
+        return 0
     try:
         for line in setup(args.config, apply_deployments=not args.no_deploy, site_tool=not args.no_site_tool,
                           server_env=args.server_env):
@@ -728,6 +913,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return 2
     print(f"antelope-ha set up from {args.config}")
+    for problem in load_config(args.config).operator_problems():
+        print(f"warning: {problem}", file=sys.stderr)
     if differences:
         print("the Prefect server does not keep its database as configured (retention:), until its environment "
               "holds the following and it is restarted"

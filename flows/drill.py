@@ -32,6 +32,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from antelope_ha import completeness, outages
+from antelope_ha.approvers import STEP_S, Approver, code_at, new_secret, secret_block_name, step_at
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
 from antelope_ha.idscan import ids_report
@@ -43,6 +44,7 @@ from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from simsite.orb import read_packets
 from simsite.pair import SimPair
+from tasks.operators import save_secret
 from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state
@@ -51,6 +53,8 @@ CATCH_UP_S = 180.0  # how long writers may take to write what queued up while th
 DRILL_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=1.0, probe_timeout_s=1.0,
                           hold_down_s=3600, lastid_margin=1000, lastid_max_age_s=600,
                           approval_timeout_s=300, approval_poll_s=1)
+# The operators the drill enrolls (each with a fresh one-time code secret) and answers as.
+DRILL_OPERATORS = ["grace", "heidi", "ivan"]
 
 
 @dataclass
@@ -161,13 +165,61 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
             if given is None:
                 continue
             resume_flow_run(run.id, run_input=given)
-            records.append({"run": str(run.id), **given, "at": time.time()})
+            # the record is published: the one-time code stays out of it
+            records.append({"run": str(run.id), **{k: v for k, v in given.items() if k != "code"},
+                            "at": time.time()})
         stop.wait(0.3)
 
 
-def ask_terminal(site: str) -> dict:
-    print(f"\nThe fallback is waiting for approval (site {site}).", flush=True)
-    return {"operator": input("your name: ").strip(), "decision": input("approve or reject: ").strip(),
+@dataclass
+class ScriptedOperators:
+    """Operators answering by script with the codes their authenticator apps
+    would show: each code once (at most two a time step each: the current one
+    and the next, both within the drift), and never the person who gave the
+    answer before (the two-people rule). Enrolled for a pair by saving their
+    secrets in its Secret blocks."""
+
+    secrets: dict[str, str]
+    used: dict[str, int] = field(default_factory=dict)
+    last: str | None = None
+
+    @classmethod
+    def new(cls, names: list[str]) -> ScriptedOperators:
+        return cls({name: new_secret() for name in names})
+
+    def enroll(self, pair_name: str) -> list[Approver]:
+        """The operators, listed for ``pair_name``, their secrets saved for it."""
+        listed = []
+        for name, secret in self.secrets.items():
+            listed.append(Approver(name=name, contact=f"{name}@drill.invalid",
+                                   secret_block=secret_block_name(pair_name, name)))
+            save_secret(listed[-1].secret_block, secret)
+        return listed
+
+    def answer(self, operator: str | None = None, **fields: str) -> dict:
+        """An answer with ``fields`` (decision, reason, confirm_site) by
+        ``operator``, or the first one free to answer; when none is, at the
+        next time step."""
+        while True:
+            here = step_at(time.time())
+            for name in [operator] if operator else self.secrets:
+                if name == self.last and operator is None:
+                    continue
+                step = next((s for s in (here, here + 1) if s > self.used.get(name, -1)), None)
+                if step is not None:
+                    self.used[name], self.last = step, name
+                    return {"operator": name, "code": code_at(self.secrets[name], step * STEP_S), **fields}
+            time.sleep((here + 1) * STEP_S - time.time() + 0.1)
+
+
+def ask_terminal(site: str, operators: ScriptedOperators) -> dict:
+    print(f"\nThe fallback is waiting for approval (site {site}). Operators: {', '.join(operators.secrets)}; "
+          "the drill shows each one's code as their app would.", flush=True)
+    name = input("your name: ").strip()
+    if name in operators.secrets:
+        print(f"{name}'s code now: {code_at(operators.secrets[name], time.time())}", flush=True)
+    return {"operator": name, "code": input("one-time code: ").strip(),
+            "decision": input("approve or reject: ").strip(),
             "reason": input("reason: ").strip(), "confirm_site": input("type the site to confirm: ").strip()}
 
 
@@ -187,7 +239,8 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
     try:
         tl.step("start the simulated pair (MS, BUS, witness), each site behind its own sshd",
                 lambda: (pair.serve_ssh(), pair.start()) and None)
-        cfg = pair.pair_config(policy)
+        operators = ScriptedOperators.new(DRILL_OPERATORS)
+        cfg = pair.pair_config(policy).model_copy(update={"operators": operators.enroll("drill")})
         register_pair("drill", cfg)
         tl.step("ids flowing at both sites", lambda: wait_until(
             "rows at both sites", lambda: len(origin_times(ms_dir)) >= 5 and len(origin_times(bus_dir)) >= 5)
@@ -210,7 +263,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
                 decision = call_flow(health, pair_name="drill")
                 if decision.startswith("failover"):  # on a server, the event it emits starts the failover
                     report.detection_s = round(started - t_fail, 2)
-                    return failover(pair_name="drill", reason=decision.split(": ", 1)[1])
+                    return failover(pair_name="drill", reason=decision.split(": ", 1)[1], by="automation")
                 time.sleep(max(0.0, policy.probe_interval_s - (time.time() - started)))
             raise TimeoutError(f"no failover within 60 s of MS's crash; last decision: {decision}")
         tl.step("health detects the failure and fails over, without a person", detect_and_fail_over)
@@ -228,15 +281,14 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         stop = threading.Event()
         def answer(_: int) -> dict:
             if interactive:
-                return ask_terminal(cfg.main.name)
-            return {"operator": "drill", "decision": "approve", "reason": "scheduled drill",
-                    "confirm_site": cfg.main.name}
+                return ask_terminal(cfg.main.name, operators)
+            return operators.answer(decision="approve", reason="scheduled drill", confirm_site=cfg.main.name)
         approver = threading.Thread(target=answer_paused_runs,
                                     args=(stop, "fallback", answer, report.approvals), daemon=True)
         approver.start()
         t0 = time.time()
         try:
-            tl.step("fallback to MS (two approvals)", lambda: fallback(pair_name="drill"))
+            tl.step("fallback to MS (two approvals)", lambda: fallback(pair_name="drill", by="drill"))
         finally:
             stop.set()
             approver.join(5)
@@ -250,7 +302,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
             CATCH_UP_S) or None)
 
         t0 = time.time()
-        tl.step("recover MS's gaps from BUS", lambda: recovery(pair_name="drill"))
+        tl.step("recover MS's gaps from BUS", lambda: recovery(pair_name="drill", by="drill"))
         report.recovery_s = round(time.time() - t0, 2)
         tl.step("final checks", lambda: final_checks(report, ms_dir, bus_dir, interval, "drill"))
     finally:

@@ -27,11 +27,11 @@ from prefect.runtime import flow_run
 
 from antelope_ha.config import PairConfig
 from tasks import authority, ids, realtime
-from tasks.approval import ApprovalRecord, ask_approval, publish_approvals
+from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times
+from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times, record_start
 from tasks.sites import plans
 from tasks.state import read_state, record_declined
 
@@ -41,7 +41,8 @@ ASK_AGAIN = "Health will not request another failover in this outage until a per
 @flow(name="failover", log_prints=True,
       on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="BUS takes over the ID server, the authoritative db and the information systems.")
-def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False) -> str:
+def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False,
+             by: str | None = None) -> str:
     """Make BUS authoritative, step by step (the module's docstring).
 
     Args:
@@ -49,7 +50,11 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         reason: why, recorded with the new authority and sent to the operators
             (the health flow gives its decision's reason)
         dry_run: print the commands each site would run, change nothing
+        by: your name, recorded as who started this run (the watcher's own
+            failovers say automation)
     """
+    if not dry_run:
+        record_start("failover", pair_name, by, reason)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     marks = {"failover started": time.time()}
@@ -114,8 +119,8 @@ def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, ap
     findings = (f"{detail}. {pair.main.name} may be down, or alive behind a cut link with its dbids still "
                 f"serving ids. Approve only if {pair.main.name} is known to be down or cut off from its "
                 f"writers' clients; the health flow fences it as soon as it can be reached.")
-    answer = ask_approval(f"failover without fencing {pair.main.name}", pair.backup.name, findings,
-                          policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    answer = ask_approval(pair_name, pair, Gate("failover-unfenced", f"failover without fencing {pair.main.name}",
+                                                pair.backup.name), findings, dry_run)
     return approved(pair_name, pair, answer, approvals, dry_run)
 
 
@@ -138,8 +143,8 @@ def lastid_targets(pair_name: str, pair: PairConfig, approvals: list[ApprovalRec
         f"Proposed lastid (replica + margin {policy.lastid_margin}, never below {bus.name}'s own ids):\n\n"
         f"| key | replica | {bus.name} max | proposed |\n|---|---|---|---|\n{rows}"
     )
-    answer = ask_approval("failover with a stale lastid replica", bus.name, findings,
-                          policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+    answer = ask_approval(pair_name, pair, Gate("failover-stale-lastid", "failover with a stale lastid replica",
+                                                bus.name), findings, dry_run)
     return (targets if approved(pair_name, pair, answer, approvals, dry_run) else None), scan
 
 

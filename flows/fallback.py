@@ -37,26 +37,29 @@ from antelope_ha.baseline import Verdict
 from antelope_ha.config import PairConfig, SiteConfig
 from antelope_ha.state import Authority
 from tasks import authority, data, ids, realtime
-from tasks.approval import ApprovalRecord, ask_approval, publish_approvals, site_changed
+from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals, site_changed
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline
+from tasks.report import publish_incident, publish_plan, publish_timeline, record_start
 from tasks.sites import plans
 from tasks.state import acknowledge, read_state, set_fallback_in_progress
 
 
 @flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Hand authority back from BUS to MS, with two approvals.")
-def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
+def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None = None) -> str:
     """Hand authority back to MS, step by step (the module's docstring).
 
     Args:
         pair_name: the name of the pair's AntelopePair block (as saved by setup)
         dry_run: print the commands each site would run, change nothing (the
             approvals are not asked)
+        by: your name, recorded as who started this run
     """
     log = get_run_logger()
+    if not dry_run:
+        record_start("fallback", pair_name, by)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):
@@ -67,7 +70,8 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
             return msg
         approvals: list[ApprovalRecord] = []
         if state.authority.site == bus.name:
-            stopped_because = hand_over(pair, pair_name, state.authority, state.fallback_in_progress,
+            gate1_by = state.fallback_approved_by if state.fallback_in_progress else None
+            stopped_because = hand_over(pair, pair_name, state.authority, state.fallback_in_progress, gate1_by,
                                         approvals, dry_run)
             if stopped_because:
                 publish_incident("fallback", pair_name, state.authority.epoch, targets.ui_url if targets else None)
@@ -108,13 +112,14 @@ def fallback(pair_name: str = "default", dry_run: bool = False) -> str:
         return summary
 
 
-def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: bool,
+def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: bool, gate1_by: str | None,
               approvals: list[ApprovalRecord], dry_run: bool) -> str | None:
     """Everything up to the second approval; returns why it stopped, or None to go on.
 
     ``asked`` is the authority on the record the approvals are asked under.
     A rerun after the first approval (fallback already in progress) does not ask
-    again: BUS's writers may already be stopped, so "BUS was not touched" would be false.
+    again: BUS's writers may already be stopped, so "BUS was not touched" would be false;
+    ``gate1_by`` is who approved it then (the record keeps it for the second gate).
     """
     ms, bus, policy = pair.main, pair.backup, pair.policy
     # On MS: is it fit to take over again? (kept fenced until approved)
@@ -124,9 +129,9 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
     flowing = data.check_data_flow(ms)
     if not passed_gate1:
         gate1 = ask_approval(
-            f"fallback to {ms.name}: stop {bus.name}'s db writers (point of no return)", ms.name,
-            findings(ms, ms_ids, ids.judge_ids(pair_name, ms.name, ms, ms_ids), flowing, bus),
-            policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+            pair_name, pair,
+            Gate("fallback-1", f"fallback to {ms.name}: stop {bus.name}'s db writers (point of no return)", ms.name),
+            findings(ms, ms_ids, ids.judge_ids(pair_name, ms.name, ms, ms_ids), flowing, bus), dry_run)
         approvals.append(gate1)
         if gate1.outcome not in ("approved", "skipped (dry run)"):
             return f"{bus.name} stays authoritative; nothing was changed on {bus.name} ({ms.name} stays fenced)"
@@ -136,7 +141,8 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
             approvals[-1] = gate1.model_copy(update={"outcome": "approved, not acted on"})
             return (f"The approval was not acted on: {changed}. {bus.name} stays authoritative and was not "
                     f"touched ({ms.name} stays fenced)")
-        set_fallback_in_progress(pair_name, ms.name, True, dry_run)
+        set_fallback_in_progress(pair_name, ms.name, True, dry_run, by=gate1.operator)
+        gate1_by = gate1.operator
 
     # On BUS: stop issuing ids and hand the lastid over.
     for writer in bus.writer_tasks:
@@ -150,9 +156,10 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
     # On MS: every id in its db is below the lastid it will serve from.
     ms_ids = ids.scan_ids(ms)
     gate2 = ask_approval(
-        f"fallback to {ms.name}: start dbids on {ms.name}", ms.name,
-        findings(ms, ms_ids, ids.judge_ids(pair_name, ms.name, ms, ms_ids, handed_over), flowing, bus),
-        policy.approval_timeout_s, policy.approval_poll_s, dry_run)
+        pair_name, pair,
+        Gate("fallback-2", f"fallback to {ms.name}: start dbids on {ms.name}", ms.name,
+             after=gate1_by if policy.two_people_for_fallback else None),
+        findings(ms, ms_ids, ids.judge_ids(pair_name, ms.name, ms, ms_ids, handed_over), flowing, bus), dry_run)
     approvals.append(gate2)
     if gate2.outcome not in ("approved", "skipped (dry run)"):
         restore_backup(pair, pair_name, dry_run)

@@ -39,7 +39,7 @@ from antelope_ha.site import StepFailed, check_excerpt_path, excerpt_db
 from tasks import data, ids, realtime
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
-from tasks.report import publish_gap, publish_incident, publish_plan, publish_timeline
+from tasks.report import publish_gap, publish_incident, publish_plan, publish_timeline, record_start
 from tasks.sites import plans
 from tasks.state import load_state, read_state, record_recovered
 
@@ -54,7 +54,7 @@ class WindowError(ValueError):
 @flow(name="recovery", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Merge into MS every row it lacks from BUS, once, and prove nothing is lost.")
 def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
-             dry_run: bool = False, excerpt_path: str | None = None) -> str:
+             dry_run: bool = False, excerpt_path: str | None = None, by: str | None = None) -> str:
     """Merge what MS lacks from BUS, and verify it (the module's docstring).
 
     Args:
@@ -67,8 +67,11 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         excerpt_path: an absolute directory both sites reach at that same path
             (an external disk, a shared mount): BUS extracts to it and MS merges
             from it; empty: the excerpts are copied from BUS to MS over SFTP
+        by: your name, recorded as who started this run
     """
     log = get_run_logger()
+    if not dry_run:
+        record_start("recovery", pair_name, by)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     if excerpt_path is not None:

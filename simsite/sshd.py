@@ -279,9 +279,16 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+# The options docs/operating.md (section 2) gives the workers' keys on the
+# Antelope hosts: only from where the workers are (here: loopback), no terminal,
+# no forwarding. Every test and the drill log in under them, so nothing the
+# flows do may need a terminal or a forwarding (sshd(8), AUTHORIZED_KEYS FILE FORMAT).
+KEY_OPTIONS = 'from="127.0.0.0/8",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding'
+
+
 def _write_config(handle: SshdHandle) -> None:
     d = handle.directory
-    (d / "authorized_keys").write_text(handle.client_key_path.with_suffix(".pub").read_text())
+    (d / "authorized_keys").write_text(f"{KEY_OPTIONS} {handle.client_key_path.with_suffix('.pub').read_text()}")
     name = handle.host if handle.port == 22 else f"[{handle.host}]:{handle.port}"
     handle.known_hosts_path.write_text(f"{name} {handle.host_public_key}\n")
     lines = [

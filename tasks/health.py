@@ -68,7 +68,7 @@ def act_and_tell(pair_name: str, pair: PairConfig, targets: NotifyTargets | None
             return f"no new failover: {queued} is already under way"
         sender = _tell(targets, before, decision, pair)
         try:
-            done = failover(pair_name=pair_name, reason=decision.reason)
+            done = failover(pair_name=pair_name, reason=decision.reason, by="automation")
         finally:
             if sender is not None:
                 sender.join()

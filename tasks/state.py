@@ -116,10 +116,14 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
 
 @task(name="Mark fallback in progress", task_run_name="fallback in progress: {value}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_run: bool = False) -> None:
-    """While set, the health flow does not fence MS (its dbids is about to start)."""
+def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_run: bool = False,
+                             by: str | None = None) -> None:
+    """While set, the health flow does not fence MS (its dbids is about to start);
+    ``by`` approved its point of no return: a rerun asks the second gate of
+    another person."""
     if not dry_run:
-        update_state(pair_name, main_site, lambda s: s.model_copy(update={"fallback_in_progress": value}))
+        update_state(pair_name, main_site, lambda s: s.model_copy(
+            update={"fallback_in_progress": value, "fallback_approved_by": by if value else None}))
 
 
 @task(name="Record a declined failover", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

@@ -6,6 +6,7 @@ Each is a context manager that owns its process or thread and stops it.
 """
 from __future__ import annotations
 
+import base64
 import email
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
@@ -146,6 +148,9 @@ class PrefectServer:
     database: PostgresServer = field(default_factory=PostgresServer)
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. its retention settings, a CA to trust
     proc: subprocess.Popen | None = None
+    # the credential its clients present; the server asks for it when extra_env holds
+    # PREFECT_SERVER_API_AUTH_STRING (as setup --server-env writes it)
+    credential: str | None = None
 
     @property
     def url(self) -> str:
@@ -164,6 +169,8 @@ class PrefectServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(PREFECT_HOME=str(self.home), PREFECT_API_URL=self.api_url,
                    PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore")
+        if self.credential:
+            env["PREFECT_API_AUTH_STRING"] = self.credential
         return env
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -251,14 +258,35 @@ class Worker:
         return pids
 
 
-class Api:
-    """The server's REST API as an operator's script would use it: plain HTTP,
-    retrying the 503s SQLite contention gives."""
+def basic_auth(credential: str) -> dict[str, str]:
+    """The header Prefect's clients send its server: HTTP basic with the credential alone."""
+    return {"Authorization": "Basic " + base64.b64encode(credential.encode()).decode()}
 
-    def __init__(self, api_url: str):
-        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+class Api:
+    """The server's REST API as an operator's script would use it: plain HTTP
+    with the credential (HTTP basic) and, for changes, a CSRF token; retrying
+    the 503s database contention gives."""
+
+    def __init__(self, api_url: str, credential: str | None = None):
+        self.http = httpx.Client(base_url=api_url, timeout=30, headers=basic_auth(credential) if credential else {})
+        self.csrf: dict[str, str] = {}
+
+    def csrf_headers(self) -> dict[str, str]:
+        """Prefect's CSRF token for this client, asked for once (it lasts an hour)."""
+        if not self.csrf:
+            client = str(uuid.uuid4())
+            response = self.http.get("/csrf-token", params={"client": client})
+            if response.status_code == 422 and "CSRF protection is disabled" in response.text:
+                self.csrf = {"Prefect-Csrf-Client": client}
+            else:
+                response.raise_for_status()
+                self.csrf = {"Prefect-Csrf-Token": response.json()["token"], "Prefect-Csrf-Client": client}
+        return self.csrf
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method not in ("GET", "HEAD"):
+            kwargs["headers"] = {**self.csrf_headers(), **kwargs.get("headers", {})}
         for attempt in range(8):
             response = self.http.request(method, path, **kwargs)
             if response.status_code != 503:

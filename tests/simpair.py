@@ -16,12 +16,15 @@ from antelope_ha.completeness import Verdict
 from antelope_ha.outages import check_here
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
-from flows.drill import answer_paused_runs, origin_times
+from flows.drill import ScriptedOperators, answer_paused_runs, origin_times
 from simsite.pair import SimPair
 from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state, save_state
 
+# The operators of every test pair, with the same secrets: one answering thread
+# serves the pairs of several lanes.
+OPERATORS = ScriptedOperators.new(["tester", "grace", "heidi", "ivan", "judy", "karl"])
 FAST = PairPolicy(failures_before_failover=2, probe_interval_s=0.5, probe_timeout_s=1.0, hold_down_s=3600,
                   lastid_margin=1000, lastid_max_age_s=600, approval_timeout_s=60, approval_poll_s=1)
 
@@ -71,13 +74,18 @@ class Sim:
         return out
 
 
+def listing_operators(cfg: PairConfig, pair_name: str) -> PairConfig:
+    """``cfg`` with the test operators listed, enrolled for ``pair_name``."""
+    return cfg.model_copy(update={"operators": OPERATORS.enroll(pair_name)})
+
+
 @contextmanager
 def sim_pair(tmp: Path, name: str, policy: PairPolicy = FAST) -> Iterator[Sim]:
     pair = SimPair.create(tmp / "pair")
     try:
         pair.serve_ssh()
         pair.start()
-        cfg = pair.pair_config(policy)
+        cfg = listing_operators(pair.pair_config(policy), name)
         register_pair(name, cfg)
         sim = Sim(pair, name, cfg)
         sim.wait_rows("ms", 0)
@@ -102,6 +110,7 @@ def answering(flow_name: str, answer: Callable[[int], dict | None]) -> Iterator[
         thread.join(5)
 
 
-def approve(site: str = "ms", decision: str = "approve") -> dict:
-    return {"operator": "tester", "decision": decision, "reason": "flow test", "confirm_site": site}
+def approve(site: str = "ms", decision: str = "approve", operator: str | None = None) -> dict:
+    """An answer by a test operator (``operator``, or the first one free), with their current code."""
+    return OPERATORS.answer(operator, decision=decision, reason="flow test", confirm_site=site)
 

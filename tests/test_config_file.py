@@ -28,6 +28,7 @@ NOT_IN_EXAMPLE = {
     "backup.ssh.private_key": "as main",
     "backup.ssh.passphrase": "as main",
     "notify.webhooks[].form_data": "instead of json_data; shown in the reference's examples",
+    "operators[].totp_secret_env": "the example's operators are enrolled (totp_secret_block), a comment shows it",
 }
 DELETE = object()
 

@@ -56,7 +56,7 @@ from simsite.pair import SimPair
 from tasks.lock import lock_name
 from tasks.pair import register_pair
 from tasks.state import load_state, save_state
-from tests.simpair import FAST, answering, approve
+from tests.simpair import FAST, answering, approve, listing_operators
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -206,7 +206,7 @@ def crash_pair(tmp: Path, name: str, base_address: str) -> Iterator[Case]:
         case = Case(pair, name)
         SimPair.wait_for(lambda: len(case.origins("ms")) >= 3 and len(case.origins("bus")) >= 3,
                          60, "rows at both sites")
-        register_pair(name, pair.pair_config(POLICY))
+        register_pair(name, listing_operators(pair.pair_config(POLICY), name))
         save_state(name, HAState.initial("ms"))
         replicate_lastid(pair_name=name)  # a fresh replica of MS's lastid on BUS, as the watcher keeps it
         case.bus_since = max(case.origins("bus"))

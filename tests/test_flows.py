@@ -413,6 +413,51 @@ def test_dry_runs_print_the_plan_and_change_nothing(tmp_path):
         assert sim.state().authority.site == "ms"
 
 
+def test_only_listed_operators_with_their_current_code_count_and_two_people_pass_the_point_of_no_return(
+        tmp_path, caplog):
+    """At each gate, an answer that does not count is refused, told, and asked
+    again under a key of that gate; three wrong codes in a row alert loudly;
+    the second gate wants another person than the first."""
+    with sim_pair(tmp_path, "who") as sim:
+        replicate_lastid(pair_name=sim.name)
+        fail_over(sim)
+        sim.pair.power_on("ms", start_rtexec=False)
+        given: dict[int, dict] = {}
+
+        def answer(n: int) -> dict:
+            script = [
+                lambda: {**approve(operator="grace"), "operator": "mallory"},  # not listed
+                *[lambda: {**approve(operator="heidi"), "operator": "grace"}] * 3,  # another's code: wrong
+                lambda: approve(operator="grace"),  # gate 1 passes
+                lambda: {**given[4], "operator": "grace"},  # gate 2: grace again
+                lambda: approve(operator="heidi"),  # gate 2 passes
+            ]
+            given[n] = script[n]()
+            return given[n]
+
+        with answering("fallback", answer) as answers:
+            result = fallback(pair_name=sim.name)
+        assert len(answers) == 7 and sim.state().authority.site == "ms", result
+        assert "point of no return): approved by grace" in result and "start dbids on ms: approved by heidi" in result
+        # the run stayed paused, asked again under keys of the same gate
+        from prefect.client.orchestration import get_client
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(answers[0]["run"])
+        assert sorted(run.empirical_policy.pause_keys) == sorted(
+            ["fallback-1", *(f"fallback-1-again-{i}" for i in range(1, 5)), "fallback-2", "fallback-2-again-1"])
+        table = run_artifact(run.id, "fallback-approvals")
+        assert table.count("| refused: wrong code | grace |") == 3, table
+        assert "| refused: unknown operator | mallory |" in table and "'mallory' is not a listed operator" in table
+        assert "| refused: same person | grace |" in table and "needs a second listed operator" in table
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("NOTIFY APPROVAL REFUSED on ms" in m for m in messages) == 4, messages
+        assert sum("NOTIFY ALERT: 3 WRONG ONE-TIME CODES in a row on ms" in m for m in messages) == 1
+        # each accepted code is recorded as used; no code reaches a log or the artifact
+        assert set(sim.state().codes_used) == {"grace", "heidi"}
+        for code in {a["code"] for a in given.values()}:
+            assert code not in table and not [m for m in messages if code in m]
+
+
 def test_a_completed_fallback_acknowledges_the_hold_down_so_ms_failing_again_fails_over(tmp_path):
     """The two people who approved the fallback decided MS is fit again: MS
     failing within the hold-down of the first failover fails over again,
@@ -426,7 +471,7 @@ def test_a_completed_fallback_acknowledges_the_hold_down_so_ms_failing_again_fai
         fail_over(sim)
         sim.wait_rows("bus", time.time())  # BUS issues ids of its own
         sim.pair.power_on("ms", start_rtexec=False)
-        with answering("fallback", lambda n: {**approve(), "operator": ["grace", "heidi"][n % 2]}):
+        with answering("fallback", lambda n: approve(operator=["grace", "heidi"][n % 2])):
             result = fallback(pair_name=sim.name)
         assert "acknowledged by grace and heidi" in result
         ms_lastid, bus_lastid = read_lastid(sim.pair.paths("ms").lastid), read_lastid(sim.pair.paths("bus").lastid)

@@ -75,6 +75,8 @@ def save_with_targets(sim: Sim, inbox: Inbox, policy: PairPolicy = FAST) -> None
             "webhooks": [{"name": f"{sim.name}-apprise", "kind": "apprise",
                           "url": inbox.http.url.replace("http://", "json://") + APPRISE_PATH}],
         },
+        "operators": [{"name": o.name, "contact": o.contact, "totp_secret_block": o.secret_block}
+                      for o in sim.cfg.operators],
     })
     save_pair(config)
 
@@ -112,14 +114,14 @@ def test_decisions_approvals_and_failed_runs_reach_the_operators(tmp_path: Path,
         assert call_flow(health, pair_name=sim.name).startswith("stay")
 
         # approvals: no replica, so failover asks; rejected by name, then left unanswered
-        with answering("failover", lambda n: {**approve(site="bus", decision="reject"), "operator": "ana",
+        with answering("failover", lambda n: {**approve(site="bus", decision="reject", operator="grace"),
                                               "reason": "MS is fine, BUS was cut off"}) as answers:
             result = failover(pair_name=sim.name, reason="test")
         assert len(answers) == 1 and "nothing was changed" in result
         inbox.both("APPROVAL NEEDED on bus: failover with a stale lastid replica")
         mail, post = inbox.both("REJECTED on bus: failover with a stale lastid replica")
-        assert "rejected by ana: MS is fine, BUS was cut off" in mail
-        assert "rejected by ana: MS is fine, BUS was cut off" in post
+        assert "rejected by grace: MS is fine, BUS was cut off" in mail
+        assert "rejected by grace: MS is fine, BUS was cut off" in post
         inbox.both("FAILOVER to bus NOT done")
 
         save_with_targets(sim, inbox, FAST.model_copy(update={"approval_timeout_s": 2, "approval_poll_s": 1}))

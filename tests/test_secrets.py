@@ -1,7 +1,12 @@
 """The SSH private key given as text (``SSHSettings.private_key``, a secret)
 never shows: not in Prefect's logs, artifacts, flow or task runs, variables,
 the state record or the stored pair block, not in the files of the pair
-(site trees, sshd logs), not in the errors of a failing run.
+(site trees, sshd logs), not in the errors of a failing run. Nor do the
+operators' TOTP secrets, kept in Secret blocks the pair names.
+
+The end-to-end test (tests/e2e/test_production_path.py) looks the same way
+(``server_texts``) for the server's API credential and the operators'
+secrets after approvals answered and refused on a real server.
 
 The key is the simulated pair's own client key, read from its file, so the
 runs below really log in with it.
@@ -23,7 +28,7 @@ from flows.health import health
 from flows.replicate import replicate_lastid
 from tasks.sites import close_all
 from tasks.state import state_block_name
-from tests.simpair import Sim, sim_pair
+from tests.simpair import OPERATORS, Sim, sim_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -46,8 +51,8 @@ def save_with_key_text(sim: Sim, pem: str) -> None:
     for cfg in (sim.cfg.main, sim.cfg.backup):
         ssh = cfg.ssh.model_copy(update={"key_filename": None, "private_key": SecretStr(pem)})
         sites.append(cfg.model_copy(update={"ssh": ssh}).model_dump())
-    AntelopePair(main=sites[0], backup=sites[1], witness=sim.cfg.witness, policy=sim.cfg.policy).save(
-        sim.name, overwrite=True)
+    AntelopePair(main=sites[0], backup=sites[1], witness=sim.cfg.witness, policy=sim.cfg.policy,
+                 operators=sim.cfg.operators).save(sim.name, overwrite=True)
 
 
 def paged(read: Callable[..., list], **kwargs: object) -> Iterator:
@@ -115,5 +120,7 @@ def test_private_key_text_never_shows(tmp_path):
                  ("stored pair block", stored_json), *(("error", f) for f in failures)]
 
     assert "**********" in stored_json or "********" in stored_json  # shown obfuscated, not missing
+    assert sim.cfg.operators and all(len(secret) >= 32 for secret in OPERATORS.secrets.values())
+    fragments += list(OPERATORS.secrets.values())
     leaks = [what for what, text in texts if any(fragment in text for fragment in fragments)]
     assert len(texts) > 100 and not leaks, leaks

@@ -458,3 +458,31 @@ def test_local_runner_basics(tmp_path: Path) -> None:
     (tmp_path / "f").chmod(0o640)
     runner.write_file("f", b"new")
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640 and runner.read_file("f") == b"new"
+
+
+def test_the_workers_key_options_hold_and_the_runner_needs_none_of_what_they_forbid(sshd: SshdHandle) -> None:
+    """The key logs in under docs/operating.md's authorized_keys options: a
+    terminal and a port forwarding are refused; commands and SFTP work."""
+    import paramiko
+
+    from simsite.sshd import KEY_OPTIONS
+
+    assert (sshd.directory / "authorized_keys").read_text().startswith(KEY_OPTIONS + " ")
+    with runner_for(sshd) as runner:
+        assert runner.run(["echo", "ok"]).stdout == "ok\n"
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(sshd.known_hosts_path))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(sshd.host, sshd.port, username=sshd.username, key_filename=str(sshd.client_key_path),
+                   allow_agent=False, look_for_keys=False, timeout=10)
+    try:
+        transport = client.get_transport()
+        with pytest.raises(paramiko.SSHException):
+            transport.open_session().get_pty()
+        with pytest.raises(paramiko.ChannelException):
+            transport.open_channel("direct-tcpip", ("127.0.0.1", sshd.port), ("127.0.0.1", 0))
+        sftp = client.open_sftp()
+        assert sftp.listdir(str(sshd.directory))
+        sftp.close()
+    finally:
+        client.close()

@@ -64,7 +64,12 @@ def test_units_point_at_what_make_deps_makes_and_stop_every_process() -> None:
     assert "ANTELOPE_HA_HOME=/opt/antelope-ha" in worker["Environment"]
     assert {f"{k}={v}" for k, v in WORKER_ENV.items()} <= set(worker["Environment"]), \
         "the worker unit must set what the tests' and the bench's workers run with (deployments/setup.py WORKER_ENV)"
-    assert "-/etc/antelope-ha/retention.env" in unit("antelope-ha-prefect-server.service")["EnvironmentFile"]
+    server = unit("antelope-ha-prefect-server.service")
+    assert "/etc/antelope-ha/server-setup.env" in server["EnvironmentFile"], "the server must not start without " \
+        "the credential setup writes"
+    assert shlex.split(server["ExecStart"][0])[shlex.split(server["ExecStart"][0]).index("--host") + 1] == \
+        "127.0.0.1", "the server listens on loopback only, behind its TLS reverse proxy"
+    assert "/etc/antelope-ha/api-auth.env" in worker["EnvironmentFile"], "workers need the credential"
     pool = shlex.split(worker["ExecStart"][0])[shlex.split(worker["ExecStart"][0]).index("--pool") + 1]
     names = PairNames("pair-a")  # the unit antelope-ha-worker@pair-a-bus polls the pool of pair-a at BUS
     for site in SITES:

@@ -1,5 +1,6 @@
 """The production path, end to end, on loopback: a real ``prefect server`` on
-PostgreSQL (with the retention environment setup writes), one process worker
+PostgreSQL, behind a credential with CSRF protection on (the environment
+setup writes: credential, CSRF, retention), one process worker
 per data-centre pool, the deployments and automations applied by
 ``deployments.setup``, the simulated pair with each site behind its own sshd,
 a real SMTP server and an SMS-gateway stand-in.
@@ -11,8 +12,11 @@ its automations, the workers and the watcher.
 The scenario runs in order (each step is a module fixture, so a test run on
 its own brings up what it needs): setup starts a watcher -> MS crashes -> the
 watcher fails over in its own process -> MS comes back -> fallback pauses for
-approval -> a bad answer is refused, a second procedure is refused -> an
-operator approves in the UI, another over REST -> MS is authoritative again,
+approval -> requests without the credential are refused; a bad answer, a
+name not listed, a wrong code are refused, a second procedure is refused -> a
+listed operator approves in the UI (after its login) with their code; the
+same one at the second gate is refused, another approves over REST -> MS is
+authoritative again, every attempt audited,
 the hold-down acknowledged by them -> the watcher's process is killed and
 replaced -> the BUS worker is killed: the dead-man's switch mails and texts
 people, a new watcher starts when the worker is back -> the Prefect server is
@@ -24,6 +28,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -31,13 +37,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import httpx
+import pyotp
 import pytest
 import yaml
 
+from antelope_ha.approvers import code_at, new_secret
 from antelope_ha.config import PairPolicy
 from antelope_ha.names import SITES, PairNames
 from simsite.pair import SimPair
-from tests.servers import Api, HttpReceiver, PrefectServer, SmtpReceiver, Worker, process_tree, wait_for
+from tests.servers import Api, HttpReceiver, PrefectServer, SmtpReceiver, Worker, basic_auth, process_tree, wait_for
+from tests.test_secrets import server_texts
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +58,9 @@ POLICY = PairPolicy(failures_before_failover=2, probe_interval_s=1, probe_timeou
 SCHEDULES = {"replicate_lastid_s": 5, "heartbeat_s": 5, "watcher_silent_s": 25}
 SMS_TOKEN = "sms-token-for-the-test"
 CHROMIUM = "/usr/bin/chromium"
+CREDENTIAL = f"e2e-{new_secret()}"  # the server's API credential, new for each run
+# grace and heidi's secrets come from the environment; ivan is enrolled by setup --enroll
+SECRETS = {"grace": new_secret(), "heidi": new_secret()}
 
 
 @dataclass
@@ -60,6 +73,8 @@ class Stack:
     workers: list[Worker]
     config_path: Path
     started_at: float
+    secrets: dict[str, str]  # every operator's TOTP secret, as their app holds it
+    server_env: Path  # what setup --server-env wrote
 
     def state(self) -> dict:
         return self.api.block("antelope-pair-state", NAMES.state_block)["data"]["state"]
@@ -104,9 +119,24 @@ class Stack:
         return wait_for(f"flow run {run_id} final", lambda: (r := self.api.flow_run(run_id))["state"]["type"]
                         in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and r, timeout_s)
 
-    def paused(self, run_id: str, timeout_s: float = 90) -> dict:
-        return wait_for(f"flow run {run_id} paused", lambda: (r := self.api.flow_run(run_id))["state"]["type"]
-                        == "PAUSED" and r, timeout_s)
+    def paused(self, run_id: str, timeout_s: float = 90, key: str | None = None) -> dict:
+        """The run once paused (under pause ``key``, when given)."""
+        def found() -> dict | None:
+            run = self.api.flow_run(run_id)
+            keys = run["state"]["state_details"].get("run_input_keyset") or {}
+            return run if run["state"]["type"] == "PAUSED" and (
+                key is None or keys.get("response") == f"paused-{key}-response") else None
+        return wait_for(f"flow run {run_id} paused" + (f" at {key}" if key else ""), found, timeout_s)
+
+    def description(self, run_id: str, key: str) -> str:
+        """The form's text at pause ``key`` (stored just after the pause)."""
+        return wait_for(f"the description of {key}", lambda: self.api.input_or_none(
+            run_id, f"paused-{key}-description"), 30)
+
+    def answer(self, name: str, code_of: str | None = None, **fields: str) -> dict:
+        """An answer as ``name`` with the current code of ``code_of`` (theirs by default)."""
+        return {"operator": name, "code": code_at(self.secrets[code_of or name], time.time()),
+                "decision": "approve", "reason": "MS repaired, data flowing", "confirm_site": "ms", **fields}
 
     def timeline(self, since: float) -> str:
         """Every flow run since ``since``: when due, started, ended (seconds from ``since``), and its state."""
@@ -143,18 +173,22 @@ def write_config(path: Path, pair: SimPair, server: PrefectServer, smtp: SmtpRec
                           "json_data": {"to": "+10000000000", "text": "{{subject}}\n{{body}}"},
                           "secrets_env": {"token": "E2E_SMS_TOKEN"}}],
         },
+        "operators": [{"name": name, "contact": f"{name}@example.org", "totp_secret_env": f"E2E_TOTP_{name.upper()}"}
+                      for name in SECRETS] + [{"name": "ivan", "contact": "+10000000001",
+                                               "totp_secret_block": f"{PAIR}-totp-ivan"}],
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from deployments.setup import load_config, server_differences, server_environment, setup
+    from deployments.setup import load_config, server_credential, server_differences, server_environment, setup
+    from deployments.setup import main as setup_main
 
     tmp = tmp_path_factory.mktemp("e2e")
-    server = PrefectServer(home=tmp / "prefect-home")
+    server = PrefectServer(home=tmp / "prefect-home", credential=CREDENTIAL)
     smtp, sms = SmtpReceiver(tmp / "smtp"), HttpReceiver()
     pair = SimPair.create(tmp / "pair")
     # every part started is stopped, in reverse order, even when stopping another fails
@@ -167,21 +201,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pair.serve_ssh()
         pair.start()
         env.setenv("PREFECT_API_URL", server.api_url)  # setup's `prefect deploy` child reads it
+        env.setenv("PREFECT_API_AUTH_STRING", CREDENTIAL)
         env.setenv("E2E_SMTP_PASSWORD", smtp.password)
         env.setenv("E2E_SMS_TOKEN", SMS_TOKEN)
+        for name, secret in SECRETS.items():
+            env.setenv(f"E2E_TOTP_{name.upper()}", secret)
         config_path = tmp / "antelope-ha.yaml"
         write_config(config_path, pair, server, smtp, sms)
-        # the server as docs/operating.md runs it: the retention setup asks for; it sends the
-        # watcher-silent alert itself, so it trusts the SMTP server's test CA as hosts trust a relay's
-        server.extra_env = {**server_environment(load_config(config_path)), "SSL_CERT_FILE": str(smtp.ca_path)}
+        # the server as docs/operating.md runs it: the environment setup writes (its credential, CSRF
+        # protection, the retention); it sends the watcher-silent alert itself, so it trusts the SMTP
+        # server's test CA as hosts trust a relay's
+        with temporary_settings(updates={PREFECT_API_AUTH_STRING: CREDENTIAL}):
+            server.extra_env = {**server_environment(load_config(config_path)), **server_credential(),
+                                "SSL_CERT_FILE": str(smtp.ca_path)}
         started.callback(server.stop)
         server.start()
         print(f"e2e: prefect server healthy after {time.time() - started_at:.1f} s")
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: CREDENTIAL}):
+            secrets = dict(SECRETS)
+            enrolled = enroll_printing(setup_main, config_path, "ivan")
+            secrets["ivan"] = pyotp.parse_uri(enrolled).secret
             t0 = time.time()
-            setup(config_path)
+            server_env = tmp / "server-setup.env"
+            setup(config_path, server_env=server_env)
             assert server_differences(load_config(config_path)) == [], \
-                "the server does not keep its database as configured"
+                "the server does not run as configured"
             print(f"e2e: setup (blocks, pools, deployments, automations, a watcher) took {time.time() - t0:.1f} s")
         # the workers trust the SMTP server's test CA too
         workers = [Worker(server, pool, tmp / f"worker-{pool}.log", {"SSL_CERT_FILE": str(smtp.ca_path)})
@@ -189,9 +233,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for w in workers:
             started.callback(w.stop)
             w.start()
-        api = Api(server.api_url)
+        api = Api(server.api_url, CREDENTIAL)
         started.callback(api.close)
-        yield Stack(server, api, pair, smtp, sms, workers, config_path, started_at)
+        yield Stack(server, api, pair, smtp, sms, workers, config_path, started_at, secrets, server_env)
+
+
+def enroll_printing(setup_main, config_path: Path, name: str) -> str:
+    """``setup CONFIG --enroll NAME`` as an operator runs it: the provisioning URI it prints."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert setup_main([str(config_path), "--enroll", name]) == 0
+    uri = next(line for line in printed.getvalue().splitlines() if line.startswith("otpauth://"))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as again:
+        assert setup_main([str(config_path), "--enroll", name]) == 2  # shown once: no second enrolment
+    assert "already enrolled" in again.getvalue()
+    return uri
 
 
 @dataclass
@@ -231,7 +290,7 @@ def paused_fallback(stack: Stack, failed_over: Failover) -> PausedFallback:
     stack.pair.power_on("ms", start_rtexec=False)
     wait_for("no failover run under way (as an operator checks before a fallback)", lambda: not stack.runs(
         "failover", PAIR, ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]), 120)
-    run = stack.api.run_deployment("fallback", PAIR, {"pair_name": PAIR})
+    run = stack.api.run_deployment("fallback", PAIR, {"pair_name": PAIR, "by": "grace"})
     try:
         stack.paused(run["id"], 120)
     except TimeoutError as exc:
@@ -245,6 +304,8 @@ def test_the_watcher_fails_over_in_its_own_run_without_a_person(stack: Stack, fa
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert "failed 2/2 consecutive probes" in run["parameters"]["reason"], run["parameters"]
     assert run["parameters"]["pair_name"] == PAIR
+    started = [a for a in stack.api.artifacts(run["id"]) if a["key"] == "failover-started"]
+    assert "failover of pair e2e started by **automation**" in started[0]["data"], started
     state = stack.state()
     assert state["authority"]["site"] == "bus" and state["authority"]["epoch"] == 2, state["authority"]
     # a subflow of the watch run: started in the watcher's process, not by an automation nor a person
@@ -279,8 +340,11 @@ def test_failover_is_notified_by_email_and_sms_with_site_decision_and_link(
 
 # --- 2. approval: invalid answers refused, the run stays paused ---------------------------------
 @pytest.mark.parametrize("answer, why", [
-    ({"decision": "approve", "reason": "MS repaired", "confirm_site": "ms"}, "operator"),
-    ({"operator": "grace", "decision": "maybe", "reason": "MS repaired", "confirm_site": "ms"}, "maybe"),
+    ({"code": "000000", "decision": "approve", "reason": "MS repaired", "confirm_site": "ms"}, "operator"),
+    ({"operator": "grace", "code": "000000", "decision": "maybe", "reason": "MS repaired", "confirm_site": "ms"},
+     "maybe"),
+    ({"operator": "grace", "code": "12345", "decision": "approve", "reason": "MS repaired", "confirm_site": "ms"},
+     "code"),
 ])
 def test_invalid_approval_is_refused_and_the_run_stays_paused(
         stack: Stack, paused_fallback: PausedFallback, answer: dict, why: str) -> None:
@@ -294,7 +358,48 @@ def test_approval_request_is_notified(stack: Stack, paused_fallback: PausedFallb
     link = f"{stack.server.url}/runs/flow-run/{paused_fallback.run_id}"
     mail = wait_for("approval-needed email", lambda: [t for t in stack.smtp.texts()
                                                       if "APPROVAL NEEDED on ms" in t and link in t], 30)
-    assert "confirm_site" in mail[0]
+    assert "confirm_site" in mail[0] and "one-time code" in mail[0]
+
+
+# --- 2b. who may act: the credential ------------------------------------------------------------
+def test_requests_without_the_credential_are_refused(stack: Stack, paused_fallback: PausedFallback) -> None:
+    api, run_id = stack.server.api_url, paused_fallback.run_id
+    resume = {"run_input": stack.answer("grace")}
+    for headers in ({}, basic_auth("not-the-credential")):
+        assert httpx.get(f"{api}/flow_runs/{run_id}", headers=headers).status_code == 401
+        # a change is refused for want of a CSRF token (403) before the credential is looked at (401)
+        assert httpx.post(f"{api}/flow_runs/{run_id}/resume", json=resume, headers=headers).status_code in (401, 403)
+        token = httpx.get(f"{api}/csrf-token", params={"client": "intruder"}, headers=headers)
+        assert token.status_code == 401, token.text  # and no token without the credential
+    # with the credential but no CSRF token, a change is refused too
+    refused = httpx.post(f"{api}/flow_runs/{run_id}/resume", json=resume, headers=basic_auth(CREDENTIAL))
+    assert refused.status_code == 403 and "CSRF" in refused.text, refused.text
+    # Prefect's own client without the credential: the CLI an intruder would use
+    env = {k: v for k, v in stack.server.env().items() if k != "PREFECT_API_AUTH_STRING"}
+    listed = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=env, capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert listed.returncode != 0 and "401" in listed.stdout + listed.stderr, listed.stdout + listed.stderr
+    status = subprocess.run([sys.executable, "-m", "deployments.cli", "status", "--pair", PAIR], env=env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert status.returncode == 2 and "refused the request (401 Unauthorized): PREFECT_API_AUTH_STRING" in \
+        status.stdout, status.stdout + status.stderr[-2000:]
+    setup = subprocess.run([sys.executable, "-m", "deployments.setup", str(stack.config_path), "--no-deploy",
+                            "--no-site-tool"], env=env, capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+    assert setup.returncode == 2 and "refuses this client's credential" in setup.stderr, setup.stderr[-2000:]
+    assert stack.paused(run_id, key="fallback-1")  # nothing reached the run
+
+
+def test_a_name_not_listed_is_refused_in_the_form_and_the_run_stays_paused(
+        stack: Stack, paused_fallback: PausedFallback) -> None:
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, key="fallback-1")
+    assert stack.api.resume(run_id, stack.answer("mallory", code_of="grace"))["status"] == "ACCEPT"
+    stack.paused(run_id, key="fallback-1-again-1")  # asked again at the same gate
+    form = stack.description(run_id, "fallback-1-again-1")
+    assert "Refused: 'mallory' is not a listed operator (listed: grace, heidi, ivan)" in form, form
+    wait_for("the refusal notified", lambda: [t for t in stack.smtp.texts()
+                                              if "APPROVAL REFUSED on ms" in t and "mallory" in t], 30)
 
 
 # --- 4. one procedure at a time -------------------------------------------------------------
@@ -313,7 +418,8 @@ def test_failover_started_while_fallback_waits_is_refused_naming_it(
 
 # --- 2. approval in the UI (gate 1), over REST (gate 2) ----------------------------------------
 def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshots: Path) -> None:
-    """What an operator does: open the run's link, Resume, fill the form, Submit.
+    """What an operator does: log in with the credential (the UI asks first),
+    open the run's link, Resume, fill the form, Submit.
 
     The link is the one the notifications carry; it opens the default UI's
     run page, whose Resume form is generated from the Approval input.
@@ -332,14 +438,22 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
         page.on("response", lambda r: r.status >= 400 and trouble.append(
             f"{r.status}: {r.request.method} {r.url} {r.request.post_data} -> {r.text()}"))
         try:
+            page.goto(f"{base_url}/runs")
+            page.wait_for_url("**/login?redirect=/runs")  # the UI asks for the credential before anything else
+            page.screenshot(path=str(screenshots / "login.png"))
+            page.locator("input[type=password]").fill(CREDENTIAL)
+            page.get_by_role("button", name="Login").click()
+            page.wait_for_url("**/runs")
+            trouble.clear()  # the UI's calls before the login were refused, as they should be
             page.goto(f"{base_url}/runs/flow-run/{run_id}")
             page.get_by_role("button", name="Resume").first.click()
             form = page.locator(".p-modal")
             form.wait_for()
-            fields = form.locator("textarea")  # operator, reason, confirm_site, in the model's order
+            fields = form.locator("textarea")  # operator, code, reason, confirm_site, in the model's order
             fields.nth(0).fill(answer["operator"])
-            fields.nth(1).fill(answer["reason"])
-            fields.nth(2).fill(answer["confirm_site"])
+            fields.nth(1).fill(answer["code"])
+            fields.nth(2).fill(answer["reason"])
+            fields.nth(3).fill(answer["confirm_site"])
             form.locator(".p-select-button__control").press("ArrowDown")  # opens the decision list
             page.get_by_role("option", name=answer["decision"], exact=True).click()
             page.screenshot(path=str(screenshots / "resume-form.png"))
@@ -352,38 +466,75 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
             browser.close()
 
 
-def test_operator_approves_the_first_gate_in_the_ui(
-        stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
+def needs_the_ui() -> None:
     if not (shutil.which(CHROMIUM) and _has_playwright()):
         pytest.fail("the UI test needs Debian's chromium and pip's playwright: run `make test` (it installs them)")
-    first_key = stack.api.flow_run(paused_fallback.run_id)["state"]["state_details"]["run_input_keyset"]
-    approve_in_ui(stack.server.url, paused_fallback.run_id,
-                  {"operator": "grace (ui)", "decision": "approve", "reason": "MS repaired, data flowing",
-                   "confirm_site": "ms"}, tmp_path)
-    answer = stack.api.request("GET", f"/flow_runs/{paused_fallback.run_id}/input/{first_key['response']}")
-    assert answer["operator"] == "grace (ui)" and answer["decision"] == "approve", answer
-    second = wait_for("the second gate", lambda: (r := stack.api.flow_run(paused_fallback.run_id))["state"]["type"]
-                      == "PAUSED" and r["state"]["state_details"]["run_input_keyset"] != first_key and r, 120)
-    # Prefect proposes the Paused state first and stores the form's description just after
-    key = second["state"]["state_details"]["run_input_keyset"]["description"]
-    assert "start dbids on ms" in wait_for("the second gate's description", lambda: stack.api.input_or_none(
-        paused_fallback.run_id, key), 30)
 
 
-def test_second_gate_over_rest_completes_the_fallback(stack: Stack, paused_fallback: PausedFallback) -> None:
-    run = stack.paused(paused_fallback.run_id)
-    assert "paused-2" in run["state"]["state_details"]["run_input_keyset"]["response"], "first gate not passed"
-    result = stack.api.resume(paused_fallback.run_id, {"operator": "heidi", "decision": "approve",
-                                                      "reason": "ids consistent", "confirm_site": "ms"})
+def test_a_wrong_code_given_in_the_ui_is_refused_in_the_form_and_the_run_stays_paused(
+        stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
+    needs_the_ui()
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, key="fallback-1-again-1")
+    approve_in_ui(stack.server.url, run_id, stack.answer("grace", code_of="heidi"), tmp_path)
+    stack.paused(run_id, key="fallback-1-again-2")
+    form = stack.description(run_id, "fallback-1-again-2")
+    assert "Refused: the code given for grace is not their current one-time code" in form, form
+
+
+def test_operator_approves_the_first_gate_in_the_ui_with_their_code(
+        stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
+    needs_the_ui()
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, key="fallback-1-again-2")
+    approve_in_ui(stack.server.url, run_id, stack.answer("grace"), tmp_path)
+    answer = stack.api.request("GET", f"/flow_runs/{run_id}/input/paused-fallback-1-again-2-response")
+    assert answer["operator"] == "grace" and answer["decision"] == "approve", answer
+    stack.paused(run_id, 120, key="fallback-2")
+    form = stack.description(run_id, "fallback-2")
+    assert "start dbids on ms" in form and "grace answered the earlier gate" in form, form
+
+
+def test_the_same_operator_at_the_second_gate_is_refused_with_that_reason(
+        stack: Stack, paused_fallback: PausedFallback) -> None:
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, 120, key="fallback-2")
+    assert stack.api.resume(run_id, stack.answer("grace"))["status"] == "ACCEPT"
+    stack.paused(run_id, key="fallback-2-again-1")
+    form = stack.description(run_id, "fallback-2-again-1")
+    assert "Refused: grace answered the earlier gate: this gate needs a second listed operator" in form, form
+    assert stack.state()["authority"]["site"] == "bus"
+
+
+def test_second_gate_over_rest_by_another_operator_completes_the_fallback(
+        stack: Stack, paused_fallback: PausedFallback) -> None:
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, key="fallback-2-again-1")
+    result = stack.api.resume(run_id, stack.answer("heidi", reason="ids consistent"))
     assert result["status"] == "ACCEPT", result
-    final = stack.final_run(paused_fallback.run_id, 120)
+    final = stack.final_run(run_id, 120)
     assert final["state"]["type"] == "COMPLETED", f"{final['state']}\n{stack.diagnostics()}"
     assert stack.authority() == "ms"
-    approvals = [a for a in stack.api.artifacts(paused_fallback.run_id) if a["key"] == "fallback-approvals"]
-    assert "grace (ui)" in approvals[0]["data"] and "heidi" in approvals[0]["data"], approvals
     wait_for("fallback-done SMS", lambda: [r for r in stack.sms.requests
                                            if "FALLBACK to ms done" in r["json"]["text"]], 30)
     wait_for("approved email", lambda: [t for t in stack.smtp.texts() if "APPROVED on ms" in t and "heidi" in t], 30)
+
+
+def test_the_audit_lists_every_attempt_with_its_operator(stack: Stack, paused_fallback: PausedFallback) -> None:
+    stack.final_run(paused_fallback.run_id, 120)
+    approvals = [a for a in stack.api.artifacts(paused_fallback.run_id) if a["key"] == "fallback-approvals"]
+    rows = [line.split(" | ")[1:3] for line in approvals[0]["data"].splitlines()[2:]]
+    assert rows == [["refused: unknown operator", "mallory"], ["refused: wrong code", "grace"],
+                    ["approved", "grace"], ["refused: same person", "grace"], ["approved", "heidi"]], rows
+    events = stack.api.request("POST", "/events/filter", json={"filter": {
+        "event": {"prefix": ["antelope-ha.approval."]}, "resource": {"id": [f"antelope-ha.pair.{PAIR}"]},
+        "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50})["events"]
+    seen = sorted((e["event"], e["payload"]["operator"]) for e in events)
+    started = [a for a in stack.api.artifacts(paused_fallback.run_id) if a["key"] == "fallback-started"]
+    assert "fallback of pair e2e started by **grace**" in started[0]["data"], started
+    assert seen == sorted([("antelope-ha.approval.refused", "mallory"), ("antelope-ha.approval.refused", "grace"),
+                           ("antelope-ha.approval.approved", "grace"), ("antelope-ha.approval.refused", "grace"),
+                           ("antelope-ha.approval.approved", "heidi")]), seen
 
 
 @pytest.fixture(scope="module")
@@ -397,9 +548,9 @@ def fallen_back(stack: Stack, paused_fallback: PausedFallback) -> None:
 
 def test_the_fallback_acknowledges_the_hold_down_with_its_approvers(stack: Stack, fallen_back: None) -> None:
     acknowledged = stack.state()["acknowledged"]
-    assert acknowledged["by"] == "grace (ui) and heidi" and "fallback to ms completed" in acknowledged["reason"]
+    assert acknowledged["by"] == "grace and heidi" and "fallback to ms completed" in acknowledged["reason"]
     mail = wait_for("fallback-done email", lambda: [t for t in stack.smtp.texts() if "FALLBACK to ms done" in t], 30)
-    assert "acknowledged by grace (ui) and heidi: automatic failover to bus is enabled again" in mail[0]
+    assert "acknowledged by grace and heidi: automatic failover to bus is enabled again" in mail[0]
 
 
 # --- 5. a watcher that dies is replaced; a silent one is told ------------------------------------
@@ -478,6 +629,25 @@ def test_with_the_server_down_the_watcher_probes_on_acts_on_nothing_unrecorded_a
     started = stack.api.flow_run(state["authority"]["flow_run"])["start_time"]
     assert datetime.fromisoformat(started).timestamp() >= up_at, (started, up_at)  # acted only once recorded
     print(f"e2e: BUS authoritative {time.time() - up_at:.1f} s after the server was back")
+
+
+def test_neither_the_credential_nor_a_totp_secret_shows_anywhere(stack: Stack, fallen_back: None) -> None:
+    """Not in what the server holds (runs and their parameters, inputs, task
+    runs, logs, artifacts, variables, blocks as the UI shows them), not in the
+    logs of the server and the workers, not in a message sent; only in the
+    server's environment file, which only its owner reads."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: stack.server.api_url, PREFECT_API_AUTH_STRING: CREDENTIAL}):
+        texts = list(server_texts())
+    texts += [("server log", stack.server.log_tail(10**9)), *((f"worker {w.pool} log", w.log_tail(10**9))
+                                                             for w in stack.workers),
+              *(("mail", t) for t in stack.smtp.texts()), *(("sms", str(r)) for r in stack.sms.requests)]
+    secrets = [CREDENTIAL, *stack.secrets.values()]
+    leaks = [what for what, text in texts if any(secret in text for secret in secrets)]
+    assert len(texts) > 100 and not leaks, leaks
+    assert f"PREFECT_SERVER_API_AUTH_STRING='{CREDENTIAL}'" in stack.server_env.read_text()
+    assert stack.server_env.stat().st_mode & 0o777 == 0o600
 
 
 def _has_playwright() -> bool:
