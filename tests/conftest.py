@@ -36,9 +36,10 @@ def prefect_server(tmp_path_factory):
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
 
-        # what is still queued goes out while the server is up (else retried at exit, for minutes)
-        APILogWorker.drain_all()
-        EventsWorker.drain_all()
+        # what is still queued goes out while the server is up (else retried at exit, for minutes);
+        # bounded: a drain was seen to wait forever on a worker thread that had already stopped
+        APILogWorker.drain_all(timeout=30)
+        EventsWorker.drain_all(timeout=30)
         server.stop()
 
 
