@@ -351,11 +351,15 @@ def site_tool_build(out_path: Annotated[Path, typer.Option("--out", help="file o
 
 
 # --- pause, resume, ack: the state record only -------------------------------------------
-def _change_state(pair_name: str, change) -> HAState:
+def _change_state(pair_name: str, change, event: str, by: str, reason: str) -> HAState:
+    """Change the record as a person asked, and say so in an event naming them."""
+    from tasks.report import operator_event
     from tasks.state import update_state
 
     pair, _ = load_pair_and_state(pair_name)
-    return update_state(pair_name, pair.main.name, change)
+    changed = update_state(pair_name, pair.main.name, change)
+    operator_event(pair_name, event, by, reason=reason)
+    return changed
 
 
 @app.command()
@@ -365,7 +369,8 @@ def pause(reason: Annotated[str, typer.Option(help="why (recorded)")],
     """Pause automatic failover (maintenance). Health keeps probing and reporting."""
     now = time.time()
     _change_state(pair_name, lambda s: s.model_copy(update={"pause": Pause(by=by, reason=reason, since=now)}).record(
-        Decision(at=now, action="pause", reason=f"automatic failover paused by {by}: {reason}")))
+        Decision(at=now, action="pause", reason=f"automatic failover paused by {by}: {reason}")),
+        "failover.paused", by, reason)
     out.print(f"automatic failover of {pair_name} paused by {by}: {reason}")
 
 
@@ -375,7 +380,8 @@ def resume(reason: Annotated[str, typer.Option(help="why (recorded)")],
     """Resume automatic failover."""
     now = time.time()
     _change_state(pair_name, lambda s: s.model_copy(update={"pause": None}).record(
-        Decision(at=now, action="resume", reason=f"automatic failover resumed by {by}: {reason}")))
+        Decision(at=now, action="resume", reason=f"automatic failover resumed by {by}: {reason}")),
+        "failover.resumed", by, reason)
     out.print(f"automatic failover of {pair_name} resumed by {by}: {reason}")
 
 
@@ -385,7 +391,7 @@ def ack(by: Annotated[str, typer.Option(help="your name")], reason: Annotated[st
     """Acknowledge the hold-down after a failover, or a declined failover: another
     automatic failover may happen."""
     now = time.time()
-    _change_state(pair_name, lambda s: s.acknowledge(by, reason, now))
+    _change_state(pair_name, lambda s: s.acknowledge(by, reason, now), "hold-down.acknowledged", by, reason)
     out.print(f"hold-down of {pair_name} acknowledged by {by}: {reason}")
 
 

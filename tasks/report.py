@@ -135,9 +135,10 @@ def publish_incident(procedure: str, pair_name: str, backup_epoch: int, ui_url: 
 
 def operator_event(pair_name: str, event: str, operator: str, **payload: str) -> None:
     """An ``antelope-ha.<event>`` event of the pair naming who acted: the history of who did what."""
+    run = flow_run.get_id()  # None for a person's command (pause, resume, ack)
     emit_event(event=f"antelope-ha.{event}", resource=pair_resource(pair_name),
                related=[{"prefect.resource.id": f"antelope-ha.operator.{operator}", "prefect.resource.role": "operator"}],
-               payload={"operator": operator, "flow_run": str(flow_run.get_id()), **payload})
+               payload={"operator": operator, **({"flow_run": str(run)} if run else {}), **payload})
 
 
 def record_start(procedure: str, pair_name: str, by: str | None, reason: str = "") -> str:

@@ -74,6 +74,10 @@ def test_status_shows_an_unreachable_site_without_failing(sim: Sim):
 
 
 def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
+    """And each is an event of the pair naming who acted and why (the audit)."""
+    from tests.test_watch import events
+
+    started = time.time()
     before = sim.snapshot("rtexec.pf", "db/db")
     assert run("pause", "--reason", "disk swap on ms", "--by", "ana").exit_code == 0
     paused = sim.state().pause
@@ -88,6 +92,13 @@ def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
     assert [d.action for d in state.decisions[-3:]] == ["pause", "resume", "ack"]
     assert "bo" in state.decisions[-1].reason
     assert sim.snapshot("rtexec.pf", "db/db") == before
+    said = {"antelope-ha.failover.paused": ("ana", "disk swap on ms"), "antelope-ha.failover.resumed": ("ana", "disk swapped"),
+            "antelope-ha.hold-down.acknowledged": ("bo", "MS is really down")}
+    deadline = time.time() + 30
+    while (found := {name: [(e["payload"]["operator"], e["payload"]["reason"]) for e in events(name, sim.name, started - 1)]
+                     for name in said}) != {name: [who] for name, who in said.items()} and time.time() < deadline:
+        time.sleep(0.5)
+    assert found == {name: [who] for name, who in said.items()}
 
 
 def test_plan_prints_the_failover_commands_and_changes_nothing(sim: Sim):
@@ -173,7 +184,7 @@ def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_pat
     config = tmp_path / "pair.yaml"
     config.write_text("pair: x\n")
     monkeypatch.setattr(deployments.setup, "setup", lambda path, **kw: calls.append(("setup", path)) or [])
-    monkeypatch.setattr(deployments.setup, "load_config", lambda path: SimpleNamespace(pair="x"))
+    monkeypatch.setattr(deployments.setup, "load_config", lambda path: SimpleNamespace(pair="x", operator_problems=list))
     monkeypatch.setattr(deployments.setup, "server_differences", lambda config: [])
     monkeypatch.setattr(deployments.cli, "take_baselines", lambda pair, reason: calls.append(("baseline", pair, reason)))
     monkeypatch.setattr(flows.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
