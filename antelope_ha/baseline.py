@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from antelope_ha.css30 import Problem
+    from antelope_ha.idscan import IdReport
 
 ALWAYS_BLOCKING = ("above_lastid", "no_lastid")
 
@@ -67,66 +72,66 @@ class Verdict(BaseModel):
     old: list[str] = Field(default_factory=list)
 
 
-def take(report: Mapping, before: Baseline | None, reason: str, now: float | None = None) -> Baseline:
+def take(report: IdReport, before: Baseline | None, reason: str, now: float | None = None) -> Baseline:
     """The baseline of a scan report's problems; a problem already in ``before`` keeps
     when it was first seen."""
     now = time.time() if now is None else now
     problems: list[KnownProblem] = []
-    for p in report["found"]:
-        key, kind = p["key"], p["kind"]
+    for p in report.found:
+        key, kind = p.key, p.kind
         if kind == "duplicates":  # the ids seen duplicated before keep their date, the others get now
-            ids, carried = set(p["ids"]), 0
+            ids, carried = set(p.ids), 0
             for old in (q for q in (before.problems if before else []) if q.key == key and q.kind == kind):
                 still = sorted(ids & set(old.ids))
                 if still:
                     problems.append(old.model_copy(update={"ids": still, "count": len(still)}))
                     ids -= set(still)
                     carried += len(still)
-            if p["count"] > carried:
-                problems.append(KnownProblem(key=key, kind=kind, message=p["message"], first_seen=now,
-                                             count=p["count"] - carried, ids=sorted(ids)))
+            if p.count > carried:
+                problems.append(KnownProblem(key=key, kind=kind, message=p.message, first_seen=now,
+                                             count=p.count - carried, ids=sorted(ids)))
             continue
         known = before.has(key, kind) if before else None
-        problems.append(KnownProblem(key=key, kind=kind, message=p["message"], count=p["count"],
+        problems.append(KnownProblem(key=key, kind=kind, message=p.message, count=p.count,
                                      first_seen=known.first_seen if known else now))
     return Baseline(taken_at=now, reason=reason, problems=problems)
 
 
-def judge(report: Mapping, baseline: Baseline | None,
+def judge(report: IdReport, baseline: Baseline | None,
           outage: Mapping[str, tuple[int, int]] | None = None) -> Verdict:
     """Sort a scan report's problems into blocking and old (module docstring). With no
     baseline every problem blocks."""
     verdict = Verdict()
-    for p in report["found"]:
+    for p in report.found:
         why = _blocks(p, baseline, outage or {})
         if why:
-            verdict.blocking.append(f"{p['message']} [{why}]")
+            verdict.blocking.append(f"{p.message} [{why}]")
         else:
             assert baseline is not None
-            first = min((q.first_seen for q in baseline.problems if q.key == p["key"] and q.kind == p["kind"]),
+            first = min((q.first_seen for q in baseline.problems if q.key == p.key and q.kind == p.kind),
                         default=baseline.taken_at)
-            verdict.old.append(KnownProblem(key=p["key"], kind=p["kind"], message=p["message"],
+            verdict.old.append(KnownProblem(key=p.key, kind=p.kind, message=p.message,
                                             first_seen=first).shown())
     return verdict
 
 
-def _blocks(p: Mapping, baseline: Baseline | None, outage: Mapping[str, tuple[int, int]]) -> str | None:
+def _blocks(p: Problem, baseline: Baseline | None, outage: Mapping[str, tuple[int, int]]) -> str | None:
     """Why this problem blocks, or None when it is old."""
-    key, kind = p["key"], p["kind"]
+    key, kind = p.key, p.kind
     if kind in ALWAYS_BLOCKING:
         return "the id server would issue ids already in the database"
     if baseline is None:
         return "no baseline of old problems on record for this site: antelope-ha baseline takes one"
     issued = outage.get(key)
     if kind == "duplicates":
-        ids = set(p["ids"])
+        ids = set(p.ids)
         touched = sorted(i for i in ids if issued and issued[0] <= i <= issued[1])
         if touched:
             return f"ids issued during the outage used twice: {', '.join(map(str, touched[:10]))}"
         new = sorted(ids - baseline.duplicated(key))
         if new:
             return f"new since the baseline: {', '.join(map(str, new[:10]))}"
-        if p["count"] > baseline.duplicate_count(key):
+        if p.count > baseline.duplicate_count(key):
             return "more duplicated ids than in the baseline"
         return None
     known = baseline.has(key, kind)
@@ -134,8 +139,8 @@ def _blocks(p: Mapping, baseline: Baseline | None, outage: Mapping[str, tuple[in
         return "new since the baseline"
     if kind == "not_in_lastid" and issued:
         return f"{key} ids were issued during the outage ({issued[0]}..{issued[1]})"
-    if kind == "null_ids" and p["count"] > known.count:
-        return f"{p['count'] - known.count} more rows without an id than in the baseline"
+    if kind == "null_ids" and p.count > known.count:
+        return f"{p.count - known.count} more rows without an id than in the baseline"
     return None
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from antelope_ha.completeness import coverage_bounds, take_inventory
@@ -25,24 +26,73 @@ from antelope_ha.excerpt import narrow, read_keep
 from antelope_ha.lastid import LastidError, read_lastid
 
 
-def ids_report(db: str, lastid_path: str) -> dict:
-    """The ids of ``db`` against the lastid table at ``lastid_path``: per key, and every
-    problem twice, in words (``problems``) and with what identifies it (``found``, so a
-    problem seen before can be told from a new one). ``info`` is never a problem."""
+@dataclass(frozen=True)
+class KeyIds:
+    """One id key of a database, as its owning table holds it."""
+
+    max: int | None
+    rows: int
+    lastid: int | None
+    duplicates: int  # id values used more than once
+    examples: tuple[int, ...]  # some of them
+    deleted: int  # rows deleted with dbmark
+    nulls: int  # rows without an id that are not deleted rows
+
+
+@dataclass(frozen=True)
+class IdReport:
+    """The ids of a database against its lastid table: what ``ids`` prints, and what
+    the flows read back. Every problem is a ``Problem``, with what identifies it (so a
+    problem seen before can be told from a new one); ``info`` is never a problem."""
+
+    db: str
+    keys: dict[str, KeyIds]
+    found: tuple[Problem, ...]
+    info: tuple[str, ...]
+
+    @property
+    def problems(self) -> list[str]:
+        return [p.message for p in self.found]
+
+    @property
+    def ok(self) -> bool:
+        return not self.found
+
+    @property
+    def duplicates(self) -> int:
+        return sum(k.duplicates for k in self.keys.values())
+
+    def max_ids(self) -> dict[str, int]:
+        """The highest id of each key that has any."""
+        return {key: k.max for key, k in self.keys.items() if k.max is not None}
+
+    def to_json(self) -> dict:
+        return {"db": self.db,
+                "keys": {key: {**asdict(k), "examples": list(k.examples)} for key, k in self.keys.items()},
+                "problems": self.problems, "ok": self.ok,
+                "found": [{"key": p.key, "kind": p.kind, "message": p.message, "count": p.count, "ids": list(p.ids),
+                           "span": list(p.span) if p.span else None} for p in self.found],
+                "info": list(self.info), "duplicates": self.duplicates}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> IdReport:
+        keys = {key: KeyIds(**{**k, "examples": tuple(k["examples"])}) for key, k in raw["keys"].items()}
+        found = tuple(Problem(p["key"], p["kind"], p["message"], p["count"], tuple(p["ids"]),
+                              tuple(p["span"]) if p["span"] else None) for p in raw["found"])
+        return cls(raw["db"], keys, found, tuple(raw["info"]))
+
+
+def ids_report(db: str, lastid_path: str) -> IdReport:
+    """The ids of ``db`` against the lastid table at ``lastid_path``."""
     scan = scan_ids(db)
     lastid = read_lastid(lastid_path) if Path(lastid_path).exists() else {}
     found = check_ids(scan, lastid)
     if not Path(lastid_path).exists():
         found.insert(0, Problem("-", "no_lastid", f"{lastid_path} does not exist: the ID server has no lastid table"))
-    keys = {
-        k: {"max": s.max_id, "rows": s.rows, "lastid": lastid.get(k), "duplicates": s.duplicated_values,
-            "examples": list(s.duplicate_examples), "deleted": s.deleted, "nulls": s.nulls}
-        for k, s in scan.keys.items()
-    }
-    return {"db": db, "keys": keys, "problems": [str(p) for p in found], "ok": not found,
-            "found": [{"key": p.key, "kind": p.kind, "message": p.message, "count": p.count, "ids": list(p.ids),
-                       "span": list(p.span) if p.span else None} for p in found],
-            "info": deleted_rows(scan), "duplicates": sum(s.duplicated_values for s in scan.keys.values())}
+    keys = {k: KeyIds(s.max_id, s.rows, lastid.get(k), s.duplicated_values, tuple(s.duplicate_examples), s.deleted,
+                      s.nulls)
+            for k, s in scan.keys.items()}
+    return IdReport(db, keys, tuple(found), tuple(deleted_rows(scan)))
 
 
 def id_ranges(specs: list[str]) -> dict[str, tuple[int, int]]:
@@ -79,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.what == "ids":
-            out = ids_report(args.db, args.lastid)
+            out = ids_report(args.db, args.lastid).to_json()
         elif args.what == "bounds":
             out = coverage_bounds(args.db, args.before, args.after)
         elif args.what == "inventory":

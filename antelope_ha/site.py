@@ -23,10 +23,11 @@ from antelope_ha.descriptor import (
     parse_descriptor,
     set_dbidserver,
 )
+from antelope_ha.idscan import IdReport
 from antelope_ha.lastid import format_lastid, parse_lastid, raised_lastid
 from antelope_ha.rtexec_pf import RtexecTask, parse_rtexec_pf, set_task_run
 from antelope_ha.runner import CommandResult, Runner, RunnerError
-from antelope_ha.state import Replica
+from antelope_ha.state import Authority, Replica
 
 
 _T = TypeVar("_T")
@@ -47,6 +48,26 @@ class Outcome:
 
     def __str__(self) -> str:
         return f"{self.site}: {self.detail}"
+
+
+class EpochRefused(StepFailed):
+    """A site asked to serve ids does not hold the current epoch."""
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """What fencing a site found and did."""
+
+    armed: Outcome
+    stopped: tuple[Outcome, ...]
+    idserver_pids: tuple[int, ...]  # the ID servers that ran when the fence began
+    lastid: dict[str, int]  # what they had reached; empty when none ran
+
+    def __str__(self) -> str:
+        changed = [o.detail for o in self.stopped if o.changed]
+        text = f"{self.armed.detail}; " + ("; ".join(changed) if changed
+                                            else "dbids, writers and information systems already stopped")
+        return text + (f"; its dbids had reached lastid {self.lastid}" if self.idserver_pids else "")
 
 
 @dataclass(frozen=True)
@@ -302,6 +323,20 @@ class Site:
             return False, str(exc)
         return r.ok, (r.stdout.strip() or r.stderr.strip())
 
+    def start_idserver_for(self, authority: Authority) -> Outcome:
+        """Start this site's ID server, only if it holds ``authority`` (the epoch on
+        the record), its own marker says so and it is not armed: two ID servers
+        would hand out the same ids."""
+        refusal = f"refusing to start dbids on {self.name}"
+        if authority.site != self.name:
+            raise EpochRefused(f"{refusal}: epoch {authority.epoch} belongs to {authority.site}")
+        marker = self.authority_marker()
+        if marker != authority.marker():
+            raise EpochRefused(f"{refusal}: its marker says {marker}, the current authority is {authority.marker()}")
+        if self.armed():
+            raise EpochRefused(f"{refusal}: the site is armed (fenced)")
+        return self.ensure_idserver(self.config.idserver_address)
+
     def ensure_idserver(self, address: str) -> Outcome:
         """Start the ID server task and verify it answers at ``address``: writers
         restarted next must find it serving, not merely started."""
@@ -322,10 +357,10 @@ class Site:
         lat = C.parse_orb_latencies(r.stdout) if r.ok else {}
         return min(lat.values()) if lat else None
 
-    def scan_ids(self) -> dict:
+    def scan_ids(self) -> IdReport:
         cfg = self.config
         r = self.run(C.scan_ids(cfg.site_tool_command(), cfg.db, cfg.dbids), timeout_s=3600)
-        return json.loads(r.stdout)
+        return IdReport.from_json(json.loads(r.stdout))
 
     # --- excerpts of the database (trexcerpt) ---------------------------------
     def extract_excerpt(self, excerpt: str, start: float, end: float) -> Outcome:
@@ -415,6 +450,17 @@ class Site:
         else:
             self.run(C.cmd("disarm", "rm", "-f", self.path(f"{self.config.ha_dir}/armed"), changes=True))
         return Outcome(self.name, "fence", True, f"{'armed' if armed else 'disarmed'}: {reason}")
+
+    def fence(self, reason: str) -> Fenced:
+        """Arm the site first (no dbids may start here from then on), then stop its
+        dbids, even one started by hand, its db writers and its information
+        systems, and read the lastid its dbids reached, so that no id it handed out
+        is lost track of."""
+        cfg = self.config
+        running = tuple(self.task_pids(cfg.idserver_task))
+        armed = self.set_armed(True, reason)
+        stopped = tuple(self.stop_everywhere(t) for t in (cfg.idserver_task, *cfg.writer_tasks, *cfg.infosys_tasks))
+        return Fenced(armed, stopped, running, self.read_lastid() if running else {})
 
 
 def excerpt_db(start: float, end: float, under: str | None = None) -> str:

@@ -3,16 +3,20 @@ counters, maintenance pause, hold-down acknowledgement and a declined failover,
 the watcher acting for the pair.
 
 It is stored where every flow can read it even when MS is gone (a Prefect
-variable, see tasks/state.py); copies of the authority go to each reachable
+block, see tasks/state.py); copies of the authority go to each reachable
 site (``ha/authority``) so a site can refuse to start dbids on a stale epoch.
 """
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from antelope_ha.baseline import Baseline, take
+
+if TYPE_CHECKING:
+    from antelope_ha.idscan import IdReport
 
 MAX_DECISIONS = 20
 
@@ -110,7 +114,7 @@ class HAState(BaseModel):
         return self.model_copy(update={"authority": new, "history": [*self.history, self.authority],
                                        "consecutive_failures": 0, "declined": None})
 
-    def with_baseline(self, site: str, report: dict, reason: str) -> HAState:
+    def with_baseline(self, site: str, report: IdReport, reason: str) -> HAState:
         """The site's baseline taken again from an id scan report (``idscan ids``)."""
         return self.model_copy(update={"baselines": {
             **self.baselines, site: take(report, self.baselines.get(site), reason)}})

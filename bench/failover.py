@@ -412,19 +412,12 @@ def bare_failover(ms: Site, bus: Site, pair: PairConfig, store: StateFile, reaso
     """flows/failover.py's steps in its order, with a fresh replica (no approval)."""
     state = store.load()
     replica, scan = bus.read_lastid(), bus.scan_ids()
-    own_max = {k: v["max"] for k, v in scan["keys"].items() if v["max"] is not None}
-    targets = failover_lastid(replica, pair.policy.lastid_margin, own_max)
+    targets = failover_lastid(replica, pair.policy.lastid_margin, scan.max_ids())
     copied = bus.replica()
     if copied is None or time.time() - copied.taken_at > pair.policy.lastid_max_age_s:
         raise RuntimeError("bare failover: the lastid replica is stale; the bench replicates it first")
-    cfg = ms.config
     try:  # 0. fence MS
-        running = ms.task_pids(cfg.idserver_task)
-        ms.set_armed(True, f"{bus.name} takes over: {reason}")
-        for task in (cfg.idserver_task, *cfg.writer_tasks, *cfg.infosys_tasks):
-            ms.stop_everywhere(task)
-        if running:
-            ms.read_lastid()
+        ms.fence(f"{bus.name} takes over: {reason}")
     except (RunnerError, OSError):
         pass
     bus.raise_lastid(targets, "failover: replica + margin")  # 1
@@ -435,9 +428,7 @@ def bare_failover(ms: Site, bus: Site, pair: PairConfig, store: StateFile, reaso
         ms.write_authority_marker(state.authority.marker())
     except (RunnerError, OSError):
         pass
-    if bus.authority_marker() != state.authority.marker() or bus.armed():  # 3
-        raise RuntimeError(f"bare failover: {bus.name} does not hold epoch {state.authority.epoch}")
-    bus.ensure_task(bus.config.idserver_task, True)
+    bus.start_idserver_for(state.authority)  # 3
     bus.ensure_dbidserver(bus.config.idserver_address)  # 4
     for writer in bus.config.writer_tasks:  # 5
         bus.restart_task(writer, since=state.authority.since)

@@ -327,7 +327,7 @@ def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: flo
     report.duplicate_ids = sum(len(v.twice) for v in verdicts) + sum(
         s.duplicated_values for d in (ms_db, bus_db) for s in scan_ids(d).keys.values())
     ids = ids_report(str(ms_db), str(ms_dir / "dbids" / "dbids.lastid"))
-    report.problems = completeness.verification_problems(verdicts, ids["problems"])  # a drill's db has no old ones
+    report.problems = completeness.verification_problems(verdicts, ids.problems)  # a drill's db has no old ones
 
     ms_seqs = {round(t / interval) for t in origin_times(ms_dir)}
     first, last = min(ms_seqs), max(ms_seqs)

@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from antelope_ha.config import PairConfig
+from antelope_ha.idscan import IdReport
 from tasks import authority, ids, realtime
 from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.lock import procedure_lock
@@ -125,7 +126,7 @@ def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, ap
 
 
 def lastid_targets(pair_name: str, pair: PairConfig, approvals: list[ApprovalRecord],
-                   dry_run: bool) -> tuple[dict[str, int] | None, dict]:
+                   dry_run: bool) -> tuple[dict[str, int] | None, IdReport]:
     """Step 1's numbers: replica + margin, never below BUS's own ids, and BUS's id
     scan. When the replica is older than the policy allows, a person approves the
     numbers first; None means they did not."""
@@ -135,7 +136,7 @@ def lastid_targets(pair_name: str, pair: PairConfig, approvals: list[ApprovalRec
     age = None if copied is None else time.time() - copied.taken_at
     if age is not None and age <= policy.lastid_max_age_s:
         return targets, scan
-    rows = "\n".join(f"| {k} | {replica.get(k, '-')} | {scan['keys'].get(k, {}).get('max', '-')} | {v} |"
+    rows = "\n".join(f"| {k} | {replica.get(k, '-')} | {scan.max_ids().get(k, '-')} | {v} |"
                      for k, v in sorted(targets.items()))
     findings = (
         f"The lastid replica on {bus.name} is {'of unknown age' if age is None else f'{age:.0f} s old'} "
@@ -148,7 +149,7 @@ def lastid_targets(pair_name: str, pair: PairConfig, approvals: list[ApprovalRec
     return (targets if approved(pair_name, pair, answer, approvals, dry_run) else None), scan
 
 
-def proposed_lastid(pair: PairConfig) -> tuple[dict[str, int], dict, dict[str, int]]:
+def proposed_lastid(pair: PairConfig) -> tuple[dict[str, int], IdReport, dict[str, int]]:
     """BUS's lastid replica, its id scan, and the lastid they call for."""
     bus = pair.backup
     replica = ids.read_lastid(bus)

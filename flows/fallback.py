@@ -35,6 +35,7 @@ from prefect.runtime import flow_run
 
 from antelope_ha.baseline import Verdict
 from antelope_ha.config import PairConfig, SiteConfig
+from antelope_ha.idscan import IdReport
 from antelope_ha.state import Authority
 from tasks import authority, data, ids, realtime
 from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals, site_changed
@@ -202,12 +203,11 @@ def restore_backup(pair: PairConfig, pair_name: str, dry_run: bool) -> None:
     set_fallback_in_progress(pair_name, ms.name, False, dry_run)
 
 
-def findings(ms: SiteConfig, scan: dict, verdict: Verdict, flowing: str, bus: SiteConfig) -> str:
+def findings(ms: SiteConfig, scan: IdReport, verdict: Verdict, flowing: str, bus: SiteConfig) -> str:
     blocking = "\n".join(f"- {p}" for p in verdict.blocking) or "- none"
     old = "\n".join(f"- {p}" for p in verdict.old) or "- none"
-    info = "".join(f"\n- {i}" for i in scan.get("info", []))
-    keys = "\n".join(f"| {k} | {v['max']} | {v.get('lastid')} | {v['duplicates']} |"
-                     for k, v in sorted(scan["keys"].items()))
+    info = "".join(f"\n- {i}" for i in scan.info)
+    keys = "\n".join(f"| {k} | {v.max} | {v.lastid} | {v.duplicates} |" for k, v in sorted(scan.keys.items()))
     return (f"**{ms.name} data flow:** {flowing}\n\n**{ms.name} ids** (max in db, lastid, values used twice):\n\n"
             f"| key | max | lastid | used twice |\n|---|---|---|---|\n{keys}\n\n"
             f"**Problems that block dbids on {ms.name}:**\n{blocking}\n\n"

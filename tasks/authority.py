@@ -9,15 +9,11 @@ from pydantic import BaseModel
 
 from antelope_ha.config import SiteConfig
 from antelope_ha.runner import RunnerError
-from antelope_ha.site import Outcome, StepFailed
+from antelope_ha.site import Outcome
 from antelope_ha.state import HAState
 from tasks.realtime import STEP, logged
 from tasks.sites import site
 from tasks.state import load_state, update_state
-
-
-class EpochRefused(StepFailed):
-    """A site asked to serve ids does not hold the current epoch."""
 
 
 @task(name="Take authority", task_run_name="make {cfg.name} authoritative", **STEP)
@@ -52,18 +48,9 @@ def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list
 def activate_idserver(pair_name: str, main_site: str, cfg: SiteConfig, dry_run: bool = False) -> Outcome:
     """Start dbids only on the site that holds the current epoch and is not armed."""
     s = site(cfg, dry_run)
-    if not dry_run:  # a dry run has not recorded the epoch it would take
-        current = load_state(pair_name, main_site).authority
-        if current.site != cfg.name:
-            raise EpochRefused(f"refusing to start dbids on {cfg.name}: epoch {current.epoch} "
-                               f"belongs to {current.site}")
-        marker = s.authority_marker()
-        if marker != current.marker():
-            raise EpochRefused(f"refusing to start dbids on {cfg.name}: its marker says {marker}, "
-                               f"the current authority is {current.marker()}")
-        if s.armed():
-            raise EpochRefused(f"refusing to start dbids on {cfg.name}: the site is armed (fenced)")
-    return logged(s.ensure_idserver(cfg.idserver_address))
+    if dry_run:  # a dry run has not recorded the epoch it would take
+        return logged(s.ensure_idserver(cfg.idserver_address))
+    return logged(s.start_idserver_for(load_state(pair_name, main_site).authority))
 
 
 class FenceResult(BaseModel):
@@ -81,19 +68,13 @@ def fence(cfg: SiteConfig, reason: str, dry_run: bool = False) -> FenceResult:
     reported, not fatal: the health flow fences it as soon as it is back."""
     log = get_run_logger()
     try:
-        s = site(cfg, dry_run)
-        running = tuple(s.task_pids(cfg.idserver_task))
-        armed = logged(s.set_armed(True, reason))
-        stopped = [logged(s.stop_everywhere(t)) for t in (cfg.idserver_task, *cfg.writer_tasks, *cfg.infosys_tasks)]
-        lastid = s.read_lastid() if running else {}
+        fenced = site(cfg, dry_run).fence(reason)
     except (RunnerError, OSError) as exc:
         log.warning("cannot fence %s now (%s); the health flow fences it when it is back", cfg.name, exc)
         return FenceResult(reachable=False, detail=f"{cfg.name} unreachable, not fenced yet")
-    changed = [o.detail for o in stopped if o.changed]
-    detail = f"{armed.detail}; " + ("; ".join(changed) if changed else "dbids, writers and information systems already stopped")
-    if running:
-        detail += f"; its dbids had reached lastid {lastid}"
-    return FenceResult(reachable=True, stopped_pids=running, lastid=lastid, detail=detail)
+    for outcome in (fenced.armed, *fenced.stopped):
+        logged(outcome)
+    return FenceResult(reachable=True, stopped_pids=fenced.idserver_pids, lastid=fenced.lastid, detail=str(fenced))
 
 
 @task(name="Disarm a site", task_run_name="disarm {cfg.name}", **STEP)

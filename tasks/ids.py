@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from antelope_ha.baseline import Verdict, judge, outage_ids
 from antelope_ha.config import SiteConfig
+from antelope_ha.idscan import IdReport
 from antelope_ha.lastid import failover_lastid
 from antelope_ha.site import Outcome
 from antelope_ha.state import Replica
@@ -28,14 +29,14 @@ def read_lastid(cfg: SiteConfig) -> dict[str, int]:
 
 @task(name="Check ids", task_run_name="check ids of {cfg.name} against its lastid",
       cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=3600)
-def scan_ids(cfg: SiteConfig) -> dict:
+def scan_ids(cfg: SiteConfig) -> IdReport:
     """Max id and duplicates per key of the site's db, checked against its lastid."""
     return site(cfg).scan_ids()
 
 
 @task(name="Judge ids against the baseline", task_run_name="which id problems of {cfg.name} block",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: dict,
+def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: IdReport,
               handed_over: dict[str, int] | None = None) -> Verdict:
     """The scan's problems that block (new since the site's baseline, or touching the ids
     BUS issued up to the lastid it ``handed_over``) and the old ones, with when first seen."""
@@ -47,7 +48,7 @@ def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: dict,
 
 @task(name="Record the baseline of old id problems", task_run_name="baseline of {cfg.name}'s id problems",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record_baseline(pair_name: str, main_site: str, cfg: SiteConfig, scan: dict, reason: str,
+def record_baseline(pair_name: str, main_site: str, cfg: SiteConfig, scan: IdReport, reason: str,
                     dry_run: bool = False) -> None:
     """Taken when the site takes authority: its problems now are the old ones from then on."""
     if not dry_run:
@@ -70,9 +71,8 @@ def record_replica(cfg: SiteConfig, replica: Replica, dry_run: bool = False) -> 
     return site(cfg, dry_run).write_replica(replica)
 
 
-def failover_targets(replica: dict[str, int], margin: int, scan: dict) -> dict[str, int]:
-    own_max = {k: v["max"] for k, v in scan["keys"].items() if v["max"] is not None}
-    return failover_lastid(replica, margin, own_max)
+def failover_targets(replica: dict[str, int], margin: int, scan: IdReport) -> dict[str, int]:
+    return failover_lastid(replica, margin, scan.max_ids())
 
 
 @task(name="Point the descriptor at an ID server",

@@ -45,20 +45,21 @@ def copy(name: str, to: Path) -> Path:
     return to / EXPECTED[name][0]
 
 
-def ids_json(db: Path, capsys) -> dict:
+def ids_json(db: Path, capsys) -> idscan.IdReport:
+    """The report the command prints, read back as the flows read it."""
     capsys.readouterr()
     assert idscan.main(["ids", str(db), "--lastid", f"{db}.lastid"]) == 0, capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
+    return idscan.IdReport.from_json(json.loads(capsys.readouterr().out))
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_the_id_scan_answers_right_on_each_sample(name, capsys):
     db_name, keys, problems = EXPECTED[name]
     report = ids_json(SAMPLES / name / db_name, capsys)
-    assert {k: (v["rows"], v["max"], v["lastid"]) for k, v in report["keys"].items()} == keys
-    assert all(v["duplicates"] == v["deleted"] == v["nulls"] == 0 for v in report["keys"].values())
-    assert {p["key"]: p["kind"] for p in report["found"]} == problems
-    assert report["ok"] is (not problems) and report["info"] == []
+    assert {k: (v.rows, v.max, v.lastid) for k, v in report.keys.items()} == keys
+    assert all(v.duplicates == v.deleted == v.nulls == 0 for v in report.keys.values())
+    assert {p.key: p.kind for p in report.found} == problems
+    assert report.ok is (not problems) and report.info == ()
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -76,12 +77,12 @@ def test_rows_deleted_with_dbmark_are_information_never_a_problem(name, tmp_path
             path.write_bytes(b"".join(lines))
             marked[key] = owner
     report = ids_json(db, capsys)
-    assert {k: v["deleted"] for k, v in report["keys"].items() if v["deleted"]} == {k: 1 for k in marked}
-    assert {k: v["rows"] for k, v in report["keys"].items()} == {k: v[0] for k, v in keys.items()}
-    assert {p["key"]: p["kind"] for p in report["found"]} == problems  # no null_ids
-    assert sorted(line.split(":")[0] for line in report["info"]) == sorted(marked.values())
+    assert {k: v.deleted for k, v in report.keys.items() if v.deleted} == {k: 1 for k in marked}
+    assert {k: v.rows for k, v in report.keys.items()} == {k: v[0] for k, v in keys.items()}
+    assert {p.key: p.kind for p in report.found} == problems  # no null_ids
+    assert sorted(line.split(":")[0] for line in report.info) == sorted(marked.values())
     assert all("1 deleted rows (every field null: marked with dbmark, not yet removed with dbcrunch)" in line
-               for line in report["info"])
+               for line in report.info)
     assert in_scope(db) == {t: n - (t in marked.values()) for t, n in ROWS[name].items()}
 
 
@@ -164,7 +165,7 @@ def test_a_recovery_merge_of_a_window_on_a_copy_brings_back_every_row(name, tmp_
             assert sorted(Path(f"{ms}.{t}").read_bytes().splitlines()) == \
                 sorted(Path(f"{bus}.{t}").read_bytes().splitlines()), t
     report = ids_json(ms, capsys)
-    assert all(v["duplicates"] == 0 for v in report["keys"].values())
+    assert all(v.duplicates == 0 for v in report.keys.values())
     merged = {t: Path(f"{ms}.{t}").read_bytes() for t in DB_TABLES if Path(f"{ms}.{t}").exists()}
     assert trexcerpt.main(["-v", "-a", "-e", str(excerpt), str(ms), repr(start), repr(end)]) == 0  # again
     assert "already present" in capsys.readouterr().out

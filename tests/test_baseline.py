@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from antelope_ha.baseline import Baseline, judge, outage_ids, take
-from antelope_ha.css30 import TABLES, append_rows, write_table
-from antelope_ha.idscan import ids_report
+from antelope_ha.css30 import TABLES, Problem, append_rows, write_table
+from antelope_ha.idscan import IdReport, ids_report
 from antelope_ha.lastid import write_lastid
 from antelope_ha.state import HAState
 
@@ -30,7 +30,7 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "db"
 
 
-def report(db: Path) -> dict:
+def report(db: Path) -> IdReport:
     return ids_report(str(db), f"{db.parent}/dbids.lastid")
 
 
@@ -39,7 +39,7 @@ def test_an_old_duplicate_is_listed_with_when_first_seen_and_does_not_block(db):
     assert [(p.key, p.kind, p.ids, p.first_seen) for p in base.problems] == [("arid", "duplicates", [7], T0)]
     verdict = judge(report(db), base)
     assert verdict.blocking == []
-    assert verdict.old == [f"{report(db)['problems'][0]} (first seen 2023-11-14 22:13 UTC)"]
+    assert verdict.old == [f"{report(db).problems[0]} (first seen 2023-11-14 22:13 UTC)"]
 
 
 def test_a_new_duplicate_blocks_and_names_only_the_new_ids(db):
@@ -89,8 +89,8 @@ def test_a_key_without_lastid_row_is_old_unless_bus_issued_that_key(tmp_path):
     for f in (SAMPLES / "dbmon-demo").iterdir():
         shutil.copy(f, tmp_path / f.name)
     r = ids_report(str(tmp_path / "demo"), str(tmp_path / "demo.lastid"))
-    assert sorted(p["key"] for p in r["found"]) == ["chanid", "inid", "magid", "orid", "wfid"]
-    assert {p["kind"] for p in r["found"]} == {"not_in_lastid"}
+    assert sorted(p.key for p in r.found) == ["chanid", "inid", "magid", "orid", "wfid"]
+    assert {p.kind for p in r.found} == {"not_in_lastid"}
     base = take(r, None, "setup", now=T0)
     assert judge(r, base).blocking == [] and len(judge(r, base).old) == 5
     (blocking,) = judge(r, base, {"orid": (1400, 1500)}).blocking
@@ -116,42 +116,45 @@ def test_the_state_record_keeps_baselines_and_reads_records_without_them(db):
 
 
 # --- on reports as the scan writes them, problem by problem ------------------------------------------
-def dup(key: str, ids: list[int], count: int | None = None) -> dict:
-    return {"key": key, "kind": "duplicates", "message": f"{key}: used twice {ids}", "ids": ids,
-            "count": len(ids) if count is None else count}
+def dup(key: str, ids: list[int], count: int | None = None) -> Problem:
+    return Problem(key, "duplicates", f"{key}: used twice {ids}", len(ids) if count is None else count, tuple(ids))
 
 
-def other(key: str, kind: str, count: int = 0) -> dict:
-    return {"key": key, "kind": kind, "message": f"{key}: {kind}", "ids": [], "count": count}
+def other(key: str, kind: str, count: int = 0) -> Problem:
+    return Problem(key, kind, f"{key}: {kind}", count)
+
+
+def found(*problems: Problem) -> IdReport:
+    return IdReport("db", {}, problems, ())
 
 
 def test_each_key_and_kind_is_its_own_problem():
-    base = take({"found": [dup("orid", [7]), other("arid", "null_ids", 2), dup("arid", [8])]}, None, "setup", now=T0)
+    base = take(found(dup("orid", [7]), other("arid", "null_ids", 2), dup("arid", [8])), None, "setup", now=T0)
     assert base.duplicated("arid") == {8} and base.duplicated("orid") == {7}
     assert base.duplicate_count("arid") == 1
     assert base.has("arid", "duplicates").ids == [8] and base.has("orid", "null_ids") is None
     assert base.has("arid", "null_ids").count == 2
-    later = take({"found": [dup("arid", [7]), other("arid", "null_ids", 2)]}, base, "again", now=T1)
+    later = take(found(dup("arid", [7]), other("arid", "null_ids", 2)), base, "again", now=T1)
     assert [(p.key, p.kind, p.ids, p.first_seen) for p in later.problems] == [
         ("arid", "duplicates", [7], T1),  # arid 7 is new: orid's 7 was the old one
         ("arid", "null_ids", [], T0)]
 
 
 def test_old_duplicates_keep_their_date_and_only_the_new_ones_are_counted_new():
-    first = take({"found": [dup("arid", [7, 8])]}, None, "setup", now=T0)
-    second = take({"found": [dup("arid", [7, 8, 42])]}, first, "again", now=T1)
-    third = take({"found": [dup("arid", [8, 42, 50])]}, second, "later", now=T1 + 1)
+    first = take(found(dup("arid", [7, 8])), None, "setup", now=T0)
+    second = take(found(dup("arid", [7, 8, 42])), first, "again", now=T1)
+    third = take(found(dup("arid", [8, 42, 50])), second, "later", now=T1 + 1)
     assert [(p.ids, p.count, p.first_seen) for p in third.problems] == [([8], 1, T0), ([42], 1, T1),
                                                                        ([50], 1, T1 + 1)]
-    over = take({"found": [dup("arid", [8, 42], count=5)]}, third, "beyond the listed", now=T1 + 2)
+    over = take(found(dup("arid", [8, 42], count=5)), third, "beyond the listed", now=T1 + 2)
     assert [(p.ids, p.count) for p in over.problems] == [([8], 1), ([42], 1), ([], 3)]
 
 
 def test_an_old_problem_is_listed_with_when_its_own_key_and_kind_were_first_seen():
-    base = take({"found": [dup("orid", [7])]}, None, "setup", now=T0)
-    base = take({"found": [dup("orid", [7]), dup("arid", [7]), other("arid", "not_in_lastid")]}, base, "again",
+    base = take(found(dup("orid", [7])), None, "setup", now=T0)
+    base = take(found(dup("orid", [7]), dup("arid", [7]), other("arid", "not_in_lastid")), base, "again",
                 now=T1)
-    verdict = judge({"found": [dup("arid", [7]), dup("orid", [7]), other("arid", "not_in_lastid")]}, base)
+    verdict = judge(found(dup("arid", [7]), dup("orid", [7]), other("arid", "not_in_lastid")), base)
     assert verdict.blocking == []
     assert verdict.old == ["arid: used twice [7] (first seen 2023-11-15 22:13 UTC)",
                            "orid: used twice [7] (first seen 2023-11-14 22:13 UTC)",
@@ -159,7 +162,7 @@ def test_an_old_problem_is_listed_with_when_its_own_key_and_kind_were_first_seen
 
 
 def test_why_each_problem_blocks_word_for_word():
-    base = take({"found": [dup("arid", [7]), other("arid", "null_ids", 1), other("wfid", "not_in_lastid")]},
+    base = take(found(dup("arid", [7]), other("arid", "null_ids", 1), other("wfid", "not_in_lastid")),
                 None, "setup", now=T0)
     many = list(range(100, 111))
     cases = [
@@ -175,9 +178,9 @@ def test_why_each_problem_blocks_word_for_word():
         (other("wfid", "above_lastid"), {}, "the id server would issue ids already in the database"),
     ]
     for problem, outage, why in cases:
-        verdict = judge({"found": [problem]}, base, outage)
-        assert verdict.blocking == ([] if why is None else [f"{problem['message']} [{why}]"]), problem
-    assert judge({"found": [dup("arid", [7])]}, None).blocking == [
+        verdict = judge(found(problem), base, outage)
+        assert verdict.blocking == ([] if why is None else [f"{problem.message} [{why}]"]), problem
+    assert judge(found(dup("arid", [7])), None).blocking == [
         "arid: used twice [7] [no baseline of old problems on record for this site: antelope-ha baseline takes one]"]
 
 

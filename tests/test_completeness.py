@@ -7,6 +7,7 @@ import itertools
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ import pytest
 from antelope_ha import completeness as K
 from antelope_ha import outages as O
 from antelope_ha.baseline import judge, take
-from antelope_ha.css30 import ID_KEYS, ID_OWNER, TABLES, read_table, write_table
+from antelope_ha.css30 import ID_KEYS, ID_OWNER, TABLES, Problem, read_table, write_table
 from antelope_ha.excerpt import narrow, plan_excerpts
+from antelope_ha.idscan import IdReport
 from antelope_ha.state import Authority, HAState
 
 SAMPLES = Path(__file__).parent / "data" / "antelope-samples"
@@ -284,22 +286,20 @@ def test_verification_blocks_on_ids_as_the_fallback_check_does():
     issued during the outage, an old duplicate is listed and does not block.
     A verification reading only the duplicates, or only the scan's ``ok``,
     fails one of these. The flow's own use of it: test_flows.py, the full cycle."""
-    above = {"key": "orid", "kind": "above_lastid", "count": 20, "ids": [],
-             "message": "orid: db.origin holds orid up to 6020 but lastid is 6000"}
-    twice = {"key": "wfid", "kind": "duplicates", "count": 1, "ids": [7],
-             "message": "wfid: 1 wfid values are used more than once in db.wfdisc"}
-    old = take({"found": [above, twice]}, None, "setup", now=0.0)
+    above = Problem("orid", "above_lastid", "orid: db.origin holds orid up to 6020 but lastid is 6000", 20)
+    twice = Problem("wfid", "duplicates", "wfid: 1 wfid values are used more than once in db.wfdisc", 1, (7,))
+    old = take(IdReport("db", {}, (above, twice), ()), None, "setup", now=0.0)
     verdicts = [K.Verdict((0.0, 1.0))]
 
-    def problems(*found: dict, outage: dict | None = None) -> list[str]:
-        return K.verification_problems(verdicts, judge({"found": list(found)}, old, outage).blocking)
+    def problems(*found: Problem, outage: dict | None = None) -> list[str]:
+        return K.verification_problems(verdicts, judge(IdReport("db", {}, found, ()), old, outage).blocking)
 
     assert problems(twice) == []
-    assert problems(above) == [f"MS ids: {above['message']} [the id server would issue ids already in the database]"]
+    assert problems(above) == [f"MS ids: {above.message} [the id server would issue ids already in the database]"]
     assert problems(twice, outage={"wfid": (5, 9)}) == [
-        f"MS ids: {twice['message']} [ids issued during the outage used twice: 7]"]
-    new = dict(twice, ids=[7, 12], count=2)
-    assert problems(new) == [f"MS ids: {new['message']} [new since the baseline: 12]"]
+        f"MS ids: {twice.message} [ids issued during the outage used twice: 7]"]
+    new = replace(twice, ids=(7, 12), count=2)
+    assert problems(new) == [f"MS ids: {new.message} [new since the baseline: 12]"]
     assert problems() == []
 
 

@@ -171,7 +171,7 @@ BAD = [  # (field changed, new value, the field the error names, words of the me
 ]
 
 
-@pytest.mark.parametrize("field, value, named, words", BAD, ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD])
+@pytest.mark.parametrize("field, value, named, words", BAD, ids=[f"{b[0]}=" + ("<deleted>" if b[1] is DELETE else repr(b[1]))[:60] for b in BAD])
 def test_every_bad_field_is_named_with_the_fix(tmp_path: Path, field: str, value: Any, named: str,
                                                words: str) -> None:
     path = written(tmp_path, changed(example(), field, value))

@@ -26,7 +26,8 @@ from flows.health import health
 from flows.recovery import WindowError, recovery
 from flows.replicate import replicate_lastid
 from simsite.pair import SimPair
-from tasks.authority import EpochRefused, activate_idserver
+from antelope_ha.site import EpochRefused
+from tasks.authority import activate_idserver
 from tasks.pair import save_pair
 from tests.simpair import FAST, Sim, answering, approve, run_artifact, sim_pair
 
@@ -269,7 +270,7 @@ def assert_nothing_lost(sim: Sim, gaps: int) -> list[Verdict]:
         assert v.ok and not v.missing and not v.orphans and not v.twice, v.problems()
         assert v.present == v.required and sum(v.required.values()) > 0
     ids = ids_report(str(sim.db("ms")), str(sim.pair.paths("ms").lastid))
-    assert ids["ok"], ids["problems"]
+    assert ids.ok, ids.problems
     return verdicts
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from antelope_ha.completeness import coverage_bounds, take_inventory
-from antelope_ha.css30 import TABLES, append_rows, write_table
+from antelope_ha.css30 import TABLES, Problem, append_rows, write_table
 from antelope_ha.excerpt import narrow
-from antelope_ha.idscan import id_ranges, ids_report, main
+from antelope_ha.idscan import IdReport, id_ranges, ids_report, main
 from antelope_ha.lastid import write_lastid
 
 ARRIVAL = TABLES["arrival"]
@@ -37,7 +37,7 @@ def test_the_report_in_full(db: Path):
              f"applied twice or two id servers were active: remove the duplicate rows before starting dbids")
     no_id = (f"arid: 1 rows of {arrivals} have no arid (null or not positive) but are not deleted rows "
              f"(other fields are set); every row of its owning table needs one")
-    assert ids_report(str(db), f"{db.parent}/dbids.lastid") == {
+    assert ids_report(str(db), f"{db.parent}/dbids.lastid").to_json() == {
         "db": str(db),
         "keys": {"arid": {"max": 10, "rows": 13, "lastid": 8, "duplicates": 1, "examples": [7], "deleted": 1,
                           "nulls": 1}},
@@ -57,18 +57,18 @@ def test_the_report_in_full(db: Path):
 def test_a_missing_lastid_table_is_the_first_problem(db: Path):
     report = ids_report(str(db), f"{db.parent}/missing.lastid")
     missing = f"{db.parent}/missing.lastid does not exist: the ID server has no lastid table"
-    assert report["problems"][0] == missing and not report["ok"]
-    assert report["found"][0] == {"key": "-", "kind": "no_lastid", "message": missing, "count": 0, "ids": [],
-                                  "span": None}
-    assert [f["kind"] for f in report["found"][1:]] == ["not_in_lastid", "duplicates", "null_ids"]
-    assert report["keys"]["arid"]["lastid"] is None
+    assert report.problems[0] == missing and not report.ok
+    assert report.found[0] == Problem("-", "no_lastid", missing)
+    assert [f.kind for f in report.found[1:]] == ["not_in_lastid", "duplicates", "null_ids"]
+    assert report.keys["arid"].lastid is None
+    assert IdReport.from_json(json.loads(json.dumps(report.to_json()))) == report
 
 
 def test_a_clean_database_is_ok(tmp_path: Path):
     write_table(tmp_path / "db.arrival", ARRIVAL, [{"sta": "BAL", "time": T0, "arid": 3, "chan": "HHZ"}])
     write_lastid(tmp_path / "dbids.lastid", {"arid": 3}, T0)
     report = ids_report(str(tmp_path / "db"), str(tmp_path / "dbids.lastid"))
-    assert report["ok"] and report["problems"] == [] and report["found"] == [] and report["duplicates"] == 0
+    assert report.ok and report.problems == [] and report.found == () and report.duplicates == 0
 
 
 def test_id_ranges():
@@ -87,7 +87,7 @@ def run(capsys, *argv: str) -> tuple[int, object, str]:
 
 def test_each_command_prints_what_its_function_returns(db: Path, tmp_path: Path, capsys):
     lastid = f"{db.parent}/dbids.lastid"
-    assert run(capsys, "ids", str(db), "--lastid", lastid) == (0, ids_report(str(db), lastid), "")
+    assert run(capsys, "ids", str(db), "--lastid", lastid) == (0, ids_report(str(db), lastid).to_json(), "")
     write_table(f"{db}.origin", TABLES["origin"], [{"lat": 0.0, "lon": 0.0, "depth": 0.0, "time": T0 + t,
                                                      "orid": t, "evid": t} for t in (1, 4, 8, 12)])
     assert run(capsys, "bounds", str(db), str(T0 + 5), str(T0 + 6)) == (0, {"start": T0 + 4, "end": T0 + 8}, "")

@@ -360,3 +360,36 @@ def test_server_ports_are_outside_the_ephemeral_range_so_no_client_can_hold_them
     ports = [p for s in settings.sites.values() for p in (s.idserver_port, s.orb_port)] + [settings.witness_port]
     assert len(set(ports)) == len(ports), ports
     assert not [p for p in ports if low <= p <= high], (ports, (low, high))
+
+
+def test_fence_stops_every_task_reads_lastid_and_refuses_dbids_after(fresh: SimPair) -> None:
+    """The fence and the three refusals before an ID server starts, on the site
+    itself: what failover, fallback, health and the benchmark all call."""
+    from antelope_ha.lastid import parse_lastid
+    from antelope_ha.site import EpochRefused
+    from antelope_ha.state import Authority
+
+    cfg = fresh.site_config("ms")
+    site = Site(cfg, fresh.runner("ms"))
+    [dbids] = site.task_pids(cfg.idserver_task)
+    fenced = site.fence("test: bus takes over")
+    assert fenced.armed.changed and site.armed() and fenced.idserver_pids == (dbids,)
+    tasks = (cfg.idserver_task, *cfg.writer_tasks, *cfg.infosys_tasks)
+    assert {t: site.task_pids(t) for t in tasks} == {t: [] for t in tasks}
+    lastid_file = fresh.paths("ms").dir / f"{cfg.dbids}.lastid"
+    assert fenced.lastid == parse_lastid(lastid_file.read_text(), lastid_file) and fenced.lastid["arid"] > 0
+    again = site.fence("test: bus takes over")
+    assert not again.armed.changed and not any(o.changed for o in again.stopped) and again.lastid == {}
+    assert str(again).endswith("dbids, writers and information systems already stopped")
+
+    ours = Authority(site="ms", epoch=3, since=time.time())
+    with pytest.raises(EpochRefused, match="epoch 3 belongs to bus"):
+        site.start_idserver_for(ours.model_copy(update={"site": "bus"}))
+    with pytest.raises(EpochRefused, match=r"its marker says .*the current authority is \{'site': 'ms', 'epoch': 3\}"):
+        site.start_idserver_for(ours)
+    site.write_authority_marker(ours.marker())
+    with pytest.raises(EpochRefused, match="the site is armed"):
+        site.start_idserver_for(ours)
+    assert site.task_pids(cfg.idserver_task) == []
+    site.set_armed(False, "test: fallback")
+    assert site.start_idserver_for(ours).changed and site.task_pids(cfg.idserver_task)

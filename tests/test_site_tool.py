@@ -129,7 +129,7 @@ def test_the_tool_answers_as_the_project_does_on_real_databases(python: str, too
     assert len(dbs) >= 4, dbs
     answered = []
     for db in map(str, dbs):
-        answered.append(same_answer(runner, C.scan_ids(argv, db, db), lambda: idscan.ids_report(db, f"{db}.lastid")))
+        answered.append(same_answer(runner, C.scan_ids(argv, db, db), lambda: idscan.ids_report(db, f"{db}.lastid").to_json()))
         origins = Path(f"{db}.origin")
         if origins.exists():
             times = sorted(float(line.split()[2]) for line in origins.read_text().splitlines() if line.strip())

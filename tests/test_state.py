@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from antelope_ha.baseline import Baseline, KnownProblem
+from antelope_ha.css30 import Problem
+from antelope_ha.idscan import IdReport
 from antelope_ha.state import Authority, Declined, HAState
 
 T0 = 1_700_000_000.0
@@ -33,8 +35,7 @@ def test_a_baseline_taken_again_keeps_when_each_old_problem_was_first_seen():
     old = Baseline(taken_at=T0, reason="setup", problems=[
         KnownProblem(key="arid", kind="null_ids", message="arid: rows without an id", first_seen=T0, count=1)])
     state = HAState.initial("ms").model_copy(update={"baselines": {"ms": old}})
-    report = {"found": [{"key": "arid", "kind": "null_ids", "message": "arid: rows without an id", "count": 1,
-                         "ids": []}]}
+    report = IdReport("db", {}, (Problem("arid", "null_ids", "arid: rows without an id", 1),), ())
     again = state.with_baseline("ms", report, "fallback").baselines["ms"]
     assert again.reason == "fallback" and again.taken_at > T0
     assert [(p.kind, p.first_seen) for p in again.problems] == [("null_ids", T0)]
