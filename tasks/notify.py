@@ -65,6 +65,14 @@ def send(targets: NotifyTargets, subject: str, text: str, log: logging.Logger | 
     return failed
 
 
+def targets_named(targets: NotifyTargets | None) -> list[str]:
+    """Each channel of ``targets`` by the name ``send`` reports a failure under."""
+    if targets is None:
+        return []
+    email = [f"email:{targets.email_server}"] if targets.email_server and targets.email_to else []
+    return email + list(targets.webhooks)
+
+
 def _html(text: str) -> str:
     from html import escape
 
