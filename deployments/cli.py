@@ -238,28 +238,43 @@ def plan(procedure: Annotated[Procedure, typer.Argument(help="the procedure to d
          start: Annotated[float | None, typer.Option(help="recovery: window start (epoch s)")] = None,
          end: Annotated[float | None, typer.Option(help="recovery: window end (epoch s)")] = None) -> None:
     """Dry-run the procedure's flow (the same code as the real run) and print
-    the commands it would run on each site. Nothing on the sites changes."""
+    what holds automatic failover now, then the commands it would run on each
+    site, every line marked DRY RUN. Nothing on the sites changes."""
     from flows.calling import call_flow
     from flows.failover import failover
     from flows.fallback import fallback
     from flows.health import health
     from flows.recovery import recovery
     from flows.replicate import replicate_lastid
+    from tasks.dryrun import plan_lines
     from tasks.report import format_plan
     from tasks.sites import plans
 
+    pair, state_now = load_pair_and_state(pair_name)
     flows = {"failover": failover, "fallback": fallback, "recovery": recovery,
              "replicate": replicate_lastid, "health": health}
     params = {"start": start, "end": end} if procedure is Procedure.recovery else {}
     state = call_flow(flows[procedure.value], pair_name=pair_name, dry_run=True, return_state=True, **params)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
-        out.print(f"[red]dry run of {procedure.value} failed: {result}[/red]")
+        out.print(f"DRY RUN of {procedure.value} failed: {result}", style="red", markup=False)
         raise typer.Exit(1)
-    text = format_plan(procedure.value, plans(str(state.state_details.flow_run_id)))
-    out.print(text, markup=False)
-    if str(result) != text:
-        out.print(f"\nresult: {result}", markup=False)
+    planned = plans(str(state.state_details.flow_run_id))
+    out.print("\n".join(plan_lines(procedure.value, pair_name, situation(pair, state_now), planned)), markup=False)
+    if str(result) != format_plan(procedure.value, planned):
+        out.print(f"DRY RUN result: {result}", markup=False)
+
+
+def situation(pair: PairConfig, state: HAState) -> list[str]:
+    """Who is authoritative and what holds automatic failover, as ``status`` says it."""
+    auth = state.authority
+    lines = [f"{auth.site} authoritative, epoch {auth.epoch}" + (", fallback in progress"
+                                                                   if state.fallback_in_progress else "")]
+    holding = held(state, pair, time.time()) if auth.site == pair.main.name else None
+    lines.append("automatic failover: " + (f"HELD ({holding[0]}): {holding[1].removeprefix('but ')}" if holding
+                                           else "enabled" if auth.site == pair.main.name
+                                           else f"not applicable ({auth.site} authoritative)"))
+    return lines
 
 
 # --- procedures and approvals on the server -----------------------------------------------------

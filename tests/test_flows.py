@@ -203,7 +203,8 @@ def test_fallback_rejected_at_first_gate_leaves_everything(tmp_path):
         before = sim.snapshot("db/db", "ha/authority", "ha/armed")
         plan = CliRunner().invoke(cli, ["plan", "fallback", "--pair", sim.name], catch_exceptions=False)
         assert plan.exit_code == 0, plan.output
-        ms_part, bus_part = plan.output.split("## on ms")[1].split("## on bus")
+        ms_part, bus_part = ("\n".join(line for line in plan.stdout.splitlines()
+                                       if line.startswith(f"DRY RUN on {site}:")) for site in ("ms", "bus"))
         assert "rtexec -fs" in ms_part and "set dbids Run yes" in ms_part and "set orb2dbt Run yes" in ms_part
         assert "set orb2dbt Run no" in bus_part and "set dbids Run no" in bus_part
         assert f"dbidserver {sim.cfg.main.idserver_address}" in bus_part
