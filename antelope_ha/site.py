@@ -229,6 +229,9 @@ class Site:
         old = set(self.task_pids(name, task))
         if since is not None and old and all(self._started_after(p, since) for p in old):
             return Outcome(self.name, name, False, f"{name} already restarted")
+        if self.dry_run and not old:  # none runs now (rtexec may be restarting it): the run stops the one it finds
+            self.plan.append(Planned(self.name, f"kill -TERM <pid of {name}>",
+                                     f"stop {name} (pid <then>) so rtexec restarts it"))
         for pid in sorted(old):
             self.run(C.signal_process(pid, f"stop {name} (pid {pid}) so rtexec restarts it"), check=False)
         self._wait(f"{name} restart", lambda: bool(set(self.task_pids(name, task)) - old))
