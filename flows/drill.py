@@ -285,6 +285,8 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         stop = threading.Event()
         def answer(_: int) -> dict:
             if interactive:
+                if report.approvals and "refused" in report.approvals[-1]:
+                    print(f"refused by the form: {report.approvals[-1]['refused']}", flush=True)
                 return ask_terminal(cfg.main.name, operators)
             return operators.answer(decision="approve", reason="scheduled drill", confirm_site=cfg.main.name)
         approver = threading.Thread(target=answer_paused_runs,

@@ -290,8 +290,8 @@ class PausedFallback:
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
-    """`antelope-ha ARGS --pair e2e` as an operator runs it on a host with the server's address and credential."""
-    return subprocess.run([sys.executable, "-m", "deployments.cli", *args, "--pair", PAIR], env=stack.server.env(),
+    """`antelope-ha ARGS` as an operator runs it on a host with the server's address and credential."""
+    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], env=stack.server.env(),
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
 
 
@@ -452,7 +452,8 @@ def test_failover_started_while_fallback_waits_is_refused_naming_it(
 
 
 # --- 2. approval in the UI (gate 1), with the approve command (gate 2) ----------------------------
-def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshots: Path) -> None:
+def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshots: Path,
+                  refused_with: str | None = None) -> None:
     """What an operator does: log in with the credential (the UI asks first),
     open the run's link, Resume, fill the form, Submit.
 
@@ -493,6 +494,10 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
             page.get_by_role("option", name=answer["decision"], exact=True).click()
             page.screenshot(path=str(screenshots / "resume-form.png"))
             form.get_by_role("button", name="Submit").click()
+            if refused_with is not None:  # the server's refusal, shown by the UI
+                page.get_by_text(refused_with, exact=False).first.wait_for()
+                page.screenshot(path=str(screenshots / "refused.png"))
+                return
             form.wait_for(state="hidden")
         except Exception as exc:
             page.screenshot(path=str(screenshots / "failed.png"))
@@ -504,6 +509,16 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
 def needs_the_ui() -> None:
     if not (shutil.which(CHROMIUM) and _has_playwright()):
         pytest.fail("the UI test needs Debian's chromium and pip's playwright: run `make test` (it installs them)")
+
+
+def test_a_wrong_site_typed_in_the_ui_is_refused_by_the_form_and_the_run_stays_paused(
+        stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
+    needs_the_ui()
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, key="fallback-1")
+    approve_in_ui(stack.server.url, run_id, stack.answer("grace", confirm_site="bus"), tmp_path,
+                  refused_with="does not match")
+    assert stack.paused(run_id, key="fallback-1")  # the answer never reached the run
 
 
 def test_a_wrong_code_given_in_the_ui_is_refused_in_the_form_and_the_run_stays_paused(
