@@ -39,7 +39,7 @@ class Approver(BaseModel):
     secret_block: str = Field(..., min_length=1, description="the Prefect Secret block holding their TOTP secret")
 
 
-Refusal = Literal["no operators listed", "unknown operator", "wrong site", "same person", "wrong code", "reused code"]
+Refusal = Literal["no operators listed", "unknown operator", "same person", "wrong code", "reused code"]
 
 
 @dataclass(frozen=True)

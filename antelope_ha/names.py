@@ -87,6 +87,11 @@ class PairNames:
         return f"{self.procedure_limit}-holder"
 
     @property
+    def notified_variable(self) -> str:
+        """The variable holding what was sent to whom and when, and what was held back (antelope_ha/alerts.py)."""
+        return f"antelope-ha-{self.pair}-notified"
+
+    @property
     def state_limit(self) -> str:
         """The global concurrency limit held while the state record is read, changed and written."""
         return f"antelope-ha-{self.pair}-state"

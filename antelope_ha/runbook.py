@@ -66,10 +66,12 @@ class MissingGuide(KeyError):
 GATE = StepGuide(
     purpose="A person decides before the flow goes on: the run pauses and shows what its checks found.",
     checks="The answer names a listed operator with their current one-time code, the decision (approve or "
-           "reject), a reason, and the site typed back; any other answer (a name not listed, a wrong or used "
-           "code, a wrong site, the first gate's approver at the fallback's second) is refused, notified and "
-           "asked again. After the answer the flow re-checks the state before acting.",
-    by_hand="Open the paused run in the Prefect UI (Runs > the run > Resume) and fill the form. On rejection "
+           "reject), a reason, and the site typed back. The form itself refuses a name not listed, a wrong "
+           "site and the first gate's approver at the fallback's second (the run stays paused); a wrong or "
+           "used code is refused, notified and asked again. After the answer the flow re-checks the state "
+           "before acting.",
+    by_hand="Open the paused run in the Prefect UI (Runs > the run > Resume) and fill the form, or run "
+            "`antelope-ha approve RUN --by NAME --code CODE --reason TEXT` (add --reject to reject). On rejection "
             "or timeout the flow stops as its docstring says; nothing further changes.",
 )
 

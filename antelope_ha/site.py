@@ -85,6 +85,9 @@ class Site:
     wait_s: float = 30.0
     poll_s: float = 0.05  # waiting for rtexec: a poll is one command, and a failover waits on these
     plan: list[Planned] = field(default_factory=list)
+    # A dry run's file changes, by path (None: removed): its later steps read
+    # them back, and so plan what the real run would do after them.
+    planned_files: dict[str, bytes | None] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -102,7 +105,12 @@ class Site:
         return result.check() if check else result
 
     def read_bytes(self, relative: str) -> bytes:
-        return self.runner.read_file(self.path(relative))
+        path = self.path(relative)
+        if path not in self.planned_files:
+            return self.runner.read_file(path)
+        if (planned := self.planned_files[path]) is None:
+            raise FileNotFoundError(path)
+        return planned
 
     def read_text(self, relative: str) -> str:
         """The file as latin-1 text. Antelope's files (descriptors, tables, parameter
@@ -117,6 +125,7 @@ class Site:
     def write_bytes(self, relative: str, data: bytes, purpose: str) -> None:
         if self.dry_run:
             self.plan.append(Planned(self.name, f"write {self.path(relative)}", purpose))
+            self.planned_files[self.path(relative)] = data
             return
         self.runner.write_file(self.path(relative), data)
 
@@ -241,6 +250,9 @@ class Site:
         old = set(self.task_pids(name, task))
         if since is not None and old and all(self._started_after(p, since) for p in old):
             return Outcome(self.name, name, False, f"{name} already restarted")
+        if self.dry_run and not old:  # none runs now (rtexec may be restarting it): the run stops the one it finds
+            self.plan.append(Planned(self.name, f"kill -TERM <pid of {name}>",
+                                     f"stop {name} (pid <then>) so rtexec restarts it"))
         for pid in sorted(old):
             self.run(C.signal_process(pid, f"stop {name} (pid {pid}) so rtexec restarts it"), check=False)
         self._wait(f"{name} restart", lambda: bool(set(self.task_pids(name, task)) - old))
@@ -388,6 +400,9 @@ class Site:
         self.run(C.remove_tree(self.path(directory)))
         for sub in sorted({directory, *(posixpath.dirname(f"{directory}/{n}") for n in names)}):
             self.run(C.make_dirs(self.path(sub)))
+        if self.dry_run and not names:  # the extraction is only planned: its files are known once it ran
+            self.plan.append(Planned(self.name, f"write {self.path(directory)}/*",
+                                     f"copy {directory}/* from {source.name}: every file the extraction writes"))
         for name in names:
             relative = f"{directory}/{name}"
             self.write_bytes(relative, source.read_bytes(relative), f"copy {relative} from {source.name}")
@@ -438,17 +453,21 @@ class Site:
         return Outcome(self.name, "replica", True, "replica time recorded")
 
     def armed(self) -> bool:
-        return self.runner.exists(self.path(f"{self.config.ha_dir}/armed"))
+        path = self.path(f"{self.config.ha_dir}/armed")
+        if path in self.planned_files:
+            return self.planned_files[path] is not None
+        return self.runner.exists(path)
 
     def set_armed(self, armed: bool, reason: str) -> Outcome:
         if self.armed() == armed:
             return Outcome(self.name, "fence", False, "already armed" if armed else "not armed")
         if armed:
             self.write_bytes(f"{self.config.ha_dir}/armed", f"{reason}\n".encode(), "arm: no dbids may start here")
-        elif self.dry_run:
-            self.plan.append(Planned(self.name, f"rm {self.path(self.config.ha_dir + '/armed')}", "disarm"))
         else:
-            self.run(C.cmd("disarm", "rm", "-f", self.path(f"{self.config.ha_dir}/armed"), changes=True))
+            path = self.path(f"{self.config.ha_dir}/armed")
+            self.run(C.cmd("disarm", "rm", "-f", path, changes=True))
+            if self.dry_run:
+                self.planned_files[path] = None
         return Outcome(self.name, "fence", True, f"{'armed' if armed else 'disarmed'}: {reason}")
 
     def fence(self, reason: str) -> Fenced:

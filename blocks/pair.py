@@ -86,6 +86,9 @@ class NotifyTargets(Block):
         default_factory=list, description="saved notification blocks (slug/name), e.g. an SMS gateway"
     )
     ui_url: str | None = Field(None, description="Prefect UI base URL, for links to runs")
+    repeat_window_s: float = Field(
+        900.0, ge=0, description="the same subject to the same channel at most once in this many seconds; "
+                                 "what was held back follows as one digest when the window ends (0: no limit)")
 
 
 class AntelopePair(Block, PairConfig):

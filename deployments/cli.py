@@ -8,9 +8,13 @@
   baseline  record each site's id problems now as old ones (checks then block only on new ones)
   setup     save the pair's blocks and deployments from a configuration file, take the baseline
   site-tool build   write the site tool (the id checks, one file) that setup copies to each site
+  failover / fallback / recovery   start the pair's deployment and follow the run
+  approve   answer the approval a run waits for (refused here when the flow would refuse it)
+  notify-test   a test message through each notification channel
 
 Every command talks to the Prefect API in PREFECT_API_URL, with the credential
-in PREFECT_API_AUTH_STRING, or to embedded Prefect when it is not set.
+in PREFECT_API_AUTH_STRING; without PREFECT_API_URL only drill, runbook and
+site-tool run (on embedded Prefect), others only when given --embedded.
 """
 from __future__ import annotations
 
@@ -51,6 +55,21 @@ out = Console(highlight=False, soft_wrap=True)
 
 PairOption = Annotated[str, typer.Option("--pair", help="name of the Antelope Pair block")]
 DEFAULT_PAIR = "default"
+
+
+# What runs without a Prefect server: the drill and the runbooks start embedded
+# Prefect on purpose (a simulated pair), the site tool needs none.
+NO_SERVER_NEEDED = {"drill", "runbook", "site-tool"}
+
+
+@app.callback()
+def on_a_server(ctx: typer.Context, embedded: Annotated[bool, typer.Option(
+        "--embedded", help="use embedded Prefect when PREFECT_API_URL is not set")] = False) -> None:
+    from deployments.operate import api_url, embedded_refusal
+
+    if not (embedded or ctx.invoked_subcommand in NO_SERVER_NEEDED or api_url()):
+        out.print(embedded_refusal(), style="red", markup=False)
+        raise typer.Exit(2)
 
 
 def _when(t: float | None) -> str:
@@ -219,28 +238,117 @@ def plan(procedure: Annotated[Procedure, typer.Argument(help="the procedure to d
          start: Annotated[float | None, typer.Option(help="recovery: window start (epoch s)")] = None,
          end: Annotated[float | None, typer.Option(help="recovery: window end (epoch s)")] = None) -> None:
     """Dry-run the procedure's flow (the same code as the real run) and print
-    the commands it would run on each site. Nothing on the sites changes."""
+    what holds automatic failover now, then the commands it would run on each
+    site, every line marked DRY RUN. Nothing on the sites changes."""
     from flows.calling import call_flow
     from flows.failover import failover
     from flows.fallback import fallback
     from flows.health import health
     from flows.recovery import recovery
     from flows.replicate import replicate_lastid
+    from tasks.dryrun import plan_lines
     from tasks.report import format_plan
     from tasks.sites import plans
 
+    pair, state_now = load_pair_and_state(pair_name)
     flows = {"failover": failover, "fallback": fallback, "recovery": recovery,
              "replicate": replicate_lastid, "health": health}
     params = {"start": start, "end": end} if procedure is Procedure.recovery else {}
     state = call_flow(flows[procedure.value], pair_name=pair_name, dry_run=True, return_state=True, **params)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
-        out.print(f"[red]dry run of {procedure.value} failed: {result}[/red]")
+        out.print(f"DRY RUN of {procedure.value} failed: {result}", style="red", markup=False)
         raise typer.Exit(1)
-    text = format_plan(procedure.value, plans(str(state.state_details.flow_run_id)))
-    out.print(text, markup=False)
-    if str(result) != text:
-        out.print(f"\nresult: {result}", markup=False)
+    planned = plans(str(state.state_details.flow_run_id))
+    out.print("\n".join(plan_lines(procedure.value, pair_name, situation(pair, state_now), planned)), markup=False)
+    if str(result) != format_plan(procedure.value, planned):
+        out.print(f"DRY RUN result: {result}", markup=False)
+
+
+def situation(pair: PairConfig, state: HAState) -> list[str]:
+    """Who is authoritative and what holds automatic failover, as ``status`` says it."""
+    auth = state.authority
+    lines = [f"{auth.site} authoritative, epoch {auth.epoch}" + (", fallback in progress"
+                                                                   if state.fallback_in_progress else "")]
+    holding = held(state, pair, time.time()) if auth.site == pair.main.name else None
+    lines.append("automatic failover: " + (f"HELD ({holding[0]}): {holding[1].removeprefix('but ')}" if holding
+                                           else "enabled" if auth.site == pair.main.name
+                                           else f"not applicable ({auth.site} authoritative)"))
+    return lines
+
+
+# --- procedures and approvals on the server -----------------------------------------------------
+ByOption = Annotated[str, typer.Option("--by", help="your name (recorded)")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="why (recorded)")]
+
+
+def _operate(action) -> None:
+    """Run ``action`` (deployments/operate.py); a refusal is its message and exit 2."""
+    from deployments.operate import Refusal
+
+    try:
+        code = action()
+    except (Refusal, ValueError) as exc:
+        out.print(f"REFUSED: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def _procedure(flow: str, pair_name: str, parameters: dict) -> None:
+    from deployments.operate import follow, start
+
+    def run() -> int:
+        started = start(flow, pair_name, parameters)
+        out.print(f"{flow} of pair {pair_name} started: run {started.name} ({started.id})", markup=False)
+        return follow(started.id, lambda line: out.print(line, markup=False))
+
+    _operate(run)
+
+
+@app.command()
+def failover(reason: ReasonOption = "started by hand", by: ByOption = "", pair_name: PairOption = DEFAULT_PAIR
+             ) -> None:
+    """Start the pair's failover deployment and follow the run (exit 0 completed, 1 failed, 2 otherwise)."""
+    _procedure("failover", pair_name, {"reason": reason, "by": by or None})
+
+
+@app.command()
+def fallback(reason: ReasonOption = "", by: ByOption = "", pair_name: PairOption = DEFAULT_PAIR) -> None:
+    """Start the pair's fallback deployment and follow the run; it waits for two approvals."""
+    _procedure("fallback", pair_name, {"reason": reason, "by": by or None})
+
+
+@app.command()
+def recovery(reason: ReasonOption = "", by: ByOption = "", pair_name: PairOption = DEFAULT_PAIR,
+             start: Annotated[float | None, typer.Option(help="window start (epoch s)")] = None,
+             end: Annotated[float | None, typer.Option(help="window end (epoch s)")] = None) -> None:
+    """Start the pair's recovery deployment (the outages on the record, or a window) and follow the run."""
+    window = {"start": start, "end": end} if start is not None or end is not None else {}
+    _procedure("recovery", pair_name, {"reason": reason, "by": by or None, **window})
+
+
+@app.command()
+def approve(run: Annotated[str, typer.Argument(help="the waiting flow run: its id or name")],
+            by: Annotated[str, typer.Option("--by", help="your name, as listed under operators")],
+            code: Annotated[str, typer.Option("--code", help="the code your authenticator app shows now")],
+            reason: ReasonOption,
+            reject: Annotated[bool, typer.Option("--reject", help="reject the step instead")] = False,
+            site: Annotated[str | None, typer.Option("--site", help="the site the step acts on, to confirm "
+                                                                    "(default: the gate's)")] = None) -> None:
+    """Answer the gate a run waits at. An answer the flow would refuse is refused
+    here with the reason and not sent (exit 2)."""
+    from deployments.operate import approve as answer
+
+    _operate(lambda: answer(run, by, code, reason, "reject" if reject else "approve", site,
+                            lambda line: out.print(line, markup=False)))
+
+
+@app.command("notify-test")
+def notify_test(by: ByOption = "", pair_name: PairOption = DEFAULT_PAIR) -> None:
+    """Send a test message through each of the pair's notification channels."""
+    from deployments.operate import notify_test as send_test
+
+    _operate(lambda: send_test(pair_name, by or "an operator", lambda line: out.print(line, markup=False)))
 
 
 # --- runbook, drill, setup --------------------------------------------------------------------

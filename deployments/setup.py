@@ -206,6 +206,10 @@ class NotifySettings(BaseModel):
     )
     email: EmailSettings | None = Field(None, description="mail through an SMTP server")
     webhooks: list[WebhookSettings] = Field(default_factory=list, description="SMS gateways, chat, any Apprise URL")
+    repeat_window_s: float = Field(
+        900.0, ge=0, description="the same subject to the same channel at most once in this many seconds (a "
+                                 "replicate failing every minute mails once); what was held back follows as one "
+                                 "digest when the window ends. Approval requests are never held back. 0: no limit")
 
     @field_validator("webhooks")
     @classmethod
@@ -422,7 +426,7 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
             problems.append(f"  {where}: {exc}\n      fix: correct {where} (docs/configuration.md)")
             return None
 
-    targets: dict[str, Any] = {"ui_url": notify.ui_url, "webhooks": []}
+    targets: dict[str, Any] = {"ui_url": notify.ui_url, "webhooks": [], "repeat_window_s": notify.repeat_window_s}
     if notify.email:
         e = notify.email
         login = {"username": e.username, "password": os.environ[e.password_env]} if e.username and e.password_env else {}

@@ -147,8 +147,8 @@ def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 60.0
 def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[int], dict | None],
                        records: list[dict]) -> None:
     """Answer each pause of ``flow_name`` runs through Prefect's resume API;
-    ``answer(n)`` gives the input for the n-th pause seen (0-based), or None
-    to leave that pause unanswered."""
+    ``answer(n)`` gives the n-th answer (0-based; answers the form refused
+    count), or None to leave that pause unanswered."""
     seen: set = set()
     while not stop.is_set():
         with get_client(sync_client=True) as client:
@@ -160,14 +160,18 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
             key = (run.id, run.state.state_details.pause_key if run.state else None)
             if key in seen:
                 continue
-            given = answer(len(seen))
+            given = answer(len(records))
             seen.add(key)
             if given is None:
                 continue
-            resume_flow_run(run.id, run_input=given)
             # the record is published: the one-time code stays out of it
-            records.append({"run": str(run.id), **{k: v for k, v in given.items() if k != "code"},
-                            "at": time.time()})
+            record = {"run": str(run.id), **{k: v for k, v in given.items() if k != "code"}, "at": time.time()}
+            try:
+                resume_flow_run(run.id, run_input=given)
+            except RuntimeError as exc:  # the form refused it (REJECT): the run waits on under the same key
+                seen.discard(key)
+                record["refused"] = str(exc)
+            records.append(record)
         stop.wait(0.3)
 
 
@@ -281,6 +285,8 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         stop = threading.Event()
         def answer(_: int) -> dict:
             if interactive:
+                if report.approvals and "refused" in report.approvals[-1]:
+                    print(f"refused by the form: {report.approvals[-1]['refused']}", flush=True)
                 return ask_terminal(cfg.main.name, operators)
             return operators.answer(decision="approve", reason="scheduled drill", confirm_site=cfg.main.name)
         approver = threading.Thread(target=answer_paused_runs,

@@ -49,7 +49,7 @@ from tasks.state import acknowledge, read_state, set_fallback_in_progress
 
 @flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Hand authority back from BUS to MS, with two approvals.")
-def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None = None) -> str:
+def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None = None, reason: str = "") -> str:
     """Hand authority back to MS, step by step (the module's docstring).
 
     Args:
@@ -57,10 +57,11 @@ def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None =
         dry_run: print the commands each site would run, change nothing (the
             approvals are not asked)
         by: your name, recorded as who started this run
+        reason: why, recorded with who started it
     """
     log = get_run_logger()
     if not dry_run:
-        record_start("fallback", pair_name, by)
+        record_start("fallback", pair_name, by, reason)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):

@@ -54,7 +54,8 @@ class WindowError(ValueError):
 @flow(name="recovery", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
       description="Merge into MS every row it lacks from BUS, once, and prove nothing is lost.")
 def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
-             dry_run: bool = False, excerpt_path: str | None = None, by: str | None = None) -> str:
+             dry_run: bool = False, excerpt_path: str | None = None, by: str | None = None,
+             reason: str = "") -> str:
     """Merge what MS lacks from BUS, and verify it (the module's docstring).
 
     Args:
@@ -68,10 +69,11 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
             (an external disk, a shared mount): BUS extracts to it and MS merges
             from it; empty: the excerpts are copied from BUS to MS over SFTP
         by: your name, recorded as who started this run
+        reason: why, recorded with who started it
     """
     log = get_run_logger()
     if not dry_run:
-        record_start("recovery", pair_name, by)
+        record_start("recovery", pair_name, by, reason)
     pair, targets = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
     if excerpt_path is not None:

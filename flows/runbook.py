@@ -38,6 +38,7 @@ from flows.health import health
 from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from simsite.pair import SimPair
+from tasks.dryrun import MARK as DRY_RUN
 from tasks.pair import register_pair
 from tasks.sites import close_all, plans
 
@@ -100,7 +101,7 @@ class StepRecorder(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         task_name = getattr(record, "task_name", None)
-        if task_name and message.startswith(_FINISHED):
+        if task_name and message.removeprefix(f"{DRY_RUN}: ").startswith(_FINISHED):
             run_name = getattr(record, "task_run_name", task_name)
             title = task_name if re.fullmatch(re.escape(task_name) + r"-[0-9a-f]+", run_name) else run_name
             self._add(self.normalize(title), task_name, str(record.flow_run_id))

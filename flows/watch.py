@@ -48,7 +48,7 @@ from antelope_ha.probe import PairProbe
 from antelope_ha.state import HAState
 from flows.replicate import copy_lastid
 from tasks.health import act_and_tell, emit_decision, pair_resource
-from tasks.notify import notify_run_ended_badly
+from tasks.notify import notify_run_ended_badly, send_due_digests
 from tasks.pair import load_pair
 from tasks.sites import site
 from tasks.lock import ensure_limit, lock_name
@@ -161,6 +161,7 @@ class Watcher:
             if time.monotonic() - beat_at >= self.heartbeat_s:
                 beat_at = time.monotonic()
                 self._beat()
+                self._send_due_digests()
             next_cycle += self.interval_s
             pause = next_cycle - time.monotonic()
             if pause < 0:  # a cycle overran: the next starts now, not in a burst to catch up
@@ -175,6 +176,15 @@ class Watcher:
             emit_event, event=HEARTBEAT_EVENT, resource=pair_resource(self.pair_name),
             related=[{"prefect.resource.id": f"prefect.flow-run.{self.run_id}", "prefect.resource.role": "flow-run"}],
             payload={**self.status.payload(), **more})
+
+    def _send_due_digests(self) -> None:
+        """What notifications held back, once their window has ended (tasks/notify.py)."""
+        try:
+            send_due_digests(self.pair_name)
+        except Exception as exc:  # telling people must never stop the watching
+            self.keeper.problem("digest", f"the digest of held-back notifications was not sent: {exc}")
+        else:
+            self.keeper.solved("digest")
 
     def _replicate(self) -> None:
         """Copy MS's lastid to BUS (flows/replicate.py's steps); a failure is logged once."""

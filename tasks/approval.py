@@ -9,6 +9,7 @@ Called from a flow (a pause belongs to the flow run, not to a task).
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -20,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from antelope_ha.approvers import LOUD_AFTER, Accepted, Approver, Refused, judge, wrong_in_a_row
 from antelope_ha.commands import fmt_time
@@ -77,6 +78,36 @@ class Gate:
     after: str | None = None
 
 
+GATE_KEY = "x-antelope-ha-gate"  # the form's own statement of what it checks, for `antelope-ha approve`
+
+
+def approval_form(gate: Gate, operators: list[str]) -> type[Approval]:
+    """The Approval input of one gate, checking what needs no secret: the site
+    typed must be the gate's, the operator a listed one and, at a gate for a
+    second person, another than the earlier gate's approver when approving.
+
+    The checks are in the JSON schema Prefect stores with the pause and
+    validates every resume against (server side): the UI form and the API
+    answer such an input REJECT, with the field and the reason, and the run
+    stays paused under the same key. The one-time code is judged by the flow
+    against the secrets (and by `antelope-ha approve` before it sends)."""
+    names = "|".join(re.escape(o) for o in operators) or "(?!)"  # none listed: nobody may answer
+    extra: dict = {GATE_KEY: {"site": gate.site, "after": gate.after, "operators": operators}}
+    if gate.after:
+        extra |= {"if": {"properties": {"decision": {"const": "approve"}}, "required": ["decision"]},
+                  "then": {"properties": {"operator": {"not": {"const": gate.after}}}}}
+
+    class GateApproval(Approval):
+        model_config = ConfigDict(title="Approval", json_schema_extra=extra)
+        operator: str = Field(..., pattern=f"^({names})$",
+                              description="your name, as listed under operators: " + (", ".join(operators) or "none"))
+        confirm_site: str = Field(..., pattern=f"^{re.escape(gate.site)}$",
+                                  description=f"type the site this step acts on ({gate.site}), to confirm")
+
+    GateApproval.__name__ = "Approval"
+    return GateApproval
+
+
 def ask_approval(pair_name: str, pair: PairConfig, gate: Gate, findings: str, dry_run: bool = False) -> ApprovalRecord:
     """Pause until a listed operator approves or rejects ``gate`` with their
     current one-time code; any other answer is refused, told and asked again
@@ -109,7 +140,8 @@ def ask_approval(pair_name: str, pair: PairConfig, gate: Gate, findings: str, dr
                    f"confirm_site). Times out in {remaining:.0f} s.")
         try:
             answer = pause_flow_run(
-                wait_for_input=Approval.with_initial_data(description=description),
+                wait_for_input=approval_form(gate, [o.name for o in pair.operators]).with_initial_data(
+                    description=description),
                 timeout=max(1, int(remaining)),
                 poll_interval=max(1, int(pair.policy.approval_poll_s)),
                 key=f"{gate.key}-again-{len(refused)}" if refused else gate.key,
@@ -137,8 +169,6 @@ def check_answer(pair_name: str, pair: PairConfig, gate: Gate, answer: Approval)
     """Judge the answer (antelope_ha/approvers.py) and, if it counts, record its
     code as used, in one change of the state record: two answers with the same
     code cannot both count."""
-    if answer.confirm_site.strip() != gate.site:
-        return Refused("wrong site", f"{answer.confirm_site!r} was typed as the site, which is not {gate.site!r}")
     roster = operator_secrets(pair.operators)
     after = gate.after if answer.decision == "approve" else None  # rejecting needs no second person
     verdicts: list[Accepted | Refused] = []

@@ -28,11 +28,11 @@ def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list
         if dry_run:
             state = state.with_authority(cfg.name, flow_run.get_id(), reason)
             log.info("DRY RUN: would record %s authoritative at epoch %d", cfg.name, state.authority.epoch)
-            return state
-        lastid = site(cfg).read_lastid()
-        state = update_state(pair_name, main_site, lambda s: s if s.authority.site == cfg.name
-                             else s.with_authority(cfg.name, flow_run.get_id(), reason, lastid=lastid))
-        log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
+        else:
+            lastid = site(cfg).read_lastid()
+            state = update_state(pair_name, main_site, lambda s: s if s.authority.site == cfg.name
+                                 else s.with_authority(cfg.name, flow_run.get_id(), reason, lastid=lastid))
+            log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
     else:
         log.info("authority: %s already holds epoch %d", cfg.name, state.authority.epoch)
     logged(site(cfg, dry_run).write_authority_marker(state.authority.marker()))

@@ -83,5 +83,9 @@ def set_dbidserver(cfg: SiteConfig, address: str, dry_run: bool = False) -> Outc
 
 @task(name="Time of the descriptor change", task_run_name="when {cfg.name}:{cfg.db} last changed", **STEP)
 def descriptor_changed_at(cfg: SiteConfig, dry_run: bool = False) -> float:
-    """Writers started before this read the old dbidserver and must restart."""
-    return time.time() if dry_run else site(cfg).modified_at(cfg.db)
+    """Writers started before this read the old dbidserver and must restart.
+    A dry run that would have written the descriptor takes now, as the real
+    run would find it; one that would not, the descriptor's own time."""
+    planned = site(cfg, dry_run)
+    written = dry_run and any(p.action == f"write {planned.path(cfg.db)}" for p in planned.plan)
+    return time.time() if written else site(cfg).modified_at(cfg.db)

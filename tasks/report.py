@@ -25,7 +25,10 @@ from prefect.settings import PREFECT_UI_URL
 from antelope_ha.commands import fmt_time
 from antelope_ha.completeness import Verdict
 from antelope_ha.site import Planned
+from tasks.dryrun import mark_dry_runs
 from tasks.health import pair_resource
+
+mark_dry_runs()  # every flow reports through this module: its dry runs say so on every line
 
 
 def _t(value: dt.datetime | None) -> str:
@@ -69,9 +72,11 @@ def format_plan(procedure: str, plan: list[Planned]) -> str:
 
 
 def publish_plan(procedure: str, plan: list[Planned]) -> str:
-    """Log and publish the commands a dry run would have run, site by site."""
+    """Publish the commands a dry run would have run, site by site (the
+    artifact ``<procedure>-plan``), and log how many."""
     text = format_plan(procedure, plan)
-    get_run_logger().info("%s", text)
+    get_run_logger().info("%s: %d commands on %s (artifact %s-plan)", procedure, len(plan),
+                          ", ".join(dict.fromkeys(p.site for p in plan)) or "no site", procedure)
     create_markdown_artifact(text, key=f"{procedure}-plan", description=f"dry run of {procedure}",
                              _sync=True)  # also from the async health flow
     return text

@@ -106,8 +106,13 @@ def test_plan_prints_the_failover_commands_and_changes_nothing(sim: Sim):
     before, bus_lastid = sim.snapshot(*files), sim.pair.lastid("bus")
     result = run("plan", "failover")
     assert result.exit_code == 0, result.output
-    assert "# Dry run of failover" in result.output
-    ms_part, bus_part = result.output.split("## on ms")[1].split("## on bus")
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["DRY RUN of failover for pair cli: nothing on the sites changes",
+                         "DRY RUN: ms authoritative, epoch 1", "DRY RUN: automatic failover: enabled"], lines
+    assert all(line.startswith("DRY RUN") for line in lines), lines
+    ms_part = "\n".join(line for line in lines if line.startswith("DRY RUN on ms: "))
+    bus_part = "\n".join(line for line in lines if line.startswith("DRY RUN on bus: "))
+    assert len(set(lines)) == len(lines), "a line printed twice"
     assert "set dbids Run no" in ms_part and "arm: no dbids may start here" in ms_part
     assert f"dbidserver {sim.cfg.backup.idserver_address}" in bus_part
     assert sim.snapshot(*files) == before and sim.pair.lastid("bus") == bus_lastid
@@ -124,7 +129,7 @@ def test_plan_of_replicate_shows_the_lastid_write_and_changes_nothing(sim: Sim):
     finally:
         replica.write_bytes(kept)
     assert result.exit_code == 0, result.output
-    assert "# Dry run of replicate-lastid" in result.output
+    assert "DRY RUN of replicate for pair cli" in result.output
     assert f"write {replica}" in result.output
 
 
@@ -157,13 +162,20 @@ def test_plan_of_recovery_takes_the_window(sim: Sim):
     assert f"narrow {window}/db {window}/keep.json" in result.output
     assert f"trexcerpt -v -a -e {window}/db db/db {extract[3]} {extract[4]}" in result.output
     empty = run("plan", "recovery", "--start", "1700000000", "--end", "1700000600")
-    assert empty.exit_code == 0 and "Nothing would change" in empty.output
+    assert empty.exit_code == 0 and "DRY RUN: nothing would change" in empty.output
 
 
 def test_plan_of_health_prints_the_decision(sim: Sim):
     result = run("plan", "health")
     assert result.exit_code == 0, result.output
-    assert "result: stay: ms ID server answers" in result.output
+    assert "DRY RUN result: stay: ms ID server answers" in result.output
+
+
+def test_plan_states_a_pause_first(sim: Sim):
+    assert run("pause", "--by", "ana", "--reason", "MS disk swap").exit_code == 0
+    lines = run("plan", "failover").stdout.splitlines()
+    assert lines[2] == "DRY RUN: automatic failover: HELD (paused): automatic failover paused by ana: MS disk swap", \
+        lines
 
 
 def test_an_unknown_pair_is_named_with_the_fix(sim: Sim):

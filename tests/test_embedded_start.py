@@ -38,11 +38,12 @@ def drill_settings(home: Path) -> dict[str, str]:
 
 
 def cold_start(home: Path, settings: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
-    """`antelope-ha status` for a pair that does not exist: it must reach the API
+    """`antelope-ha --embedded status` for a pair that does not exist: it must reach the API
     (embedded Prefect, started in ``home``) to find that out."""
     assert not home.exists()
     start = time.monotonic()
-    result = subprocess.run([str(ANTELOPE_HA), "status", "--pair", "no-such-pair"], cwd=PROJECT, text=True,
+    result = subprocess.run([str(ANTELOPE_HA), "--embedded", "status", "--pair", "no-such-pair"], cwd=PROJECT,
+                            text=True,
                             capture_output=True, env={**clean_env(), **settings}, stdin=subprocess.DEVNULL,
                             timeout=300)
     return result, time.monotonic() - start
@@ -76,3 +77,14 @@ def test_a_start_past_its_limit_says_what_to_do(tmp_path: Path) -> None:
     assert "embedded Prefect did not answer within 1 s" in text
     assert "Run the command again, or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in text
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_without_prefect_api_url_a_command_is_refused_saying_how_to_set_it(tmp_path: Path) -> None:
+    home = tmp_path / "home" / "prefect"
+    result = subprocess.run([str(ANTELOPE_HA), "status", "--pair", "no-such-pair"], cwd=PROJECT, text=True,
+                            capture_output=True, env={**clean_env(), "PREFECT_HOME": str(home)},
+                            stdin=subprocess.DEVNULL, timeout=120)
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+    assert "PREFECT_API_URL is not set" in text and "export PREFECT_API_URL=" in text and "--embedded" in text
+    assert not (home / "prefect.db").exists()  # no embedded Prefect was started

@@ -29,7 +29,7 @@ def every_name(names: PairNames) -> dict[str, set[str]]:
         "block email-notification": {names.email_alert_block},
         "block webhook": {names.webhook_block(hook) for hook in WEBHOOKS},
         "concurrency limit": {names.procedure_limit, names.state_limit},
-        "variable": {names.holder_variable},
+        "variable": {names.holder_variable, names.notified_variable},
         "event resource": {names.resource_id},
         "automation": {names.silent_automation, names.crashed_automation},
     }

@@ -4,6 +4,7 @@ real SMTP server that wants STARTTLS and a login, and an Apprise ``json://``
 URL to a real HTTP receiver), and the flows run on the real test server."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from antelope_ha.config import PairPolicy
+from antelope_ha.state import Pause
 from deployments.setup import SetupConfig, save_pair
 from flows.calling import call_flow
 from flows.failover import failover
@@ -61,7 +63,7 @@ def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
         http.stop()
 
 
-def save_with_targets(sim: Sim, inbox: Inbox, policy: PairPolicy = FAST) -> None:
+def save_with_targets(sim: Sim, inbox: Inbox, policy: PairPolicy = FAST, repeat_window_s: float = 900) -> None:
     """The pair's block with its notification blocks, saved as ``antelope-ha setup`` saves them."""
     config = SetupConfig.model_validate({
         "pair": sim.name,
@@ -74,6 +76,7 @@ def save_with_targets(sim: Sim, inbox: Inbox, policy: PairPolicy = FAST) -> None
                       "from": "antelope-ha@example.org", "to": ["oncall@example.org"]},
             "webhooks": [{"name": f"{sim.name}-apprise", "kind": "apprise",
                           "url": inbox.http.url.replace("http://", "json://") + APPRISE_PATH}],
+            "repeat_window_s": repeat_window_s,
         },
         "operators": [{"name": o.name, "contact": o.contact, "totp_secret_block": o.secret_block}
                       for o in sim.cfg.operators],
@@ -149,6 +152,54 @@ def test_decisions_approvals_and_failed_runs_reach_the_operators(tmp_path: Path,
         mail, post = inbox.both("health FAILED")
         assert "The health run stopped" in mail and "The health run stopped" in post
         assert time.monotonic() - started < 30
+
+
+def test_a_replicate_failing_for_ten_minutes_sends_one_message_and_one_digest(
+        tmp_path: Path, inbox: Inbox, monkeypatch: pytest.MonkeyPatch):
+    """MS down, nobody told the pair (no pause, no failover): the replicate
+    fails every minute for ten minutes of the notifier's clock (moved by the
+    test, nothing sleeps). One message per channel, then, when the 10-minute
+    window has ended, one digest of the nine held back (sent by the watcher at
+    its heartbeat). Paused for maintenance, or while a failover is under way,
+    the same failure pages nobody."""
+    import tasks.notify
+
+    now = [time.time()]
+    monkeypatch.setattr(tasks.notify, "clock", lambda: now[0])
+    with sim_pair(tmp_path, "storm") as sim:
+        save_with_targets(sim, inbox, repeat_window_s=600)
+        sim.pair.power_off("ms")
+        for _ in range(10):
+            with pytest.raises(Exception):
+                replicate_lastid(pair_name=sim.name)
+            now[0] += 60
+        tasks.notify.send_due_digests(sim.name)
+        mail, post = inbox.both("replicate-lastid FAILED")  # exactly one of each
+        digest, digest_post = inbox.both("DIGEST: 1 subject repeated and held back")
+        for text in (digest, digest_post):
+            assert "replicate-lastid FAILED: 9 more held back" in text, text
+        assert len(inbox.smtp.messages) == 2 and len(inbox.http.requests) == 2
+
+        paused = sim.state().model_copy(update={"pause": Pause(by="ana", reason="MS maintenance", since=now[0])})
+        sim.set_state(paused)
+        now[0] += 3600  # a new window: only the pause keeps it quiet
+        with pytest.raises(Exception):
+            replicate_lastid(pair_name=sim.name)
+        sim.set_state(paused.model_copy(update={"pause": None}))
+        # a failover under way (it waits for a person: BUS has no replica) keeps it quiet too
+        save_with_targets(sim, inbox, FAST.model_copy(update={"approval_timeout_s": 20}), repeat_window_s=600)
+        with answering("failover", lambda n: None):
+            failing_over = threading.Thread(target=failover, kwargs={"pair_name": sim.name, "reason": "test"})
+            failing_over.start()
+            wait_for("the failover waiting for approval", lambda: inbox.emails("APPROVAL NEEDED on bus"), 60)
+            with pytest.raises(Exception):
+                replicate_lastid(pair_name=sim.name)
+            failing_over.join(120)
+        tasks.notify.send_due_digests(sim.name)
+        # the hooks send before the run returns: anything sent has arrived
+        failed = [t for t in inbox.smtp.texts() if "replicate-lastid FAILED" in t or "DIGEST" in t]
+        assert len(failed) == 2, failed
+        assert len([r for r in inbox.http.requests if "replicate-lastid FAILED" in r["json"]["title"]]) == 1
 
 
 def corrupt_state_record(sim: Sim) -> None:

@@ -11,12 +11,14 @@ its automations, the workers and the watcher.
 
 The scenario runs in order (each step is a module fixture, so a test run on
 its own brings up what it needs): setup starts a watcher -> MS crashes -> the
-watcher fails over in its own process -> MS comes back -> fallback pauses for
-approval -> requests without the credential are refused; a bad answer, a
-name not listed, a wrong code are refused, a second procedure is refused -> a
+watcher fails over in its own process -> MS comes back -> `antelope-ha
+fallback` starts the fallback and follows it; it pauses for approval ->
+requests without the credential are refused; a bad answer, a name not listed,
+a wrong site are refused by the form (REJECT) and by `antelope-ha approve`
+(never sent), a wrong code by the flow, a second procedure is refused -> a
 listed operator approves in the UI (after its login) with their code; the
-same one at the second gate is refused, another approves over REST -> MS is
-authoritative again, every attempt audited,
+same one at the second gate is refused, another approves with `antelope-ha
+approve` -> MS is authoritative again, every attempt audited,
 the hold-down acknowledged by them -> the watcher's process is killed and
 replaced -> the BUS worker is killed: the dead-man's switch mails and texts
 people, a new watcher starts when the worker is back -> the Prefect server is
@@ -26,6 +28,7 @@ record, and fails over once the server is back.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -282,20 +285,38 @@ def failed_over(stack: Stack) -> Failover:
 class PausedFallback:
     run_id: str
     run_name: str
+    follower: subprocess.Popen  # `antelope-ha fallback`, following the run
+    followed: Path  # what it printed
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    """`antelope-ha ARGS` as an operator runs it on a host with the server's address and credential."""
+    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], env=stack.server.env(),
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
-def paused_fallback(stack: Stack, failed_over: Failover) -> PausedFallback:
-    """MS repaired and powered on (rtexec not started); fallback started by hand, at its first gate."""
+def paused_fallback(stack: Stack, failed_over: Failover) -> Iterator[PausedFallback]:
+    """MS repaired and powered on (rtexec not started); fallback started by hand with
+    `antelope-ha fallback`, which follows the run; at its first gate."""
     stack.pair.power_on("ms", start_rtexec=False)
     wait_for("no failover run under way (as an operator checks before a fallback)", lambda: not stack.runs(
         "failover", PAIR, ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]), 120)
-    run = stack.api.run_deployment("fallback", PAIR, {"pair_name": PAIR, "by": "grace"})
+    followed = stack.config_path.parent / "fallback-followed.txt"
+    with followed.open("w") as sink:
+        follower = subprocess.Popen([sys.executable, "-m", "deployments.cli", "fallback", "--by", "grace", "--reason",
+                                     "MS repaired", "--pair", PAIR], env=stack.server.env(), stdout=sink,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     try:
-        stack.paused(run["id"], 120)
+        started = wait_for("the fallback started", lambda: re.search(
+            r"fallback of pair e2e started: run (\S+) \(([0-9a-f-]{36})\)", followed.read_text()), 60)
+        stack.paused(started[2], 120)
     except TimeoutError as exc:
-        pytest.fail(f"{exc}: {stack.api.flow_run(run['id'])['state']}\n{stack.diagnostics()}")
-    return PausedFallback(run["id"], run["name"])
+        follower.kill()
+        pytest.fail(f"{exc}: {followed.read_text()}\n{stack.diagnostics()}")
+    yield PausedFallback(started[2], started[1], follower, followed)
+    if follower.poll() is None:
+        follower.kill()
 
 
 # --- 1. the watcher fails over itself, no person, no new process ---------------------------------
@@ -390,16 +411,30 @@ def test_requests_without_the_credential_are_refused(stack: Stack, paused_fallba
     assert stack.paused(run_id, key="fallback-1")  # nothing reached the run
 
 
-def test_a_name_not_listed_is_refused_in_the_form_and_the_run_stays_paused(
-        stack: Stack, paused_fallback: PausedFallback) -> None:
+@pytest.mark.parametrize("name, wrong, why", [
+    ("mallory", {}, "'mallory' does not match '^(grace|heidi|ivan)$'"),
+    ("grace", {"confirm_site": "bus"}, "'bus' does not match '^ms$'"),
+])
+def test_a_name_not_listed_or_a_wrong_site_is_refused_by_the_form_and_the_run_stays_paused(
+        stack: Stack, paused_fallback: PausedFallback, name: str, wrong: dict, why: str) -> None:
     run_id = paused_fallback.run_id
     stack.paused(run_id, key="fallback-1")
-    assert stack.api.resume(run_id, stack.answer("mallory", code_of="grace"))["status"] == "ACCEPT"
-    stack.paused(run_id, key="fallback-1-again-1")  # asked again at the same gate
-    form = stack.description(run_id, "fallback-1-again-1")
-    assert "Refused: 'mallory' is not a listed operator (listed: grace, heidi, ivan)" in form, form
-    wait_for("the refusal notified", lambda: [t for t in stack.smtp.texts()
-                                              if "APPROVAL REFUSED on ms" in t and "mallory" in t], 30)
+    result = stack.api.resume(run_id, {**stack.answer(name, code_of="grace"), **wrong})
+    assert result["status"] == "REJECT" and why in str(result["details"]), result
+    assert stack.paused(run_id, key="fallback-1")  # not asked again: the answer never reached the run
+
+
+def test_the_approve_command_refuses_a_wrong_answer_with_the_reason_and_sends_nothing(
+        stack: Stack, paused_fallback: PausedFallback) -> None:
+    run_id = paused_fallback.run_id
+    for args, why in ((["--by", "grace", "--site", "bus"], "--site bus is not the site this gate acts on (ms)"),
+                      (["--by", "mallory"], "'mallory' is not a listed operator (listed: grace, heidi, ivan)")):
+        refused = cli(stack, "approve", run_id, "--code", code_at(stack.secrets["grace"], time.time()),
+                      "--reason", "MS repaired", *args)
+        assert refused.returncode == 2 and why in " ".join(refused.stdout.split()), refused.stdout + refused.stderr
+    assert stack.paused(run_id, key="fallback-1")
+    assert "WAITING FOR APPROVAL at fallback-1" in paused_fallback.followed.read_text()
+    assert f"antelope-ha approve {run_id} --by NAME" in paused_fallback.followed.read_text()
 
 
 # --- 4. one procedure at a time -------------------------------------------------------------
@@ -416,8 +451,9 @@ def test_failover_started_while_fallback_waits_is_refused_naming_it(
                                               if "failover FAILED" in t and paused_fallback.run_id in t], 30)
 
 
-# --- 2. approval in the UI (gate 1), over REST (gate 2) ----------------------------------------
-def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshots: Path) -> None:
+# --- 2. approval in the UI (gate 1), with the approve command (gate 2) ----------------------------
+def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshots: Path,
+                  refused_with: str | None = None) -> None:
     """What an operator does: log in with the credential (the UI asks first),
     open the run's link, Resume, fill the form, Submit.
 
@@ -458,6 +494,10 @@ def approve_in_ui(base_url: str, run_id: str, answer: dict[str, str], screenshot
             page.get_by_role("option", name=answer["decision"], exact=True).click()
             page.screenshot(path=str(screenshots / "resume-form.png"))
             form.get_by_role("button", name="Submit").click()
+            if refused_with is not None:  # the server's refusal, shown by the UI
+                page.get_by_text(refused_with, exact=False).first.wait_for()
+                page.screenshot(path=str(screenshots / "refused.png"))
+                return
             form.wait_for(state="hidden")
         except Exception as exc:
             page.screenshot(path=str(screenshots / "failed.png"))
@@ -471,24 +511,36 @@ def needs_the_ui() -> None:
         pytest.fail("the UI test needs Debian's chromium and pip's playwright: run `make test` (it installs them)")
 
 
+def test_a_wrong_site_typed_in_the_ui_is_refused_by_the_form_and_the_run_stays_paused(
+        stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
+    needs_the_ui()
+    run_id = paused_fallback.run_id
+    stack.paused(run_id, key="fallback-1")
+    approve_in_ui(stack.server.url, run_id, stack.answer("grace", confirm_site="bus"), tmp_path,
+                  refused_with="does not match")
+    assert stack.paused(run_id, key="fallback-1")  # the answer never reached the run
+
+
 def test_a_wrong_code_given_in_the_ui_is_refused_in_the_form_and_the_run_stays_paused(
         stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
     needs_the_ui()
     run_id = paused_fallback.run_id
-    stack.paused(run_id, key="fallback-1-again-1")
+    stack.paused(run_id, key="fallback-1")
     approve_in_ui(stack.server.url, run_id, stack.answer("grace", code_of="heidi"), tmp_path)
-    stack.paused(run_id, key="fallback-1-again-2")
-    form = stack.description(run_id, "fallback-1-again-2")
+    stack.paused(run_id, key="fallback-1-again-1")
+    form = stack.description(run_id, "fallback-1-again-1")
     assert "Refused: the code given for grace is not their current one-time code" in form, form
+    wait_for("the refusal notified", lambda: [t for t in stack.smtp.texts()
+                                              if "APPROVAL REFUSED on ms" in t and "grace" in t], 30)
 
 
 def test_operator_approves_the_first_gate_in_the_ui_with_their_code(
         stack: Stack, paused_fallback: PausedFallback, tmp_path: Path) -> None:
     needs_the_ui()
     run_id = paused_fallback.run_id
-    stack.paused(run_id, key="fallback-1-again-2")
+    stack.paused(run_id, key="fallback-1-again-1")
     approve_in_ui(stack.server.url, run_id, stack.answer("grace"), tmp_path)
-    answer = stack.api.request("GET", f"/flow_runs/{run_id}/input/paused-fallback-1-again-2-response")
+    answer = stack.api.request("GET", f"/flow_runs/{run_id}/input/paused-fallback-1-again-1-response")
     assert answer["operator"] == "grace" and answer["decision"] == "approve", answer
     stack.paused(run_id, 120, key="fallback-2")
     form = stack.description(run_id, "fallback-2")
@@ -499,21 +551,31 @@ def test_the_same_operator_at_the_second_gate_is_refused_with_that_reason(
         stack: Stack, paused_fallback: PausedFallback) -> None:
     run_id = paused_fallback.run_id
     stack.paused(run_id, 120, key="fallback-2")
-    assert stack.api.resume(run_id, stack.answer("grace"))["status"] == "ACCEPT"
-    stack.paused(run_id, key="fallback-2-again-1")
-    form = stack.description(run_id, "fallback-2-again-1")
-    assert "Refused: grace answered the earlier gate: this gate needs a second listed operator" in form, form
+    result = stack.api.resume(run_id, stack.answer("grace"))
+    assert result["status"] == "REJECT" and "'grace' should not be valid" in str(result["details"]), result
+    refused = cli(stack, "approve", paused_fallback.run_name, "--by", "grace", "--code",
+                  code_at(stack.secrets["grace"], time.time()), "--reason", "MS repaired")
+    assert refused.returncode == 2 and "grace answered the earlier gate: this gate needs a second listed operator" \
+        in " ".join(refused.stdout.split()), refused.stdout + refused.stderr
+    assert stack.paused(run_id, key="fallback-2")
     assert stack.state()["authority"]["site"] == "bus"
 
 
-def test_second_gate_over_rest_by_another_operator_completes_the_fallback(
+def test_second_gate_by_another_operator_with_the_approve_command_completes_the_fallback(
         stack: Stack, paused_fallback: PausedFallback) -> None:
     run_id = paused_fallback.run_id
-    stack.paused(run_id, key="fallback-2-again-1")
-    result = stack.api.resume(run_id, stack.answer("heidi", reason="ids consistent"))
-    assert result["status"] == "ACCEPT", result
+    stack.paused(run_id, key="fallback-2")
+    answered = cli(stack, "approve", run_id, "--by", "heidi", "--code", code_at(stack.secrets["heidi"], time.time()),
+                   "--reason", "ids consistent")
+    assert answered.returncode == 0 and "the run took the answer" in answered.stdout, answered.stdout + answered.stderr
     final = stack.final_run(run_id, 120)
     assert final["state"]["type"] == "COMPLETED", f"{final['state']}\n{stack.diagnostics()}"
+    # the command that started the fallback followed it to its end: each step, the gates, exit 0
+    assert paused_fallback.follower.wait(60) == 0, paused_fallback.followed.read_text()
+    followed = paused_fallback.followed.read_text()
+    assert f"run: {stack.server.url}/runs/flow-run/{run_id}" in followed, followed
+    assert "WAITING FOR APPROVAL at fallback-2" in followed and "Completed" in followed, followed
+    assert re.search(r"start dbids on ms.*: Completed", followed), followed
     assert stack.authority() == "ms"
     wait_for("fallback-done SMS", lambda: [r for r in stack.sms.requests
                                            if "FALLBACK to ms done" in r["json"]["text"]], 30)
@@ -524,16 +586,14 @@ def test_the_audit_lists_every_attempt_with_its_operator(stack: Stack, paused_fa
     stack.final_run(paused_fallback.run_id, 120)
     approvals = [a for a in stack.api.artifacts(paused_fallback.run_id) if a["key"] == "fallback-approvals"]
     rows = [line.split(" | ")[1:3] for line in approvals[0]["data"].splitlines()[2:]]
-    assert rows == [["refused: unknown operator", "mallory"], ["refused: wrong code", "grace"],
-                    ["approved", "grace"], ["refused: same person", "grace"], ["approved", "heidi"]], rows
+    assert rows == [["refused: wrong code", "grace"], ["approved", "grace"], ["approved", "heidi"]], rows
     events = stack.api.request("POST", "/events/filter", json={"filter": {
         "event": {"prefix": ["antelope-ha.approval."]}, "resource": {"id": [f"antelope-ha.pair.{PAIR}"]},
         "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50})["events"]
     seen = sorted((e["event"], e["payload"]["operator"]) for e in events)
     started = [a for a in stack.api.artifacts(paused_fallback.run_id) if a["key"] == "fallback-started"]
     assert "fallback of pair e2e started by **grace**" in started[0]["data"], started
-    assert seen == sorted([("antelope-ha.approval.refused", "mallory"), ("antelope-ha.approval.refused", "grace"),
-                           ("antelope-ha.approval.approved", "grace"), ("antelope-ha.approval.refused", "grace"),
+    assert seen == sorted([("antelope-ha.approval.refused", "grace"), ("antelope-ha.approval.approved", "grace"),
                            ("antelope-ha.approval.approved", "heidi")]), seen
 
 
