@@ -81,6 +81,15 @@ class SitePaths:
     def logs(self) -> Path:
         return self.dir / "logs"
 
+    def written_log(self, prog: str) -> Path:
+        """The writer ``prog``'s own record of every row it wrote (JSON lines, append only)."""
+        return self.logs / f"{prog}.written"
+
+    @property
+    def serving_log(self) -> Path:
+        """The ID server's own record of when it served: start, heartbeat, stop (append only)."""
+        return self.logs / "dbids.serving"
+
     @property
     def state(self) -> Path:
         return self.dir / "state"
