@@ -4,9 +4,9 @@ It judges a simulated pair after a run from three kinds of evidence only:
 
 - every CSS3.0 table file of both sites (``<site>/db/db.<table>``) and the
   authoritative site's ``dbids.lastid``;
-- the writers' own records of what they wrote (``<site>/logs/<prog>.written``,
+- the writers' own records of what they wrote (``<site>/records/<prog>.written``,
   one JSON line per packet with each row's exact line: simsite/programs/writer.py);
-- the ID servers' own records of when they served (``<site>/logs/dbids.serving``,
+- the ID servers' own records of when they served (``<site>/records/dbids.serving``,
   start / heartbeat / stop lines: simsite/programs/dbids.py).
 
 It imports nothing of the code that moves rows (antelope_ha/excerpt.py,
@@ -17,9 +17,10 @@ as a second, private reading of it would.
 
 The rules, each independent of how recovery decides what to merge:
 
-- **rows lost**: for every packet a writer recorded (up to the last packet the
-  authoritative site's own writer recorded, so packets still in flight at the
-  end do not count), the authoritative database holds every row of at least
+- **rows lost**: for every packet a writer recorded (from the first to the last
+  packet the authoritative site's own writer recorded: before, that site's
+  ORB had not begun; after, packets are still in flight at the end), the
+  authoritative database holds every row of at least
   one recorded copy, byte for byte; otherwise the rows of the most complete
   copy that are absent are lost.
 - **ids used twice**: one value of a key naming two different rows in its
@@ -108,7 +109,7 @@ def read_written(pair_root: Path) -> list[Written]:
     out = []
     for site in SITES:
         for prog in WRITERS:
-            path = pair_root / site / "logs" / f"{prog}.written"
+            path = pair_root / site / "records" / f"{prog}.written"
             if not path.exists():
                 continue
             for line in path.read_text().splitlines():
@@ -150,13 +151,13 @@ def own_id(table: str, line: str) -> tuple[str, int] | None:
 def check_lost(written: list[Written], auth_tables: dict[str, list[tuple[dict, str]]], authority: str,
                report: CheckReport) -> None:
     held = {table: {line for _, line in rows} for table, rows in auth_tables.items()}
-    horizon = {prog: max((w.seq for w in written if w.site == authority and w.prog == prog), default=-1)
-               for prog in WRITERS}
+    own = {prog: [w.seq for w in written if w.site == authority and w.prog == prog] for prog in WRITERS}
+    span = {prog: (min(seqs), max(seqs)) if seqs else (0, -1) for prog, seqs in own.items()}
     copies: dict[tuple[str, int], list[Written]] = defaultdict(list)
     for w in written:
         copies[(w.prog, w.seq)].append(w)
     for (prog, seq), ws in sorted(copies.items()):
-        if seq > horizon[prog]:
+        if not span[prog][0] <= seq <= span[prog][1]:
             continue
         report.packets_checked += 1
         missing = min(([r for r in w.rows if r[1] not in held.get(r[0], ())] for w in ws), key=len)
@@ -267,7 +268,7 @@ def intersect(xs: list[Interval], ys: list[Interval]) -> list[Interval]:
 
 
 def check_serving(pair_root: Path, report: CheckReport, window: Interval | None) -> None:
-    served = {site: union(serving_intervals(pair_root / site / "logs" / "dbids.serving")) for site in SITES}
+    served = {site: union(serving_intervals(pair_root / site / "records" / "dbids.serving")) for site in SITES}
     both = intersect(served["ms"], served["bus"])
     report.seconds_two_id_servers = round(length(both), 3)
     for a, b in both:

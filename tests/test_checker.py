@@ -31,7 +31,7 @@ class Pair:
         self.root = root
         for site in ("ms", "bus"):
             (root / site / "db").mkdir(parents=True)
-            (root / site / "logs").mkdir()
+            (root / site / "records").mkdir()
             (root / site / "dbids").mkdir()
         self.lastid("ms", {"evid": 100, "orid": 100, "arid": 100})
 
@@ -46,7 +46,7 @@ class Pair:
                 with open(self.root / site / "db" / f"db.{table}", "a") as f:
                     f.write(line)
         if record:
-            with open(self.root / site / "logs" / "orb2dbt.written", "a") as f:
+            with open(self.root / site / "records" / "orb2dbt.written", "a") as f:
                 f.write(json.dumps({"t": T0 + seq, "pid": 1, "seq": seq, "idserver": "x:1",
                                     "rows": [list(r) for r in rows]}) + "\n")
 
@@ -57,7 +57,7 @@ class Pair:
             t += 0.2
             lines.append(f"{t:.3f} alive {pid} x:1")
         lines.append(f"{end:.3f} {'stop' if stop else 'alive'} {pid} x:1")
-        with open(self.root / site / "logs" / "dbids.serving", "a") as f:
+        with open(self.root / site / "records" / "dbids.serving", "a") as f:
             f.write("\n".join(lines) + "\n")
 
 
@@ -140,9 +140,9 @@ def test_overlapping_id_servers_are_caught_and_timed(tmp_path: Path) -> None:
 
 def test_a_line_cut_by_a_kill_is_read_as_what_was_written_before(tmp_path: Path) -> None:
     pair = healthy(tmp_path)
-    with open(pair.root / "bus" / "logs" / "orb2dbt.written", "a") as f:
+    with open(pair.root / "bus" / "records" / "orb2dbt.written", "a") as f:
         f.write('{"t": 1, "seq": 9, "rows": [["ev')
-    with open(pair.root / "ms" / "logs" / "dbids.serving", "a") as f:
+    with open(pair.root / "ms" / "records" / "dbids.serving", "a") as f:
         f.write("1800000009.1")
     report = check(pair.root)
     assert report.passed and report.packets_written == 4

@@ -17,7 +17,7 @@ DBIDS, whose ``lastid`` table is ``DBIDS.lastid``. One request per line:
   (IDLE_S) or closes its side;
 - ``ping``: ``pong SITE LASTID-PATH``.
 
-It keeps its own record of when it served, ``logs/dbids.serving``, one line
+It keeps its own record of when it served, ``records/dbids.serving``, one line
 per event, ``TIME start|alive|stop PID ADDRESS``: ``start`` once it listens,
 ``alive`` every HEARTBEAT_S while it runs, ``stop`` on SIGTERM. A process
 killed outright served until its last line, within HEARTBEAT_S: the
@@ -125,6 +125,7 @@ class ServingRecord:
 
     def __init__(self, path: Path, address: str):
         self.path, self.address, self.lock, self.stopped = path, address, threading.Lock(), False
+        path.parent.mkdir(exist_ok=True)
 
     def write(self, event: str) -> None:
         with self.lock:

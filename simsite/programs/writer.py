@@ -4,7 +4,7 @@ Reads the packets of ORB after the one recorded in STATEFILE (all of them
 if there is no state file), and for each packet asks the ID server for all
 the ids the packet's rows need, then appends the rows to DB's tables and
 records the packet in STATEFILE (atomically). After the rows, it appends
-to its own record, ``logs/PROG.written``, one JSON line per packet: the
+to its own record, ``records/PROG.written``, one JSON line per packet: the
 time, its pid, the packet, the ID server and each row's exact line (an
 independent checker reads it: rehearsal/checker.py). The ID server is the one named
 on DB's ``dbidserver`` line, read once at start: a changed descriptor takes
@@ -46,6 +46,7 @@ def record_written(path: Path, seq: int, idserver: str, by_table: dict[str, list
     rows, so a line names only rows that are on disk)."""
     rows = [[table, TABLES[table].format_row(row)] for table, rs in by_table.items() for row in rs]
     line = json.dumps({"t": time.time(), "pid": os.getpid(), "seq": seq, "idserver": idserver, "rows": rows})
+    path.parent.mkdir(exist_ok=True)
     with open(path, "a") as f:
         f.write(line + "\n")
 
