@@ -115,7 +115,8 @@ class NemesisReport:
 class Nemesis:
     def __init__(self, pair: SimPair, seed: int, report: NemesisReport, quiet: bool, incidents: float):
         self.pair, self.rng, self.report, self.quiet = pair, random.Random(seed), report, quiet
-        self.incidents = incidents
+        # which cycles have an incident: a stream of its own, so that it depends on the seed alone
+        self.incidents, self.incident_draws = incidents, random.Random(f"{seed}:incidents")
         self.t0 = time.time()
         self.cycle = 0
         self.operators = ScriptedOperators.new(OPERATORS)
@@ -300,7 +301,7 @@ class Nemesis:
         normal_s = rng.uniform(1.0, 3.0)
         self.minor_faults(2, normal_s)
         self.watch(normal_s)
-        if rng.random() < self.incidents and self.authority() == "ms":
+        if self.incident_draws.random() < self.incidents and self.authority() == "ms":
             self.incident()
         script = ([(rng.choice(GATE_ANSWERS), round(rng.uniform(1.5, 4.0), 1)) for _ in range(2)]
                   if rng.random() < 0.6 else [])
