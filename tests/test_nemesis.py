@@ -11,10 +11,11 @@ from rehearsal.nemesis import run, table
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
-SEED = 36  # incidents drawn in cycles 1, 6 and 9
-INCIDENTS = 0.3  # short cycles: about three of the ten with an MS incident, within the suite's budget
+SEED = 1  # MS incidents drawn in cycles 3 and 6
+INCIDENTS = 0.2  # short cycles: two of the ten with an MS incident, the others minor faults
 
 
+@pytest.mark.timeout(900)
 def test_ten_cycles_under_faults_lose_nothing_and_never_serve_ids_from_two_sites(tmp_path: Path) -> None:
     report = run(tmp_path, cycles=10, seed=SEED, quiet=True, incidents=INCIDENTS)
     print(table(report))
