@@ -26,8 +26,10 @@ environment: embedded Prefect (``make nemesis``), or a server's
 worker or flow-run SIGKILL and a Prefect server restart are not among them
 (tests/test_crash_steps.py and the end-to-end tests cover those, one at a time).
 
-``--break margin`` removes the lastid safety margin (the failover hands BUS
-the replica as it is): the checker must then find ids used twice.
+``--break RULE`` runs with a safety rule removed, to see whether the checker
+catches it: ``margin``, the lastid safety margin (the failover hands BUS the
+replica, raised only to BUS's own ids); ``stop-bus-dbids``, the fallback's
+step that stops BUS's ID server before MS's starts.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,9 @@ from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from rehearsal import checker
 from simsite.pair import SimPair
+from antelope_ha.config import SiteConfig
+from antelope_ha.site import Outcome
+from tasks import realtime
 from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state
@@ -66,10 +71,11 @@ OPERATORS = ["grace", "heidi", "ivan", "judy", "karl", "lena"]
 # the busiest key, arid, two a packet and site at 5 packets a second: 20 a second, 4,000 in 200 s.
 POLICY = PairPolicy(failures_before_failover=2, probe_interval_s=0.5, probe_timeout_s=1.0, hold_down_s=3600,
                     lastid_margin=10000, lastid_max_age_s=200, approval_timeout_s=6, approval_poll_s=0.5)
-BREAKS = {"margin": "the lastid safety margin removed"}
+BREAKS = {"margin": "the lastid safety margin removed",
+          "stop-bus-dbids": "the fallback's step 'stop dbids on bus' removed"}
 INCIDENTS = 0.75
 REPLICATE_S = 60.0  # the watcher's default replication interval
-CYCLE_LIMIT_S = 240.0  # a cycle not brought back within this is a finding
+CYCLE_LIMIT_S = 900.0  # a cycle not brought back within this is a finding
 WRITERS = ("orb2dbt", "orb2wf")
 GATE_ANSWERS = ("approve", "late", "reject", "timeout", "ms-off")
 
@@ -356,16 +362,51 @@ class Nemesis:
                        lambda: command(reason="nemesis: maintenance", by="lena", pair_name=PAIR))
 
 
+@contextlib.contextmanager
+def rule_removed(broken: str | None) -> Iterator[PairPolicy]:
+    """The policy to run with; the code as it is, or with the rule ``broken`` removed."""
+    if broken != "stop-bus-dbids":
+        yield POLICY.model_copy(update={"lastid_margin": 0}) if broken == "margin" else POLICY
+        return
+    original = realtime.stop_task
+
+    def stop_task(cfg: SiteConfig, name: str, dry_run: bool = False) -> Outcome:
+        if cfg.name == "bus" and name == cfg.idserver_task:
+            return Outcome(cfg.name, f"stop {name}", False, "not stopped: the rule is removed (--break)")
+        return original(cfg, name, dry_run)
+
+    realtime.stop_task = stop_task
+    try:
+        yield POLICY
+    finally:
+        realtime.stop_task = original
+
+
 def run(workdir: Path, cycles: int, seed: int, minutes: float | None = None, quiet: bool = False,
         broken: str | None = None, rate: float = 5.0, incidents: float = INCIDENTS) -> NemesisReport:
     """``cycles`` cycles (fewer if ``minutes`` pass first) on a new pair under
     ``workdir``, an MS incident in a share ``incidents`` of them."""
     report = NemesisReport(seed=seed, incidents=incidents, broken_rule=BREAKS[broken] if broken else None,
                            prefect=os.environ.get("PREFECT_API_URL") or "embedded")
-    policy = POLICY.model_copy(update={"lastid_margin": 0}) if broken == "margin" else POLICY
     pair = SimPair.create(workdir / "pair", packet_interval_s=1.0 / rate, seed=seed)
     nemesis = Nemesis(pair, seed, report, quiet, incidents)
-    window_end = None
+    with rule_removed(broken) as policy:
+        authority = run_cycles(pair, nemesis, policy, cycles, minutes)
+    report.minutes = round((time.time() - nemesis.t0) / 60, 2)
+    report.faults = dict(Counter(f.kind for f in report.fault_log))
+    judged = checker.check(workdir / "pair", authority)
+    for name in ("rows_written", "rows_lost", "ids_used_twice", "orphans", "ids_above_lastid",
+                 "seconds_two_id_servers", "seconds_no_id_server"):
+        setattr(report, name, getattr(judged, name))
+    report.handovers = [asdict(h) for h in judged.handovers]
+    report.checker_details = judged.details
+    report.passed = judged.passed and not report.not_brought_back
+    return report
+
+
+def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int, minutes: float | None) -> str:
+    """Start the pair, run the cycles, stop the pair; the site authoritative at the end."""
+    report = nemesis.report
     try:
         pair.serve_ssh()
         pair.start()
@@ -388,23 +429,14 @@ def run(workdir: Path, cycles: int, seed: int, minutes: float | None = None, qui
         close_all()
         authority = load_state(PAIR, "ms").authority.site if report.cycles else "ms"
         pair.stop()
-        window_end = time.time()
-    report.minutes = round((window_end - nemesis.t0) / 60, 2)
-    report.faults = dict(Counter(f.kind for f in report.fault_log))
-    judged = checker.check(workdir / "pair", authority)
-    for name in ("rows_written", "rows_lost", "ids_used_twice", "orphans", "ids_above_lastid",
-                 "seconds_two_id_servers", "seconds_no_id_server"):
-        setattr(report, name, getattr(judged, name))
-    report.handovers = [asdict(h) for h in judged.handovers]
-    report.checker_details = judged.details
-    report.passed = judged.passed and not report.not_brought_back
-    return report
+    return authority
 
 
 def table(report: NemesisReport) -> str:
     durations = lambda xs: f"{min(xs):.1f} / {sorted(xs)[len(xs) // 2]:.1f} / {max(xs):.1f} s" if xs else "-"
     rows = [
-        ("seed", report.seed), ("cycles", report.cycles), ("share with an MS incident", report.incidents), ("minutes", report.minutes),
+        ("seed", report.seed), ("cycles", report.cycles), ("share with an MS incident", report.incidents),
+        ("minutes", report.minutes),
         ("prefect", report.prefect), ("broken rule", report.broken_rule or "none"),
         ("faults", ", ".join(f"{k} {v}" for k, v in sorted(report.faults.items())) or "none"),
         ("failovers", report.failovers), ("failover min/median/max", durations(report.failover_s)),
