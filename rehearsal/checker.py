@@ -312,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pair", type=Path, help="the simulated pair's directory (with ms/ and bus/)")
     parser.add_argument("--authority", default="ms", choices=SITES, help="the site holding the authoritative db")
     args = parser.parse_args(argv)
+    missing = [str(args.pair / s / "db") for s in SITES if not (args.pair / s / "db").is_dir()]
+    lastid = args.pair / args.authority / "dbids" / "dbids.lastid"
+    if missing or not lastid.is_file():
+        parser.error(f"{args.pair} is not a simulated pair's directory: no {', '.join(missing) or lastid}; "
+                     "give the directory `python -m simsite create` made (it holds ms/ and bus/)")
     report = check(args.pair, args.authority)
     print(json.dumps(report.as_dict(), indent=2))
     return 0 if report.passed else 1

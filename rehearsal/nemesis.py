@@ -117,9 +117,6 @@ class NemesisReport:
     fault_log: list[Fault] = field(default_factory=list)
     passed: bool = False
 
-    def summary(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "fault_log"}
-
 
 class Nemesis:
     def __init__(self, pair: SimPair, seed: int, report: NemesisReport, quiet: bool, incidents: float):
