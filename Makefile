@@ -10,7 +10,7 @@ LOCK      := requirements/runtime.txt
 TEST_LOCK := requirements/test.txt
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: drill test mutate bench deps sysdeps drill-sysdeps testdeps test-sysdeps lock clean
+.PHONY: drill nemesis test mutate bench deps sysdeps drill-sysdeps testdeps test-sysdeps lock clean
 
 # The drill runs on embedded Prefect, with its own Prefect home (var/prefect).
 # The first start of embedded Prefect in a new home creates and migrates its
@@ -23,6 +23,16 @@ drill: deps drill-sysdeps
 	PREFECT_HOME=$(DRILL_HOME) PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
 	PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/antelope-ha drill $(ARGS)
+
+# The nemesis: CYCLES incident cycles under faults drawn from SEED on a simulated pair,
+# judged by an independent checker (rehearsal/; docs/reliability.md, section 7).
+CYCLES ?= 10
+SEED   ?= 1
+nemesis: deps drill-sysdeps
+	mkdir -p $(DRILL_HOME)
+	PREFECT_HOME=$(DRILL_HOME) PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
+	PREFECT_LOGGING_LEVEL=WARNING $(PY) -m rehearsal.nemesis --cycles $(CYCLES) --seed $(SEED) $(ARGS)
 
 test: testdeps
 	$(PY) -m pytest -q

@@ -82,6 +82,21 @@ class SitePaths:
         return self.dir / "logs"
 
     @property
+    def records(self) -> Path:
+        """The programs' own append-only records, for an independent checker: outside
+        ``logs/``, which ``rtexec -s`` moves aside at each start."""
+        return self.dir / "records"
+
+    def written_log(self, prog: str) -> Path:
+        """The writer ``prog``'s own record of every row it wrote (JSON lines)."""
+        return self.records / f"{prog}.written"
+
+    @property
+    def serving_log(self) -> Path:
+        """The ID server's own record of when it served: start, heartbeat, stop."""
+        return self.records / "dbids.serving"
+
+    @property
     def state(self) -> Path:
         return self.dir / "state"
 

@@ -121,10 +121,11 @@ def test_dbids_refuses_a_missing_lastid(tmp_path: Path) -> None:
 def test_writers_of_both_sites_never_share_an_id(running: SimPair) -> None:
     wait_until(lambda: all(len(rows(running, s, "origin")) >= 5 and len(rows(running, s, "wfdisc")) >= 5
                            for s in ("ms", "bus")), "both sites wrote rows")
-    lastid = running.lastid("ms")
+    written = {(table, site): [r[key] for r in rows(running, site, table)]
+               for table, key in TABLE_IDS.items() for site in ("ms", "bus")}
+    lastid = running.lastid("ms")  # read after the rows: the writers go on writing meanwhile
     for table, key in TABLE_IDS.items():
-        ms = [r[key] for r in rows(running, "ms", table)]
-        bus = [r[key] for r in rows(running, "bus", table)]
+        ms, bus = written[(table, "ms")], written[(table, "bus")]
         assert len(set(ms)) == len(ms) and len(set(bus)) == len(bus), table
         assert not set(ms) & set(bus), f"{key} used by both sites"
         assert all(0 < i <= lastid[key] for i in ms + bus), key

@@ -17,12 +17,21 @@ DBIDS, whose ``lastid`` table is ``DBIDS.lastid``. One request per line:
   (IDLE_S) or closes its side;
 - ``ping``: ``pong SITE LASTID-PATH``.
 
+It keeps its own record of when it served, ``records/dbids.serving``, one line
+per event, ``TIME start|alive|stop PID ADDRESS``: ``start`` once it listens,
+``alive`` every HEARTBEAT_S while it runs, ``stop`` on SIGTERM. A process
+killed outright served until its last line, within HEARTBEAT_S: the
+independent checker (rehearsal/checker.py) computes from it the time with two
+ID servers serving, and with none.
+
 The lastid table is read at each request, so a table replaced while dbids
 runs (replication) is honoured. Allocations are serialized by a lock.
 """
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import socketserver
 import threading
@@ -39,6 +48,7 @@ PROG = "dbids"
 MAX_ID = 99999999  # css3.0 ids are 8 characters (dbnextid(3))
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,14}$")  # a lastid keyname
 IDLE_S = 0.2  # a request without a newline is complete when the client pauses this long
+HEARTBEAT_S = 0.2  # how often the serving record says "alive"
 
 
 class IdServer(socketserver.ThreadingTCPServer):
@@ -110,6 +120,27 @@ class Handler(socketserver.StreamRequestHandler):
         self.request.sendall(reply.encode() + b"\n")
 
 
+class ServingRecord:
+    """The append-only record of when this process served ids."""
+
+    def __init__(self, path: Path, address: str):
+        self.path, self.address, self.lock, self.stopped = path, address, threading.Lock(), False
+        path.parent.mkdir(exist_ok=True)
+
+    def write(self, event: str) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = event == "stop"
+            with open(self.path, "a") as f:
+                f.write(f"{time.time():.3f} {event} {os.getpid()} {self.address}\n")
+
+    def beat(self) -> None:
+        while not self.stopped:
+            time.sleep(HEARTBEAT_S)
+            self.write("alive")
+
+
 def main(argv: list[str]) -> int:
     parser = Parser(PROG, "Simulated ID server: hands out ids from DBIDS.lastid.")
     parser.add_argument("-p", dest="port", type=int, required=True, help="TCP port")
@@ -129,6 +160,15 @@ def main(argv: list[str]) -> int:
         server = IdServer((address, args.port), site, lastid)
     except OSError as exc:
         return fail(PROG, f"cannot listen on {address}:{args.port}: {exc}")
+    record = ServingRecord(site.paths.serving_log, f"{address}:{args.port}")
+
+    def on_term(signum: int, frame: object) -> None:
+        record.write("stop")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    record.write("start")
+    threading.Thread(target=record.beat, daemon=True).start()
     log(PROG, f"serving ids from {lastid} on {address}:{args.port} ("
         + ", ".join(f"{k} {v}" for k, v in sorted(values.items())) + ")")
     server.serve_forever()

@@ -3,7 +3,10 @@
 Reads the packets of ORB after the one recorded in STATEFILE (all of them
 if there is no state file), and for each packet asks the ID server for all
 the ids the packet's rows need, then appends the rows to DB's tables and
-records the packet in STATEFILE (atomically). The ID server is the one named
+records the packet in STATEFILE (atomically). After the rows, it appends
+to its own record, ``records/PROG.written``, one JSON line per packet: the
+time, its pid, the packet, the ID server and each row's exact line (an
+independent checker reads it: rehearsal/checker.py). The ID server is the one named
 on DB's ``dbidserver`` line, read once at start: a changed descriptor takes
 effect when the writer is restarted. If the ID server cannot give the ids,
 the writer says so, naming the dbidserver, and exits 1 (rtexec restarts it
@@ -12,6 +15,8 @@ SIGTERM stops it between two packets.
 """
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +39,16 @@ def read_state(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except FileNotFoundError:
         return None
+
+
+def record_written(path: Path, seq: int, idserver: str, by_table: dict[str, list[dict[str, object]]]) -> None:
+    """One line of the writer's own record: what it has just appended (after the
+    rows, so a line names only rows that are on disk)."""
+    rows = [[table, TABLES[table].format_row(row)] for table, rs in by_table.items() for row in rs]
+    line = json.dumps({"t": time.time(), "pid": os.getpid(), "seq": seq, "idserver": idserver, "rows": rows})
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
 
 
 def run_writer(prog: str, argv: Sequence[str], keys: Sequence[str], make_rows: RowMaker) -> int:
@@ -94,6 +109,7 @@ def run_writer(prog: str, argv: Sequence[str], keys: Sequence[str], make_rows: R
                 by_table.setdefault(table, []).append(row)
             for table, rows in by_table.items():
                 append_rows(f"{db}.{table}", TABLES[table], rows)
+            record_written(site.paths.written_log(prog), packet.seq, idserver, by_table)
             atomic_write(state_file, f"{packet.seq}\n".encode())
     log(prog, f"stopped after packet {read_state(state_file)}")
     return 0

@@ -1,0 +1,36 @@
+"""The nemesis, short: ten cycles under faults drawn from a fixed seed, on the
+test session's Prefect server, judged by the independent checker
+(rehearsal/checker.py reads both sites' tables and the programs' own records)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rehearsal.nemesis import run, table
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+SEED = 1  # MS incidents drawn in cycles 3 and 6
+INCIDENTS = 0.2  # short cycles: two of the ten with an MS incident, the others minor faults
+# (2 ORB packets a second, not 5: less work for two busy cores)
+
+
+@pytest.mark.timeout(900)
+def test_ten_cycles_under_faults_lose_nothing_and_never_serve_ids_from_two_sites(tmp_path: Path) -> None:
+    report = run(tmp_path, cycles=10, seed=SEED, quiet=True, incidents=INCIDENTS, rate=2.0)
+    print(table(report))
+    assert report.cycles == 10
+    assert not report.not_brought_back
+    # it did its faults, and the procedures their work
+    assert {"ms-power-off", "ms-power-on", "writer-killed"} <= set(report.faults), report.faults
+    assert report.failovers >= 2 and report.fallbacks >= 2 and report.recoveries >= 2
+    assert report.rows_written > 500
+    # the checker's figures
+    assert (report.rows_lost, report.ids_used_twice, report.orphans, report.ids_above_lastid) == (0, 0, 0, 0), \
+        report.checker_details
+    assert report.seconds_two_id_servers == 0
+    # the ID servers' own records show each failover the flows counted, and its gap
+    to_bus = [h for h in report.handovers if h["to_site"] == "bus"]
+    assert len(to_bus) == report.failovers
+    assert report.seconds_no_id_server >= sum(h["seconds_without"] for h in to_bus) > 0
