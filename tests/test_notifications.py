@@ -157,10 +157,10 @@ def test_decisions_approvals_and_failed_runs_reach_the_operators(tmp_path: Path,
 def test_a_replicate_failing_for_ten_minutes_sends_one_message_and_one_digest(
         tmp_path: Path, inbox: Inbox, monkeypatch: pytest.MonkeyPatch):
     """MS down, nobody told the pair (no pause, no failover): the replicate
-    fails every minute for ten minutes of the notifier's clock (moved by the
-    test, nothing sleeps). One message per channel, then, when the 10-minute
-    window has ended, one digest of the nine held back (sent by the watcher at
-    its heartbeat). Paused for maintenance, or while a failover is under way,
+    fails every two and a half minutes for ten minutes of the notifier's clock
+    (moved by the test, nothing sleeps). One message per channel, then, when the
+    10-minute window has ended, one digest of the three held back (sent by the
+    watcher at its heartbeat). Paused for maintenance, or while a failover is under way,
     the same failure pages nobody."""
     import tasks.notify
 
@@ -169,15 +169,15 @@ def test_a_replicate_failing_for_ten_minutes_sends_one_message_and_one_digest(
     with sim_pair(tmp_path, "storm") as sim:
         save_with_targets(sim, inbox, repeat_window_s=600)
         sim.pair.power_off("ms")
-        for _ in range(10):
+        for _ in range(4):
             with pytest.raises(Exception):
                 replicate_lastid(pair_name=sim.name)
-            now[0] += 60
+            now[0] += 150
         tasks.notify.send_due_digests(sim.name)
         mail, post = inbox.both("replicate-lastid FAILED")  # exactly one of each
         digest, digest_post = inbox.both("DIGEST: 1 subject repeated and held back")
         for text in (digest, digest_post):
-            assert "replicate-lastid FAILED: 9 more held back" in text, text
+            assert "replicate-lastid FAILED: 3 more held back" in text, text
         assert len(inbox.smtp.messages) == 2 and len(inbox.http.requests) == 2
 
         paused = sim.state().model_copy(update={"pause": Pause(by="ana", reason="MS maintenance", since=now[0])})
