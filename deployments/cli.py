@@ -1,6 +1,7 @@
 """The operators' command: ``antelope-ha``.
 
   status    who is authoritative, on the record AND on the sites, and where they disagree
+  history   who did what, when, why and at which epoch
   plan      the exact commands a procedure would run now (a dry run of its flow)
   runbook   regenerate the runbooks under docs/runbooks
   drill     the whole cycle on a simulated pair, measured
@@ -80,6 +81,17 @@ def status(pair_name: PairOption = DEFAULT_PAIR,
     raise typer.Exit(run_status(out, pair_name, decisions=decisions, as_json=json, every=interval if watch else None,
                                 count=count,
                                 schema=schema))
+
+
+@app.command()
+def history(pair_name: PairOption = DEFAULT_PAIR,
+            since: Annotated[str, typer.Option(help="from when: 30m, 12h, 7d ago, or an ISO date (UTC)")] = "24h",
+            json: Annotated[bool, typer.Option("--json", help="print the entries as a JSON list")] = False) -> None:
+    """Who did what, when, why and at which epoch: decisions, failovers, fallbacks,
+    recoveries, approvals, pauses, resumes, acknowledgements (the pair's events)."""
+    from deployments.history import run_history
+
+    raise typer.Exit(run_history(out, pair_name, since, as_json=json))
 
 
 # --- plan -----------------------------------------------------------------------------------

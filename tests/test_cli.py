@@ -2,6 +2,7 @@
 sshd) on the test Prefect server."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -134,6 +135,14 @@ def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
                      for name in said}) != {name: [who] for name, who in said.items()} and time.time() < deadline:
         time.sleep(0.5)
     assert found == {name: [who] for name, who in said.items()}
+    shown = json.loads(run("history", "--since", "10m", "--json").output)
+    ours = [(e["event"], e["who"], e["why"], e["epoch"]) for e in shown if e["at"] >= time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(started - 1))]
+    assert ours == [("failover.paused", "ana", "disk swap on ms", 1), ("failover.resumed", "ana", "disk swapped", 1),
+                    ("hold-down.acknowledged", "bo", "MS is really down", 1)]
+    text = run("history", "--since", "10m").output
+    assert "automatic failover paused\n    by ana: disk swap on ms" in text
+    assert run("history", "--since", "last week").exit_code == 2
 
 
 def test_plan_prints_the_failover_commands_and_changes_nothing(sim: Sim):
@@ -250,3 +259,22 @@ def test_baseline_records_each_sites_old_id_problems_and_status_lists_them(sim: 
     shown = run("status").output
     assert "old id problems of ms (baseline taken" in shown and "taken by ana: known since 2019" in shown
     assert "1 arid values are used more than once" in shown and "(first seen 20" in shown
+
+
+def test_history_reads_every_page_oldest_first_without_heartbeats():
+    """More events than one page of the events API (50), and heartbeats left out."""
+    from prefect.events import emit_event
+
+    from antelope_ha.names import PairNames
+    from tasks.history import PAGE, read_history
+
+    pair, since = f"pages-{time.time_ns()}", time.time() - 1
+    for i in range(PAGE + 7):
+        emit_event(event="antelope-ha.failover.paused", resource=PairNames(pair).resource(),
+                   payload={"operator": "ana", "reason": f"pause {i}"})
+    emit_event(event="antelope-ha.watcher.heartbeat", resource=PairNames(pair).resource(), payload={})
+    start = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+    deadline = time.time() + 30
+    while len(found := read_history(pair, start)) < PAGE + 7 and time.time() < deadline:
+        time.sleep(0.5)
+    assert [e["payload"]["reason"] for e in found] == [f"pause {i}" for i in range(PAGE + 7)]
