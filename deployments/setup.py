@@ -241,7 +241,7 @@ class Schedules(BaseModel):
 
 
 class MetricsSettings(BaseModel):
-    """The watcher's Prometheus metrics (docs/operating.md, section Monitoring)."""
+    """The watcher's Prometheus metrics (docs/operating.md, section 11)."""
 
     model_config = ConfigDict(extra="forbid")
 
