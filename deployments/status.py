@@ -38,6 +38,16 @@ def look_at(cfg: SiteConfig) -> SiteView:
         return SiteView(name=cfg.name, reachable=False, error=f"{type(exc).__name__}: {exc}")
 
 
+def unreadable(exc: Exception) -> str:
+    """Why the pair cannot be read, with the fix when it is known."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code == 401:
+        return ("the Prefect server refused the request (401 Unauthorized): PREFECT_API_AUTH_STRING is unset or "
+                "not the server's credential (docs/operating.md, section 1)")
+    return f"cannot read the pair or its record: {type(exc).__name__}: {exc}"
+
+
 def look(pair_name: str, decisions: int) -> tuple[StatusReport, PairConfig | None, HAState | None]:
     """The report now; UNKNOWN (and no pair, no state) when the pair or its
     record cannot be read."""
@@ -50,8 +60,9 @@ def look(pair_name: str, decisions: int) -> tuple[StatusReport, PairConfig | Non
         state = load_state(pair_name, pair.main.name)
         procedure = procedure_holder(pair_name)
     except Exception as exc:  # the server is down, the block is missing, the record invalid: all UNKNOWN
-        return unknown(pair_name, f"cannot read the pair or its record: {type(exc).__name__}: {exc}",
-                       time.time()), None, None
+        if isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc):
+            raise  # embedded Prefect did not start: the command's main() says what to do
+        return unknown(pair_name, unreadable(exc), time.time()), None, None
     views = [look_at(pair.main), look_at(pair.backup)]
     return report(pair_name, pair, state, views, procedure, time.time(), decisions), pair, state
 
