@@ -26,10 +26,11 @@ def sim(prefect_server, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_record(sim: Sim):
-    """Each test starts from MS authoritative at epoch 1, no markers on the sites."""
+    """Each test starts from MS authoritative at epoch 1, no markers on the sites, no lastid replica."""
     sim.set_state(HAState.initial("ms"))
     for site in ("ms", "bus"):
         (sim.pair.paths(site).dir / "ha" / "authority").unlink(missing_ok=True)
+    (sim.pair.paths("bus").dir / "ha" / "replica").unlink(missing_ok=True)  # made by the tests that need one
 
 
 def run(*args: str):
