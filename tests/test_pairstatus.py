@@ -96,3 +96,18 @@ def test_every_report_validates_against_the_published_schema():
     bad = json.loads(unknown("p", "x", T0).model_dump_json()) | {"exit_code": 4}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_the_site_table_fits_80_columns_and_wraps_a_long_dbidserver_whole():
+    from rich.console import Console
+
+    from deployments.status import site_table
+
+    long = "dbids-primary.main-datacentre.seismic-network.example.org:2498"
+    views = [site("ms", dbids=True, dbidserver=long), site("bus", dbids=False, dbidserver=long)]
+    console = Console(width=80, record=True)
+    console.print(site_table(report("p", PAIR, HAState.initial("ms"), views, "", T0)))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    column = [line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 4]
+    assert long in "".join(column), text  # the ms column, its wrapped pieces joined
