@@ -1,6 +1,7 @@
 """The operators' command: ``antelope-ha``.
 
   status    who is authoritative, on the record AND on the sites, and where they disagree
+  history   who did what, when, why and at which epoch
   plan      the exact commands a procedure would run now (a dry run of its flow)
   runbook   regenerate the runbooks under docs/runbooks
   drill     the whole cycle on a simulated pair, measured
@@ -21,20 +22,18 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from antelope_ha.config import PairConfig, SiteConfig
+from antelope_ha.config import PairConfig
 from antelope_ha.decide import held
 from antelope_ha.runner import RunnerError
 from antelope_ha.site import Site, StepFailed
-from antelope_ha.state import Decision, HAState, Pause, Replica
+from antelope_ha.state import Decision, HAState, Pause
 
 # Embedded Prefect (no PREFECT_API_URL) starts a temporary server at the first
 # call, which must answer within a limit. In a new PREFECT_HOME it first
@@ -72,15 +71,6 @@ def on_a_server(ctx: typer.Context, embedded: Annotated[bool, typer.Option(
         raise typer.Exit(2)
 
 
-def _when(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
-
-
-def _age(t: float) -> str:
-    s = max(0.0, time.time() - t)
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
-
-
 def load_pair_and_state(pair_name: str) -> tuple[PairConfig, HAState]:
     from tasks.pair import load_pair
     from tasks.state import load_state
@@ -94,133 +84,34 @@ def load_pair_and_state(pair_name: str) -> tuple[PairConfig, HAState]:
 
 
 # --- status ------------------------------------------------------------------------------
-@dataclass
-class SiteView:
-    """What a site says about itself right now."""
+@app.command()
+def status(pair_name: PairOption = DEFAULT_PAIR,
+           decisions: Annotated[int, typer.Option(help="how many recent decisions to show")] = 5,
+           json: Annotated[bool, typer.Option("--json", help="print a JSON object (antelope-ha status "
+                                                            "--schema gives its JSON schema)")] = False,
+           watch: Annotated[bool, typer.Option("--watch", help="look again every --interval until Ctrl-C")] = False,
+           interval: Annotated[float, typer.Option(help="with --watch: seconds between looks", min=0.1)] = 10.0,
+           count: Annotated[int | None, typer.Option(help="with --watch: stop after this many looks")] = None,
+           schema: Annotated[bool, typer.Option("--schema", help="print the JSON schema of --json and exit")] = False,
+           ) -> None:
+    """The stored record next to what each site says now. Exit code as a Nagios
+    plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (docs/operating.md)."""
+    from deployments.status import run_status
 
-    name: str
-    reachable: bool
-    error: str = ""
-    rtexec: bool = False
-    dbids_pids: list[int] = field(default_factory=list)
-    dbidserver: str | None = None
-    armed: bool = False
-    marker: dict | None = None
-    replica: Replica | None = None
-
-
-def look_at(cfg: SiteConfig) -> SiteView:
-    from tasks.sites import runner_for
-
-    try:
-        s = Site(cfg, runner_for(cfg))
-        return SiteView(cfg.name, True, rtexec=s.rtexec_running(), dbids_pids=s.task_pids(cfg.idserver_task),
-                        dbidserver=s.dbidserver(), armed=s.armed(), marker=s.authority_marker(), replica=s.replica())
-    except (RunnerError, OSError, StepFailed, ValueError) as exc:
-        return SiteView(cfg.name, False, error=f"{type(exc).__name__}: {exc}")
-
-
-def disagreements(pair: PairConfig, state: HAState, views: list[SiteView]) -> list[str]:
-    """Every way the sites contradict the stored record."""
-    auth = state.authority
-    serving = pair.site(auth.site)
-    problems = []
-    for v in (v for v in views if v.reachable):
-        if v.marker is None:
-            if auth.epoch > 1:
-                problems.append(f"{v.name} has no authority marker; the record says {auth.site} epoch {auth.epoch}")
-        elif v.marker != auth.marker():
-            problems.append(f"{v.name}'s marker says {v.marker.get('site')} epoch {v.marker.get('epoch')}; "
-                            f"the record says {auth.site} epoch {auth.epoch}")
-        if v.name != auth.site and v.dbids_pids and not (state.fallback_in_progress and v.name == pair.main.name):
-            problems.append(f"SPLIT BRAIN RISK: dbids runs on {v.name} (pid "
-                            f"{', '.join(map(str, v.dbids_pids))}) but {auth.site} is authoritative")
-        if v.name == auth.site and not v.dbids_pids:
-            problems.append(f"dbids is not running on {v.name}, the authoritative site")
-        if v.dbidserver != serving.idserver_address and not state.fallback_in_progress:
-            problems.append(f"{v.name}'s descriptor uses dbidserver {v.dbidserver}; the authoritative ID server "
-                            f"is {serving.idserver_address} ({auth.site})")
-        if v.name == pair.main.name and auth.site == pair.backup.name and not v.armed:
-            problems.append(f"{v.name} is not armed although {auth.site} is authoritative")
-        if v.name == auth.site and v.armed and not state.fallback_in_progress:
-            problems.append(f"{v.name} is armed although it is authoritative: its dbids cannot be restarted")
-    return problems
-
-
-def _site_table(views: list[SiteView], auth_site: str) -> Table:
-    table = Table(title="the sites, now")
-    for column in ("site", "reachable", "rtexec", "dbids", "dbidserver", "armed", "authority marker"):
-        table.add_column(column)
-    for v in views:
-        if not v.reachable:
-            table.add_row(v.name, f"[yellow]UNREACHABLE[/yellow] {v.error}", "?", "?", "?", "?", "?")
-            continue
-        table.add_row(
-            v.name + (" (authoritative)" if v.name == auth_site else ""), "yes", "running" if v.rtexec else "stopped",
-            f"running (pid {', '.join(map(str, v.dbids_pids))})" if v.dbids_pids else "stopped",
-            v.dbidserver or "-", "ARMED" if v.armed else "no",
-            f"{v.marker['site']} epoch {v.marker['epoch']}" if v.marker else "none")
-    return table
+    raise typer.Exit(run_status(out, pair_name, decisions=decisions, as_json=json, every=interval if watch else None,
+                                count=count,
+                                schema=schema))
 
 
 @app.command()
-def status(pair_name: PairOption = DEFAULT_PAIR,
-           decisions: Annotated[int, typer.Option(help="how many recent decisions to show")] = 5) -> None:
-    """The stored record next to what each site says now; exit 1 when they disagree."""
-    pair, state = load_pair_and_state(pair_name)
-    auth = state.authority
-    out.print(f"[bold]pair {pair_name}[/bold]: [bold]{auth.site}[/bold] authoritative, epoch {auth.epoch}, "
-              f"since {_when(auth.since)} ({auth.reason or 'no reason recorded'})")
-    if state.fallback_in_progress:
-        out.print("[yellow]fallback in progress[/yellow]")
-    holding = held(state, pair, time.time()) if auth.site == pair.main.name else None
-    out.print("automatic failover: " + (f"[yellow]HELD[/yellow]: {holding[1].removeprefix('but ')}" if holding
-                                        else "enabled" if auth.site == pair.main.name
-                                        else f"not applicable ({auth.site} authoritative)"))
-    if state.pause:
-        out.print(f"  [yellow]PAUSED[/yellow] by {state.pause.by} since {_when(state.pause.since)}: "
-                  f"{state.pause.reason}")
-    last = state.last_failover(pair.backup.name)
-    ack = state.acknowledged
-    if last is not None and time.time() - last.since < pair.policy.hold_down_s:
-        acked = state.hold_down_ack is not None and state.hold_down_ack >= last.since
-        out.print(f"  hold-down after the failover at {_when(last.since)} (until "
-                  f"{_when(last.since + pair.policy.hold_down_s)}): "
-                  + ((f"acknowledged at {_when(state.hold_down_ack)}" + (f" by {ack.by}: {ack.reason}" if ack else ""))
-                     if acked else "[yellow]not acknowledged[/yellow]"))
-    if state.declined and (state.hold_down_ack is None or state.hold_down_ack < state.declined.at):
-        out.print(f"  [yellow]failover declined[/yellow] at {_when(state.declined.at)} ({state.declined.what}): "
-                  f"no automatic failover until acknowledged (antelope-ha ack)")
-    if state.watcher:
-        out.print(f"watcher: flow run {state.watcher.run}, acting since {_when(state.watcher.since)}")
-    out.print(f"consecutive failed probes of {auth.site}'s ID server (last recorded): {state.consecutive_failures}"
-              f"/{pair.policy.failures_before_failover}")
-    _print_baselines(state)
-    if state.decisions:
-        table = Table(title="recent decisions")
-        for column in ("at", "action", "reason"):
-            table.add_column(column)
-        for d in state.decisions[-decisions:]:
-            table.add_row(_when(d.at), d.action, d.reason)
-        out.print(table)
+def history(pair_name: PairOption = DEFAULT_PAIR,
+            since: Annotated[str, typer.Option(help="from when: 30m, 12h, 7d ago, or an ISO date (UTC)")] = "24h",
+            json: Annotated[bool, typer.Option("--json", help="print the entries as a JSON list")] = False) -> None:
+    """Who did what, when, why and at which epoch: decisions, failovers, fallbacks,
+    recoveries, approvals, pauses, resumes, acknowledgements (the pair's events)."""
+    from deployments.history import run_history
 
-    views = [look_at(pair.main), look_at(pair.backup)]
-    replica = views[1].replica
-    if auth.site == pair.main.name:
-        out.print(f"lastid replica on {pair.backup.name}: " + (
-            f"{_age(replica.taken_at)} old (policy: at most {pair.policy.lastid_max_age_s:g} s)" if replica
-            else "[yellow]none found[/yellow]" if views[1].reachable else "unknown (unreachable)"))
-    out.print(_site_table(views, auth.site))
-    problems = disagreements(pair, state, views)
-    for v in views:
-        if not v.reachable:
-            out.print(f"[yellow]{v.name} is unreachable: what it says is unknown[/yellow]")
-    if problems:
-        out.print("[bold red]THE RECORD AND THE SITES DISAGREE:[/bold red]")
-        for p in problems:
-            out.print(f"[bold red]  ! {p}[/bold red]")
-        raise typer.Exit(1)
-    out.print("[green]the record and every reachable site agree[/green]")
+    raise typer.Exit(run_history(out, pair_name, since, as_json=json))
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -399,11 +290,9 @@ def setup(config: Annotated[Path, typer.Argument(help="the pair's YAML configura
 
 # --- baseline of old id problems ---------------------------------------------------------------
 def _print_baselines(state: HAState) -> None:
-    for site, b in sorted(state.baselines.items()):
-        out.print(f"old id problems of {site} (baseline taken {_when(b.taken_at)}, {b.reason}; "
-                  f"listed, not blocking): " + ("none" if not b.problems else ""))
-        for p in b.problems:
-            out.print(f"  - {p.shown()}")
+    from deployments.status import print_baselines
+
+    print_baselines(out, state)
 
 
 def take_baselines(pair_name: str, reason: str) -> HAState:

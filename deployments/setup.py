@@ -244,6 +244,16 @@ class Schedules(BaseModel):
         return self.watcher_silent_s or 3 * self.heartbeat_s
 
 
+class MetricsSettings(BaseModel):
+    """The watcher's Prometheus metrics (docs/operating.md, section 11)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int | None = Field(None, ge=1, le=65535, description="serve the watcher's metrics on this port of the "
+                                                               "BUS worker's host (not served when not given)")
+    address: str = Field("127.0.0.1", description="the address they are served on (0.0.0.0: every interface)")
+
+
 class Retention(BaseModel):
     """How long the Prefect server keeps what runs leave behind (its database vacuum)."""
 
@@ -295,6 +305,8 @@ class SetupConfig(BaseModel):
     policy: PairPolicy = Field(default_factory=PairPolicy, description="when to fail over, and the margins")
     notify: NotifySettings = Field(default_factory=NotifySettings, description="who to tell")
     schedules: Schedules = Field(default_factory=Schedules, description="how often scheduled procedures run")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings,
+                                     description="the watcher's Prometheus metrics")
     retention: Retention = Field(default_factory=Retention,
                                  description="how long the Prefect server keeps runs and events")
     operators: list[OperatorSettings] = Field(default_factory=list,
@@ -618,6 +630,9 @@ def render_prefect_file(config: SetupConfig, source: Path = PREFECT_FILE) -> dic
         if deployment["entrypoint"].endswith(f":{WATCH_FLOW}"):
             deployment["parameters"].update(heartbeat_s=config.schedules.heartbeat_s,
                                             replicate_s=config.schedules.replicate_lastid_s)
+            if config.metrics.port:
+                deployment["parameters"].update(metrics_port=config.metrics.port,
+                                                metrics_address=config.metrics.address)
             for schedule in deployment.get("schedules") or []:
                 schedule["interval"] = config.schedules.watch_period_s
     return project

@@ -29,6 +29,7 @@ from antelope_ha.config import PairConfig
 from antelope_ha.idscan import IdReport
 from tasks import authority, ids, realtime
 from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
+from tasks.history import procedure_ended
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
@@ -40,7 +41,8 @@ ASK_AGAIN = "Health will not request another failover in this outage until a per
 
 
 @flow(name="failover", log_prints=True,
-      on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+      on_completion=[procedure_ended],
+      on_failure=[notify_run_ended_badly, procedure_ended], on_crashed=[notify_run_ended_badly, procedure_ended],
       description="BUS takes over the ID server, the authoritative db and the information systems.")
 def failover(pair_name: str = "default", reason: str = "started by hand", dry_run: bool = False,
              by: str | None = None) -> str:

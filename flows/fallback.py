@@ -39,6 +39,7 @@ from antelope_ha.idscan import IdReport
 from antelope_ha.state import Authority
 from tasks import authority, data, ids, realtime
 from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals, site_changed
+from tasks.history import operator_event, procedure_ended
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
@@ -47,7 +48,8 @@ from tasks.sites import plans
 from tasks.state import acknowledge, read_state, set_fallback_in_progress
 
 
-@flow(name="fallback", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+@flow(name="fallback", on_completion=[procedure_ended],
+      on_failure=[notify_run_ended_badly, procedure_ended], on_crashed=[notify_run_ended_badly, procedure_ended],
       description="Hand authority back from BUS to MS, with two approvals.")
 def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None = None, reason: str = "") -> str:
     """Hand authority back to MS, step by step (the module's docstring).
@@ -97,6 +99,8 @@ def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None =
         approvers = (" and ".join(dict.fromkeys(a.operator for a in approvals if a.operator))
                      or "the approvers of the run this one completes")
         acknowledge(pair_name, ms.name, approvers, f"fallback to {ms.name} completed", dry_run)
+        if not dry_run:
+            operator_event(pair_name, "hold-down.acknowledged", approvers, reason=f"fallback to {ms.name} completed")
         # Last: a rerun that finds MS authoritative and this cleared has nothing left to do.
         set_fallback_in_progress(pair_name, ms.name, False, dry_run)
 

@@ -37,6 +37,7 @@ from antelope_ha.config import SiteConfig
 from antelope_ha.excerpt import plan_excerpts
 from antelope_ha.site import StepFailed, check_excerpt_path, excerpt_db
 from tasks import data, ids, realtime
+from tasks.history import procedure_ended
 from tasks.notify import notify, notify_run_ended_badly
 from tasks.pair import load_pair
 from tasks.report import publish_gap, publish_incident, publish_plan, publish_timeline, record_start
@@ -51,7 +52,8 @@ class WindowError(ValueError):
     """The recovery window is missing, empty or reversed."""
 
 
-@flow(name="recovery", on_failure=[notify_run_ended_badly], on_crashed=[notify_run_ended_badly],
+@flow(name="recovery", on_completion=[procedure_ended],
+      on_failure=[notify_run_ended_badly, procedure_ended], on_crashed=[notify_run_ended_badly, procedure_ended],
       description="Merge into MS every row it lacks from BUS, once, and prove nothing is lost.")
 def recovery(pair_name: str = "default", start: float | None = None, end: float | None = None,
              dry_run: bool = False, excerpt_path: str | None = None, by: str | None = None,

@@ -33,6 +33,8 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from uuid import UUID
 
@@ -44,6 +46,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from antelope_ha.decide import Step, held, step
+from antelope_ha.metrics import MetricsServer, WatcherCollector
 from antelope_ha.probe import PairProbe
 from antelope_ha.state import HAState
 from flows.replicate import copy_lastid
@@ -62,7 +65,7 @@ REPLACED = "Replaced"  # the state name given to a watcher run whose process die
       description="The health watcher at BUS: probe every interval, decide, record changes, fail over "
                   "in-process; runs until a newer watcher takes over.")
 def watch(pair_name: str = "default", heartbeat_s: float = 60.0, replicate_s: float = 60.0,
-          look_s: float = 10.0) -> str:
+          look_s: float = 10.0, metrics_port: int | None = None, metrics_address: str = "127.0.0.1") -> str:
     """Watch the pair until a newer watcher takes over (the module's docstring).
 
     Args:
@@ -71,8 +74,11 @@ def watch(pair_name: str = "default", heartbeat_s: float = 60.0, replicate_s: fl
         replicate_s: how often MS's dbids.lastid is copied to BUS while MS is authoritative
         look_s: how often MS's ORB and writers (MS authoritative) or MS's fence (BUS
             authoritative) are looked at; the ID server is probed every probe interval
+        metrics_port: serve Prometheus metrics on this port (antelope_ha/metrics.py); none when not given
+        metrics_address: the address the metrics are served on
     """
-    return Watcher(pair_name, heartbeat_s=heartbeat_s, replicate_s=replicate_s, look_s=look_s).run()
+    return Watcher(pair_name, heartbeat_s=heartbeat_s, replicate_s=replicate_s, look_s=look_s,
+                   metrics=(metrics_address, metrics_port) if metrics_port else None).run()
 
 
 @dataclass
@@ -99,13 +105,15 @@ class WatcherStatus:
     def payload(self) -> dict:
         data = asdict(self)
         data["probe_median_s"] = round(statistics.median(self.probe_seconds), 4) if self.probe_seconds else None
+        data["probe_last_s"] = round(self.probe_seconds[-1], 4) if self.probe_seconds else None
         del data["probe_seconds"]
         data["decisions"] = dict(self.decisions)
         return data
 
 
 class Watcher:
-    def __init__(self, pair_name: str, *, heartbeat_s: float, replicate_s: float, look_s: float) -> None:
+    def __init__(self, pair_name: str, *, heartbeat_s: float, replicate_s: float, look_s: float,
+                 metrics: tuple[str, int] | None = None) -> None:
         self.pair_name = pair_name
         self.pair, self.targets = load_pair(pair_name)
         self.run_id = str(flow_run.get_id())
@@ -115,6 +123,7 @@ class Watcher:
         self.probe = PairProbe(self.pair, site(self.pair.main), site(self.pair.backup), look_s=look_s)
         self.status = WatcherStatus(run=self.run_id, pair=pair_name)
         self.keeper = Keeper(self)
+        self.metrics = metrics
 
     def run(self) -> str:
         log = get_run_logger()
@@ -123,13 +132,20 @@ class Watcher:
                  self.pair.policy.failures_before_failover, previous or "no earlier watcher")
         context = contextvars.copy_context()  # the loop's heartbeat events and logs belong to this run
         looker = threading.Thread(target=context.run, args=(self._loop,), name="watcher probes", daemon=True)
-        looker.start()
-        try:
-            self.keeper.keep(previous)
-        finally:
-            self.keeper.stopping.set()
-            looker.join(self.interval_s + 2 * self.pair.policy.probe_timeout_s + 5)
+        with self._metrics_server(log.info):
+            looker.start()
+            try:
+                self.keeper.keep(previous)
+            finally:
+                self.keeper.stopping.set()
+                looker.join(self.interval_s + 2 * self.pair.policy.probe_timeout_s + 5)
         return self.keeper.stop_reason
+
+    def _metrics_server(self, log: Callable[[str], None]) -> AbstractContextManager:
+        if self.metrics is None:
+            return nullcontext()
+        collector = WatcherCollector(self.status.payload, (self.pair.main.name, self.pair.backup.name))
+        return MetricsServer(collector, *self.metrics, log)
 
     def _loop(self) -> None:
         failures, authority = self.keeper.record.consecutive_failures, self.keeper.record.authority.marker()

@@ -11,6 +11,7 @@ from antelope_ha.config import SiteConfig
 from antelope_ha.runner import RunnerError
 from antelope_ha.site import Outcome
 from antelope_ha.state import HAState
+from tasks.history import authority_changed
 from tasks.realtime import STEP, logged
 from tasks.sites import site
 from tasks.state import load_state, update_state
@@ -29,10 +30,12 @@ def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list
             state = state.with_authority(cfg.name, flow_run.get_id(), reason)
             log.info("DRY RUN: would record %s authoritative at epoch %d", cfg.name, state.authority.epoch)
         else:
-            lastid = site(cfg).read_lastid()
+            lastid, before = site(cfg).read_lastid(), state.authority
             state = update_state(pair_name, main_site, lambda s: s if s.authority.site == cfg.name
                                  else s.with_authority(cfg.name, flow_run.get_id(), reason, lastid=lastid))
             log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
+            if state.authority.epoch > before.epoch:
+                authority_changed(pair_name, state.authority, before, flow_run.parameters.get("by"))
     else:
         log.info("authority: %s already holds epoch %d", cfg.name, state.authority.epoch)
     logged(site(cfg, dry_run).write_authority_marker(state.authority.marker()))

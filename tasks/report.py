@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.events import emit_event
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.runtime import flow_run
@@ -26,7 +25,7 @@ from antelope_ha.commands import fmt_time
 from antelope_ha.completeness import Verdict
 from antelope_ha.site import Planned
 from tasks.dryrun import mark_dry_runs
-from tasks.health import pair_resource
+from tasks.history import operator_event, who_started
 
 mark_dry_runs()  # every flow reports through this module: its dry runs say so on every line
 
@@ -138,18 +137,10 @@ def publish_incident(procedure: str, pair_name: str, backup_epoch: int, ui_url: 
     return key
 
 
-def operator_event(pair_name: str, event: str, operator: str, **payload: str) -> None:
-    """An ``antelope-ha.<event>`` event of the pair naming who acted: the history of who did what."""
-    run = flow_run.get_id()  # None for a person's command (pause, resume, ack)
-    emit_event(event=f"antelope-ha.{event}", resource=pair_resource(pair_name),
-               related=[{"prefect.resource.id": f"antelope-ha.operator.{operator}", "prefect.resource.role": "operator"}],
-               payload={"operator": operator, **({"flow_run": str(run)} if run else {}), **payload})
-
-
 def record_start(procedure: str, pair_name: str, by: str | None, reason: str = "") -> str:
     """Who started this run (a person by the name they gave, or the automation),
     as the ``<procedure>-started`` artifact and an event."""
-    who = by.strip() if by and by.strip() else "not named (started by hand without by)"
+    who = who_started(by)
     get_run_logger().info("%s started by %s%s", procedure, who, f": {reason}" if reason else "")
     operator_event(pair_name, "procedure.started", who, procedure=procedure, reason=reason)
     create_markdown_artifact(f"{procedure} of pair {pair_name} started by **{who}** at {fmt_time(time.time())}"

@@ -52,6 +52,17 @@ def _read(pair_name: str, client: SyncPrefectClient) -> BlockDocument | None:
         return None
 
 
+def current_epoch(pair_name: str) -> int | None:
+    """The record's epoch now, for an event; None when it cannot be read (the
+    event goes out without it rather than not at all)."""
+    try:
+        with get_client(sync_client=True) as client:
+            document = _read(pair_name, client)
+            return 1 if document is None else _state(pair_name, document).authority.epoch
+    except Exception:  # the server is down, the record invalid: said by whoever reads it next
+        return None
+
+
 def save_state(pair_name: str, state: HAState) -> None:
     with get_client(sync_client=True) as client:
         _write(pair_name, state, _read(pair_name, client), client)

@@ -2,6 +2,7 @@
 sshd) on the test Prefect server."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -25,10 +26,11 @@ def sim(prefect_server, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_record(sim: Sim):
-    """Each test starts from MS authoritative at epoch 1, no markers on the sites."""
+    """Each test starts from MS authoritative at epoch 1, no markers on the sites, no lastid replica."""
     sim.set_state(HAState.initial("ms"))
     for site in ("ms", "bus"):
         (sim.pair.paths(site).dir / "ha" / "authority").unlink(missing_ok=True)
+    (sim.pair.paths("bus").dir / "ha" / "replica").unlink(missing_ok=True)  # made by the tests that need one
 
 
 def run(*args: str):
@@ -41,11 +43,43 @@ def write_marker(sim: Sim, site: str, record: dict) -> None:
     path.write_text(json.dumps(record, sort_keys=True))
 
 
+def replicate(sim: Sim) -> None:
+    """A fresh lastid replica on BUS, as the watcher keeps it."""
+    from flows.replicate import copy_lastid
+    from tasks.sites import site
+
+    copy_lastid(site(sim.cfg.main), site(sim.cfg.backup))
+
+
 def test_status_agrees_on_a_fresh_pair(sim: Sim):
+    """And its site table fits 80 columns with each site's dbidserver whole."""
+    replicate(sim)
     result = run("status")
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("ANTELOPE-HA OK - pair cli: ms authoritative, epoch 1")
     assert "ms authoritative, epoch 1" in result.output
     assert "the record and every reachable site agree" in result.output
+    table = result.output[result.output.index("the sites, now"):].splitlines()
+    assert all(len(line) <= 80 for line in table), "\n".join(table)
+    dbidserver_row = next(line for line in table if "dbidserver" in line)
+    assert dbidserver_row.count(sim.cfg.main.idserver_address) == 2, dbidserver_row
+
+
+def test_status_json_is_one_object_of_the_schema_each_look(sim: Sim):
+    import jsonschema
+
+    from antelope_ha.pairstatus import StatusReport
+
+    replicate(sim)
+    result = run("status", "--json", "--watch", "--interval", "0.2", "--count", "2")
+    assert result.exit_code == 0, result.output
+    looks = [json.loads(line) for line in result.output.splitlines()]
+    assert len(looks) == 2 and looks[1]["checked_at"] > looks[0]["checked_at"]
+    schema = json.loads(run("status", "--schema").output)
+    for look in looks:
+        jsonschema.validate(look, schema)
+        assert StatusReport.model_validate(look).status == "OK"
+    assert looks[0]["authority"]["site"] == "ms" and [s["name"] for s in looks[0]["sites"]] == ["ms", "bus"]
 
 
 def test_status_shows_bus_recorded_and_flags_the_sites_that_say_otherwise(sim: Sim):
@@ -53,7 +87,8 @@ def test_status_shows_bus_recorded_and_flags_the_sites_that_say_otherwise(sim: S
     write_marker(sim, "bus", {"site": "bus", "epoch": 2})
     write_marker(sim, "ms", {"site": "ms", "epoch": 1})
     result = run("status")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # CRITICAL: a second ID server
+    assert result.output.startswith("ANTELOPE-HA CRITICAL - pair cli: SPLIT BRAIN RISK")
     assert "bus authoritative, epoch 2" in result.output
     assert "DISAGREE" in result.output
     assert "ms's marker says ms epoch 1; the record says bus epoch 2" in result.output
@@ -61,15 +96,16 @@ def test_status_shows_bus_recorded_and_flags_the_sites_that_say_otherwise(sim: S
     assert "dbids is not running on bus, the authoritative site" in result.output
 
 
-def test_status_shows_an_unreachable_site_without_failing(sim: Sim):
+def test_status_warns_of_an_unreachable_backup(sim: Sim):
     sim.pair.power_off("bus")
     try:
         result = run("status")
     finally:
         sim.pair.power_on("bus")
         sim.pair.start()
-    assert result.exit_code == 0, result.output
-    assert "bus is unreachable" in result.output
+    assert result.exit_code == 1, result.output  # WARNING: no failover possible
+    assert "WARNING: bus is unreachable: no failover is possible" in result.output
+    assert "bus is unreachable: what it says is unknown" in result.output
     assert "the record and every reachable site agree" in result.output
 
 
@@ -82,7 +118,8 @@ def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
     assert run("pause", "--reason", "disk swap on ms", "--by", "ana").exit_code == 0
     paused = sim.state().pause
     assert paused is not None and (paused.by, paused.reason) == ("ana", "disk swap on ms")
-    assert "PAUSED by ana" in run("status").output
+    shown = run("status")
+    assert shown.exit_code == 1 and "PAUSED by ana" in shown.output
     assert run("resume", "--reason", "disk swapped", "--by", "ana").exit_code == 0
     assert sim.state().pause is None
     assert sim.state().decisions[-1].reason == "automatic failover resumed by ana: disk swapped"
@@ -99,6 +136,14 @@ def test_pause_resume_and_ack_change_only_the_record(sim: Sim):
                      for name in said}) != {name: [who] for name, who in said.items()} and time.time() < deadline:
         time.sleep(0.5)
     assert found == {name: [who] for name, who in said.items()}
+    shown = json.loads(run("history", "--since", "10m", "--json").output)
+    ours = [(e["event"], e["who"], e["why"], e["epoch"]) for e in shown if e["at"] >= time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(started - 1))]
+    assert ours == [("failover.paused", "ana", "disk swap on ms", 1), ("failover.resumed", "ana", "disk swapped", 1),
+                    ("hold-down.acknowledged", "bo", "MS is really down", 1)]
+    text = run("history", "--since", "10m").output
+    assert "automatic failover paused\n    by ana: disk swap on ms" in text
+    assert run("history", "--since", "last week").exit_code == 2
 
 
 def test_plan_prints_the_failover_commands_and_changes_nothing(sim: Sim):
@@ -179,9 +224,13 @@ def test_plan_states_a_pause_first(sim: Sim):
 
 
 def test_an_unknown_pair_is_named_with_the_fix(sim: Sim):
+    """Status says UNKNOWN (exit 3), as a monitoring check that cannot tell."""
     result = cli.invoke(app, ["status", "--pair", "nosuchpair"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
+    assert result.output.startswith("ANTELOPE-HA UNKNOWN - pair nosuchpair: cannot read the pair or its record")
     assert "no Antelope Pair block named 'nosuchpair'" in result.output and "antelope-ha setup" in result.output
+    as_json = cli.invoke(app, ["status", "--pair", "nosuchpair", "--json"])
+    assert as_json.exit_code == 3 and json.loads(as_json.output)["status"] == "UNKNOWN"
 
 
 def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_path):
@@ -223,3 +272,22 @@ def test_baseline_records_each_sites_old_id_problems_and_status_lists_them(sim: 
     shown = run("status").output
     assert "old id problems of ms (baseline taken" in shown and "taken by ana: known since 2019" in shown
     assert "1 arid values are used more than once" in shown and "(first seen 20" in shown
+
+
+def test_history_reads_every_page_oldest_first_without_heartbeats():
+    """More events than one page of the events API (50), and heartbeats left out."""
+    from prefect.events import emit_event
+
+    from antelope_ha.names import PairNames
+    from tasks.history import PAGE, read_history
+
+    pair, since = f"pages-{time.time_ns()}", time.time() - 1
+    for i in range(PAGE + 7):
+        emit_event(event="antelope-ha.failover.paused", resource=PairNames(pair).resource(),
+                   payload={"operator": "ana", "reason": f"pause {i}"})
+    emit_event(event="antelope-ha.watcher.heartbeat", resource=PairNames(pair).resource(), payload={})
+    start = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+    deadline = time.time() + 30
+    while len(found := read_history(pair, start)) < PAGE + 7 and time.time() < deadline:
+        time.sleep(0.5)
+    assert [e["payload"]["reason"] for e in found] == [f"pause {i}" for i in range(PAGE + 7)]

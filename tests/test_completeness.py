@@ -3,7 +3,6 @@ CSS3.0 databases written to disk as the simulated writers write them, and on
 the real sample databases."""
 from __future__ import annotations
 
-import itertools
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator

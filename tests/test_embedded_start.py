@@ -54,7 +54,7 @@ def test_embedded_prefect_starts_cold_from_a_fresh_clone(tmp_path: Path) -> None
     for i, settings in enumerate((drill_settings(tmp_path / "drill-home" / "prefect"), {})):
         home = tmp_path / f"home-{i}" / "prefect"
         result, took = cold_start(home, {**settings, "PREFECT_HOME": str(home)})
-        assert result.returncode == 2 and "no Antelope Pair block named 'no-such-pair'" in result.stdout, \
+        assert result.returncode == 3 and "no Antelope Pair block named 'no-such-pair'" in result.stdout, \
             result.stdout + result.stderr[-3000:]
         assert (home / "prefect.db").exists()
         times.append(took)

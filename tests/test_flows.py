@@ -296,6 +296,7 @@ def test_full_cycle_and_recovery_merges_once(tmp_path):
         assert first.startswith("merged ")
         [verdict] = assert_nothing_lost(sim, gaps=1)
         assert sim.state().recovered_through == 2
+        assert_history_tells_the_incident(sim, t_failover - 120)
 
         # Events straddling the gap's ends: BUS's events of the gap whose S arrival comes after
         # its end are on MS whole; BUS's copies of events MS recorded before the gap, whose S
@@ -330,6 +331,41 @@ def test_full_cycle_and_recovery_merges_once(tmp_path):
         write_lastid(lastid, read_lastid(lastid) | {"orid": 1})
         with pytest.raises(StepFailed, match=r"verification failed on ms: MS ids: orid: .* lastid is 1\b"):
             recovery(pair_name=sim.name)
+
+
+def assert_history_tells_the_incident(sim: Sim, since: float) -> None:
+    """``antelope-ha history`` shows every step of the incident in order, each
+    with who, why and the epoch (each event read back from the server)."""
+    expected = [("health.decision", "health (automation)", "health decided FAILOVER", 1),
+                ("procedure.started", "automation", "failover started", 1),
+                ("authority.changed", "automation", "bus authoritative, epoch 2 (was ms epoch 1)", 2),
+                ("procedure.ended", "automation", "failover ended: Completed", 2),
+                ("procedure.started", "not named", "fallback started", 2),
+                ("approval.approved", "", "APPROVED", 2), ("approval.approved", "", "APPROVED", 2),
+                ("authority.changed", "not named", "ms authoritative, epoch 3 (was bus epoch 2)", 3),
+                ("hold-down.acknowledged", " and ", "hold-down acknowledged", 3),
+                ("procedure.ended", "not named", "fallback ended: Completed", 3),
+                ("procedure.started", "not named", "recovery started", 3),
+                ("procedure.ended", "not named", "recovery ended: Completed", 3)]
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(since))
+
+    def told() -> list[dict]:
+        result = CliRunner().invoke(cli, ["history", "--pair", sim.name, "--since", iso, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    deadline = time.time() + 30
+    entries = told()
+    while not any(e["what"] == expected[-1][2] for e in entries) and time.time() < deadline:
+        time.sleep(0.5)
+        entries = told()
+    rest = iter(entries)  # each expected entry, in order, among the others
+    for kind, who, what, epoch in expected:
+        found = next((e for e in rest if e["event"] == kind and who in e["who"] and what in e["what"]), None)
+        assert found is not None, f"no {kind} {what!r} by {who!r} in order in {entries}"
+        assert found["epoch"] == epoch and (found["why"] or kind == "procedure.started"), found
+    approvals = [e for e in entries if e["event"] == "approval.approved"]
+    assert len({e["who"] for e in approvals}) == 2 and all(e["why"] == "flow test" for e in approvals)
 
 
 def test_ms_off_at_the_second_gate_then_one_recovery_merges_both_gaps(tmp_path):

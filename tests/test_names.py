@@ -102,3 +102,8 @@ def test_render_gives_every_deployment_and_pool_the_pair_s_name(monkeypatch: pyt
     assert {d["parameters"]["pair_name"] for d in project["deployments"]} == {"net1"}
     # watch, health, replicate-lastid, failover at BUS; fallback, recovery at MS
     assert [d["work_pool"]["name"] for d in project["deployments"]] == [names.pool("bus")] * 4 + [names.pool("ms")] * 2
+    # the watcher serves the metrics the configuration asks for; no other flow takes them
+    served = {d["entrypoint"]: (d["parameters"].get("metrics_port"), d["parameters"].get("metrics_address"))
+              for d in project["deployments"]}
+    assert served.pop("flows/watch.py:watch") == (9508, "127.0.0.1")
+    assert set(served.values()) == {(None, None)}

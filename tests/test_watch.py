@@ -3,7 +3,9 @@ the real test server: it runs in a thread here as a worker would run it in a
 process of its own."""
 from __future__ import annotations
 
+import socket
 import threading
+import urllib.request
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +14,14 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from antelope_ha.state import Pause
 from blocks.pair import AntelopePair, AppriseUrl, NotifyTargets
 from flows.watch import HEARTBEAT_EVENT, watch
 from tasks.health import DECISION_EVENT
-from tasks.state import take_watcher_lease
+from tasks.state import take_watcher_lease, update_state
 from tests.servers import HttpReceiver, wait_for
 from tests.simpair import Sim, sim_pair
 
@@ -38,10 +43,11 @@ class Running:
 
 
 @contextmanager
-def watcher(sim: Sim, start: bool = True) -> Iterator[Running]:
+def watcher(sim: Sim, start: bool = True, metrics_port: int | None = None) -> Iterator[Running]:
     """A watch run in a thread; stopped (a lease no one holds) before the pair is."""
     running = Running(threading.Thread(target=lambda: running.result.append(
-        watch(pair_name=sim.name, heartbeat_s=1.0, replicate_s=1.0, look_s=1.0)), daemon=True))
+        watch(pair_name=sim.name, heartbeat_s=1.0, replicate_s=1.0, look_s=1.0, metrics_port=metrics_port)),
+        daemon=True))
     if start:
         running.thread.start()
     try:
@@ -94,12 +100,35 @@ def told(sim: Sim) -> Iterator[HttpReceiver]:
         receiver.stop()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> list[Sample] | None:
+    """The watcher's metrics over HTTP, parsed as Prometheus parses them (None while not served)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metric(samples: list[Sample], name: str, **labels: str) -> float | None:
+    """The one sample ``name`` with these labels (among others), None when there is none."""
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
 def titles(receiver: HttpReceiver, subject: str) -> list[str]:
     return [r["json"]["message"] for r in receiver.requests if subject in r["json"]["title"]]
 
 
 def test_the_watcher_records_changes_only_fails_over_itself_and_alerts_once_when_bus_dbids_dies(tmp_path):
-    with sim_pair(tmp_path, "watch") as sim, told(sim) as receiver, watcher(sim) as running:
+    port = free_port()
+    with sim_pair(tmp_path, "watch") as sim, told(sim) as receiver, watcher(sim, metrics_port=port) as running:
         started = time.time()
         run_id = watching(sim)
 
@@ -115,6 +144,24 @@ def test_the_watcher_records_changes_only_fails_over_itself_and_alerts_once_when
                            .exists() and r.stat().st_mtime > time.time() - 5, 20, 0.2)
         assert replica
 
+        # its metrics, scraped over HTTP: the record, the probes, the replica, the decisions
+        m = wait_for("metrics with a replica", lambda: (m := scrape(port)) and [
+            s for s in m if s.name == "antelope_ha_replica_age_seconds"] and m, 30, 0.2)
+        assert metric(m, "antelope_ha_watcher_info", pair=sim.name, run=run_id) == 1
+        assert (metric(m, "antelope_ha_authority_site", site="ms"), metric(m, "antelope_ha_authority_site", site="bus"),
+                metric(m, "antelope_ha_authority_epoch")) == (1, 0, 1)
+        assert metric(m, "antelope_ha_consecutive_failures") == 0 and metric(m, "antelope_ha_watcher_cycles_total") >= 10
+        assert 0 <= metric(m, "antelope_ha_seconds_since_last_probe") < 600
+        assert metric(m, "antelope_ha_probe_duration_seconds") > 0 and metric(m, "antelope_ha_replica_age_seconds") >= 0
+        assert metric(m, "antelope_ha_decisions_total", action="stay") >= 1
+        assert (metric(m, "antelope_ha_paused"), metric(m, "antelope_ha_held")) == (0, 0)
+        update_state(sim.name, "ms", lambda s: s.model_copy(update={"pause": Pause(by="ana", reason="swap",
+                                                                                  since=time.time())}))
+        wait_for("paused and held", lambda: (m := scrape(port)) and metric(m, "antelope_ha_paused") == 1
+                 and metric(m, "antelope_ha_held") == 1, 30, 0.2)
+        update_state(sim.name, "ms", lambda s: s.model_copy(update={"pause": None}))
+        wait_for("resumed", lambda: (m := scrape(port)) and metric(m, "antelope_ha_held") == 0, 30, 0.2)
+
         # MS powered off: the watcher decides, records, and runs the failover itself, as its subflow
         powered_off = time.time()
         sim.pair.power_off("ms")
@@ -127,6 +174,10 @@ def test_the_watcher_records_changes_only_fails_over_itself_and_alerts_once_when
         failover = [d for d in state.decisions if d.code == "failover"]
         assert len(failover) == 1 and failover[0].at > powered_off and "witness reachable" in failover[0].reason
         wait_for("bus serving, recorded", lambda: sim.state().last_health_code() == "backup-serving", 30, 0.2)
+        m = wait_for("metrics of epoch 2", lambda: (m := scrape(port)) and metric(
+            m, "antelope_ha_authority_epoch") == 2 and m, 30, 0.2)
+        assert metric(m, "antelope_ha_authority_site", site="bus") == 1
+        assert metric(m, "antelope_ha_decisions_total", action="failover") == 1
 
         # BUS's own dbids dies and stays dead: one alert saying what rtexec does, never a move back to MS
         sim.pair.crash("bus", "dbids", restart=False)
@@ -149,7 +200,10 @@ def test_the_watcher_records_changes_only_fails_over_itself_and_alerts_once_when
 
 
 def test_a_new_watcher_takes_over_without_a_gap_and_the_old_one_stops(tmp_path):
-    with sim_pair(tmp_path, "handover") as sim, watcher(sim) as first, watcher(sim, start=False) as second:
+    """And the new one serves the metrics on the same port once the old one lets go of it."""
+    port = free_port()
+    with (sim_pair(tmp_path, "handover") as sim, watcher(sim, metrics_port=port) as first,
+          watcher(sim, start=False, metrics_port=port) as second):
         first_id = watching(sim)
         second.thread.start()
         second_id = watching(sim, other_than=first_id)
@@ -160,3 +214,5 @@ def test_a_new_watcher_takes_over_without_a_gap_and_the_old_one_stops(tmp_path):
             b["payload"] for b in events(HEARTBEAT_EVENT, sim.name, 0)
             if b["payload"]["run"] == first_id and b["payload"].get("stopping")], 30, 0.5)[0]
         assert last_word["last_probe_at"] >= sim.state().watcher.since, last_word
+        wait_for("the new watcher's metrics", lambda: (m := scrape(port)) and metric(
+            m, "antelope_ha_watcher_info", run=second_id) == 1, 30, 0.2)

@@ -402,7 +402,7 @@ def test_requests_without_the_credential_are_refused(stack: Stack, paused_fallba
     assert listed.returncode != 0 and "401" in listed.stdout + listed.stderr, listed.stdout + listed.stderr
     status = subprocess.run([sys.executable, "-m", "deployments.cli", "status", "--pair", PAIR], env=env,
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert status.returncode == 2 and "refused the request (401 Unauthorized): PREFECT_API_AUTH_STRING" in \
+    assert status.returncode == 3 and "refused the request (401 Unauthorized): PREFECT_API_AUTH_STRING" in \
         status.stdout, status.stdout + status.stderr[-2000:]
     setup = subprocess.run([sys.executable, "-m", "deployments.setup", str(stack.config_path), "--no-deploy",
                             "--no-site-tool"], env=env, capture_output=True, text=True, timeout=120,

@@ -11,7 +11,6 @@ with the fix, and left in place.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
