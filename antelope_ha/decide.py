@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from antelope_ha.config import PairConfig
-from antelope_ha.state import Decision, HAState
+from antelope_ha.state import Action, Decision, HAState
 
 CODES: dict[str, str] = {
     "main-answers": "MS authoritative, its ID server answers from BUS",
@@ -127,7 +127,7 @@ def decide(state: HAState, probes: Probes, pair: PairConfig, now: float) -> tupl
     main, backup, policy = pair.main.name, pair.backup.name, pair.policy
     on_main, trouble = probes.main.summary(main, pair.main.max_orb_latency_s) if probes.main else ("", False)
 
-    def out(action: str, code: str, reason: str, s: HAState) -> tuple[Decision, HAState]:
+    def out(action: Action, code: str, reason: str, s: HAState) -> tuple[Decision, HAState]:
         d = Decision(at=now, action=action, code=code,
                      reason=reason + (f" (from the worker: {on_main})" if on_main else ""))
         return d, s.record(d)

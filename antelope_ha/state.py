@@ -9,7 +9,7 @@ site (``ha/authority``) so a site can refuse to start dbids on a stale epoch.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,9 +36,13 @@ class Authority(BaseModel):
         return {"site": self.site, "epoch": self.epoch}
 
 
+# What health decides, then what people do by the CLI.
+Action = Literal["stay", "warn", "failover", "hold", "fence", "alert", "pause", "resume", "ack"]
+
+
 class Decision(BaseModel):
     at: float
-    action: str  # stay | warn | failover | hold | fence | alert; pause | resume | ack (people, by the CLI)
+    action: Action
     reason: str
     code: str = Field("", description="what the health decision is about (antelope_ha.decide.CODES); "
                                       "a change of code is a change of decision")

@@ -27,6 +27,8 @@ from prefect.runtime import flow_run
 
 from antelope_ha.config import PairConfig
 from antelope_ha.idscan import IdReport
+from antelope_ha.state import HAState
+from blocks.pair import NotifyTargets
 from tasks import authority, ids, realtime
 from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.history import procedure_ended
@@ -68,48 +70,64 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         if taken:
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
                                   bus.name, state.authority.epoch)
+        # 0. BUS can take over; MS fenced where it can be reached
         ids.check_ready(bus)
         lastid, scan = (None, None) if taken else lastid_targets(pair_name, pair, approvals, dry_run)
         if not taken and lastid is None:
-            summary = (f"did not fail over to {bus.name}: its lastid replica is stale and no one approved "
-                       f"using it; nothing was changed on either site. {ASK_AGAIN}")
-            notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
-            return summary
-
+            return not_done(pair, targets, "its lastid replica is stale and no one approved using it")
         fenced = authority.fence(ms, f"{bus.name} takes over: {reason}", dry_run)
         if not taken and not fenced.reachable and not unfenced_takeover_approved(pair_name, pair, fenced.detail,
                                                                                  approvals, dry_run):
-            summary = (f"did not fail over to {bus.name}: {ms.name} could not be fenced ({fenced.detail}) and "
-                       f"no one approved taking over without it; nothing was changed on either site. {ASK_AGAIN}")
-            notify(targets, f"FAILOVER to {bus.name} NOT done", summary)
-            return summary
+            return not_done(pair, targets, f"{ms.name} could not be fenced ({fenced.detail}) and no one approved "
+                                           "taking over without it")
+        # 1. BUS's lastid: replica + margin, never below its own ids
         if lastid is not None and approvals:
             lastid = lastid_after_waiting(pair, lastid)
         if lastid is not None:
             ids.raise_lastid(bus, lastid, "failover: replica + margin, above every id in the local db", dry_run)
+        # 2. BUS is the authority: a new epoch
         state = authority.take_authority(pair_name, ms.name, bus, [ms], reason, dry_run)
+        # 3. dbids on BUS
         authority.activate_idserver(pair_name, ms.name, bus, dry_run)
         marks[f"dbids serving on {bus.name}"] = time.time()
+        # 4. BUS's descriptor names it
         ids.set_dbidserver(bus, bus.idserver_address, dry_run)
+        # 5. BUS's writers take ids from it
         changed_at = ids.descriptor_changed_at(bus, dry_run)
         for writer in bus.writer_tasks:
             realtime.restart_task(bus, writer, changed_at, dry_run)
+        # 6. the information systems on BUS
         for infosys in bus.infosys_tasks:
             realtime.start_task(bus, infosys, dry_run)
+        # 7. BUS's id problems now are its baseline; the operators are told
         if scan is not None:
             ids.record_baseline(pair_name, ms.name, bus, scan, f"{bus.name} takes authority (failover)", dry_run)
-
         if dry_run:
             return publish_plan("failover", plans(str(flow_run.get_id())))
-        summary = (f"{bus.name} is authoritative (epoch {state.authority.epoch}): it serves ids, "
-                   f"holds the authoritative db and feeds the world. {ms.name}: {fenced.detail}. Reason: {reason}")
-        notify(targets, f"FAILOVER to {bus.name} done", summary)
-        publish_timeline("failover", [ms.name, bus.name])
-        decided = [d.at for d in state.decisions[-1:] if d.action == "failover"]
-        publish_times("failover", ({"health decided to fail over": decided[0]} if decided else {})
-                      | marks | {"every step done": time.time()})
-        publish_incident("failover", pair_name, state.authority.epoch, targets.ui_url if targets else None)
-        return summary
+        return report_done(pair_name, pair, targets, state, fenced.detail, reason, marks)
+
+
+def not_done(pair: PairConfig, targets: NotifyTargets | None, why: str) -> str:
+    """A failover refused before it changed anything, told to the operators."""
+    bus = pair.backup.name
+    summary = f"did not fail over to {bus}: {why}; nothing was changed on either site. {ASK_AGAIN}"
+    notify(targets, f"FAILOVER to {bus} NOT done", summary)
+    return summary
+
+
+def report_done(pair_name: str, pair: PairConfig, targets: NotifyTargets | None, state: HAState, fence: str,
+                reason: str, marks: dict[str, float]) -> str:
+    """The operators told, and the run's timeline, times and incident published."""
+    ms, bus = pair.main.name, pair.backup.name
+    summary = (f"{bus} is authoritative (epoch {state.authority.epoch}): it serves ids, "
+               f"holds the authoritative db and feeds the world. {ms}: {fence}. Reason: {reason}")
+    notify(targets, f"FAILOVER to {bus} done", summary)
+    publish_timeline("failover", [ms, bus])
+    decided = [d.at for d in state.decisions[-1:] if d.action == "failover"]
+    publish_times("failover", ({"health decided to fail over": decided[0]} if decided else {})
+                  | marks | {"every step done": time.time()})
+    publish_incident("failover", pair_name, state.authority.epoch, targets.ui_url if targets else None)
+    return summary
 
 
 def unfenced_takeover_approved(pair_name: str, pair: PairConfig, detail: str, approvals: list[ApprovalRecord],

@@ -350,5 +350,5 @@ def test_an_acknowledgement_at_the_very_moment_counts():
     ("fence", None),
 ])
 def test_the_subject_people_get_when_a_decision_starts(code, subject):
-    assert alert("main-answers" if code != "main-answers" else None, Decision(at=T0, action="x", reason="r",
+    assert alert("main-answers" if code != "main-answers" else None, Decision(at=T0, action="stay", reason="r",
                                                                               code=code), PAIR) == subject
