@@ -177,7 +177,6 @@ class Watcher:
             if time.monotonic() - beat_at >= self.heartbeat_s:
                 beat_at = time.monotonic()
                 self._beat()
-                self._send_due_digests()
             next_cycle += self.interval_s
             pause = next_cycle - time.monotonic()
             if pause < 0:  # a cycle overran: the next starts now, not in a burst to catch up
@@ -192,15 +191,6 @@ class Watcher:
             emit_event, event=HEARTBEAT_EVENT, resource=pair_resource(self.pair_name),
             related=[{"prefect.resource.id": f"prefect.flow-run.{self.run_id}", "prefect.resource.role": "flow-run"}],
             payload={**self.status.payload(), **more})
-
-    def _send_due_digests(self) -> None:
-        """What notifications held back, once their window has ended (tasks/notify.py)."""
-        try:
-            send_due_digests(self.pair_name)
-        except Exception as exc:  # telling people must never stop the watching
-            self.keeper.problem("digest", f"the digest of held-back notifications was not sent: {exc}")
-        else:
-            self.keeper.solved("digest")
 
     def _replicate(self) -> None:
         """Copy MS's lastid to BUS (flows/replicate.py's steps); a failure is logged once."""
@@ -265,6 +255,7 @@ class Keeper:
     def keep(self, previous: str | None) -> None:
         """Until the watcher stops: read the record, record and act."""
         reap_at = time.monotonic() + max(3 * self._refresh_s, 2 * self.w.interval_s) + 10.0
+        digests_at = time.monotonic()
         with get_client(sync_client=True) as client:
             while not self.stopping.is_set():
                 with self._lock:
@@ -272,6 +263,9 @@ class Keeper:
                 if pending is not None:  # first: a failover waits for nothing else
                     self._record_and_act(*pending, client)
                 self._refresh(client)
+                if time.monotonic() - digests_at >= self.w.heartbeat_s:
+                    digests_at = time.monotonic()
+                    self._send_due_digests()
                 if previous is not None and time.monotonic() >= reap_at:
                     self._reap(previous, client)
                     previous = None
@@ -279,6 +273,16 @@ class Keeper:
                 self._wake.clear()
         if self._failed:
             raise RuntimeError(self.stop_reason)
+
+    def _send_due_digests(self) -> None:
+        """What notifications held back, once their window has ended (tasks/notify.py). Here,
+        not in the probe loop: with the server down this waits on it, and probing must not."""
+        try:
+            send_due_digests(self.w.pair_name)
+        except Exception as exc:  # telling people must never stop the watching
+            self.problem("digest", f"the digest of held-back notifications was not sent: {exc}")
+        else:
+            self.solved("digest")
 
     def problem(self, key: str, what: str) -> None:
         """Log a lasting problem once, not at every cycle it lasts (``key`` names its kind)."""

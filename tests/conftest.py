@@ -53,3 +53,19 @@ def no_flow_run_heartbeats():
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+# The slowest modules first (their times: README, Tests). `make test` runs the
+# modules on two workers (pytest-xdist, --dist loadfile), each taking the next
+# module when it is free: a long module collected last would run on its own at
+# the end while the other worker idles.
+SLOWEST_FIRST = (
+    "tests/test_crash_steps.py", "tests/test_flows.py", "tests/e2e/test_production_path.py",
+    "tests/test_approval_recheck.py", "tests/test_dependencies.py", "tests/test_approve_cli.py",
+    "tests/test_notifications.py", "tests/test_nemesis.py", "tests/e2e/test_two_pairs.py", "tests/test_watch.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))

@@ -19,7 +19,7 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
-LOCAL = {"antelope_ha", "flows", "tasks", "blocks", "simsite", "deployments", "bench", "tests"}
+LOCAL = {"antelope_ha", "flows", "tasks", "blocks", "simsite", "rehearsal", "deployments", "bench", "tests"}
 SHIPPED = sorted(LOCAL - {"tests"})  # what `make deps`, `make drill` and `make bench` run
 LOCK, TEST_LOCK = PROJECT / "requirements" / "runtime.txt", PROJECT / "requirements" / "test.txt"
 
