@@ -36,11 +36,12 @@ nemesis: deps drill-sysdeps
 
 # Two workers, whole modules each (pytest-xdist): most of a slow test's time is
 # waiting on the simulated sites and the Prefect server, so two share the two
-# cores; tests/conftest.py hands out the slowest modules first. TEST_WORKERS=0
+# cores; tests/conftest.py hands out the slowest modules first (xdist would
+# otherwise order them by their number of tests). TEST_WORKERS=0
 # runs them in this process, one after the other.
 TEST_WORKERS ?= 2
 test: testdeps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The mutation run over the pure safety modules of the Antelope layer, with their
 # fast unit tests ([tool.mutmut] in pyproject.toml); not part of `make test`.
