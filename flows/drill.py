@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from secrets import randbelow
 
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -32,7 +33,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from antelope_ha import completeness, outages
-from antelope_ha.approvers import STEP_S, Approver, code_at, new_secret, secret_block_name, step_at
+from antelope_ha.approvers import DRIFT_STEPS, STEP_S, Approver, code_at, new_secret, secret_block_name, step_at
 from antelope_ha.config import PairPolicy
 from antelope_ha.css30 import TABLES, read_table, scan_ids
 from antelope_ha.idscan import ids_report
@@ -119,6 +120,23 @@ class Timeline:
 def origin_times(site_dir: Path) -> list[float]:
     path = site_dir / "db" / "db.origin"
     return [float(r["time"]) for r in read_table(path, TABLES["origin"])] if path.exists() else []
+
+
+def newest_origin(site_dir: Path, records: int = 64) -> float:
+    """The latest time among the last ``records`` origins of the site (0 if none).
+    Writers append in packet order, so this is the newest they wrote; waits poll
+    it, because parsing a whole table ten times a second took the CPU the
+    writers needed to catch up."""
+    table = TABLES["origin"]
+    length, start, width = table.record_length, table.offset("time"), table.field("time").width
+    try:
+        with open(site_dir / "db" / "db.origin", "rb") as f:
+            end = f.seek(0, 2) // length * length  # a record being appended is left out
+            f.seek(max(0, end - records * length))
+            tail = f.read(end - f.tell())
+    except FileNotFoundError:
+        return 0.0
+    return max((float(tail[i + start:i + start + width]) for i in range(0, len(tail), length)), default=0.0)
 
 
 def rows_in(site_dir: Path) -> int:
@@ -215,6 +233,15 @@ class ScriptedOperators:
                     return {"operator": name, "code": code_at(self.secrets[name], step * STEP_S), **fields}
             time.sleep((here + 1) * STEP_S - time.time() + 0.1)
 
+    def wrong_code(self, operator: str) -> str:
+        """A code the flow judges wrong for ``operator`` now: none of the codes
+        their app shows within the drift. Using it spends none of theirs."""
+        now = time.time()
+        valid = {code_at(self.secrets[operator], now + d * STEP_S) for d in range(-DRIFT_STEPS - 1, DRIFT_STEPS + 2)}
+        while (code := f"{randbelow(1_000_000):06d}") in valid:
+            pass
+        return code
+
 
 def ask_terminal(site: str, operators: ScriptedOperators) -> dict:
     print(f"\nThe fallback is waiting for approval (site {site}). Operators: {', '.join(operators.secrets)}; "
@@ -276,7 +303,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         t_failover = time.time()
         # At high rates the writers work off a backlog first: one ID server serves them all.
         tl.step("BUS writes with its own ids", lambda: wait_until(
-            "BUS rows after the failover", lambda: max(origin_times(bus_dir), default=0) > t_failover,
+            "BUS rows after the failover", lambda: newest_origin(bus_dir) > t_failover,
             CATCH_UP_S) or None)
 
         tl.step("MS repaired and powered on (rtexec not started)", lambda: pair.power_on("ms", start_rtexec=False) or None)
@@ -304,7 +331,7 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         # (a busy BUS writes the outage's last events late, and a check before then sees fewer).
         tl.step("MS and BUS writers catch up", lambda: wait_until(
             "MS and BUS rows after the fallback",
-            lambda: min(max(origin_times(d), default=0) for d in (ms_dir, bus_dir)) > t_fallback,
+            lambda: min(newest_origin(d) for d in (ms_dir, bus_dir)) > t_fallback,
             CATCH_UP_S) or None)
 
         t0 = time.time()

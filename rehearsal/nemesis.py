@@ -50,7 +50,7 @@ from pathlib import Path
 from antelope_ha.config import PairPolicy
 from deployments import cli
 from flows.calling import call_flow
-from flows.drill import ScriptedOperators, answer_paused_runs, origin_times
+from flows.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
@@ -284,7 +284,7 @@ class Nemesis:
 
     def both_write(self) -> None:
         since = time.time()
-        SimPair.wait_for(lambda: min(max(origin_times(self.pair.paths(s).dir), default=0) for s in ("ms", "bus"))
+        SimPair.wait_for(lambda: min(newest_origin(self.pair.paths(s).dir) for s in ("ms", "bus"))
                          > since, 60, "MS and BUS write")
 
     def bring_back(self, script: list[tuple[str, float]]) -> None:

@@ -16,7 +16,7 @@ from antelope_ha.completeness import Verdict
 from antelope_ha.outages import check_here
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
-from flows.drill import ScriptedOperators, answer_paused_runs, origin_times
+from flows.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
 from simsite.pair import SimPair
 from tasks.pair import register_pair
 from tasks.sites import close_all
@@ -54,7 +54,7 @@ class Sim:
         return origin_times(self.pair.paths(site).dir)
 
     def wait_rows(self, site: str, after: float, timeout_s: float = 30) -> None:
-        SimPair.wait_for(lambda: max(self.origins(site), default=0) > after, timeout_s,
+        SimPair.wait_for(lambda: newest_origin(self.pair.paths(site).dir) > after, timeout_s,
                          f"{site} writes rows after {after}")
 
     def db(self, site: str) -> Path:
@@ -113,4 +113,12 @@ def answering(flow_name: str, answer: Callable[[int], dict | None]) -> Iterator[
 def approve(site: str = "ms", decision: str = "approve", operator: str | None = None) -> dict:
     """An answer by a test operator (``operator``, or the first one free), with their current code."""
     return OPERATORS.answer(operator, decision=decision, reason="flow test", confirm_site=site)
+
+
+def wrong_answer(operator: str, code_of: str = "grace", site: str = "ms") -> dict:
+    """An approval as ``operator`` with a code that is not ``code_of``'s now (the
+    flow refuses it as a wrong code if the form lets it through); it spends no
+    operator's code, so the answers after it wait for no new time step."""
+    return {"operator": operator, "code": OPERATORS.wrong_code(code_of), "decision": "approve",
+            "reason": "flow test", "confirm_site": site}
 

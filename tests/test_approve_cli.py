@@ -18,11 +18,16 @@ from deployments.cli import app
 from flows.fallback import fallback
 from flows.replicate import replicate_lastid
 from simsite.pair import SimPair
-from tests.simpair import OPERATORS, Sim, sim_pair
+from tests.simpair import FAST, OPERATORS, Sim, sim_pair
 from tests.test_flows import fail_over
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 cli = CliRunner()
+# Each operator gives at most two codes a time step (tests/simpair.py OPERATORS):
+# the refusals below are spread over operators so that no answer waits for the
+# next step, and the gates wait long enough for a loaded machine.
+POLICY = FAST.model_copy(update={"approval_timeout_s": 300})
+NOT_A_CODE = "000000"  # for answers the server refuses on their other fields, before any code is judged
 
 
 def approve_cli(run_id: UUID, operator: str, *more: str, code: str | None = None):
@@ -40,7 +45,7 @@ def paused_at(run_id: UUID, key: str) -> None:
 
 
 def test_answers_the_flow_would_refuse_are_refused_with_the_reason_and_never_sent(tmp_path):
-    with sim_pair(tmp_path, "cliok") as sim:
+    with sim_pair(tmp_path, "cliok", POLICY) as sim:
         replicate_lastid(pair_name=sim.name)
         fail_over(sim)
         sim.pair.power_on("ms", start_rtexec=False)
@@ -52,7 +57,7 @@ def test_answers_the_flow_would_refuse_are_refused_with_the_reason_and_never_sen
             run_id = wait_for_fallback_run(sim)
             paused_at(run_id, "fallback-1")
             refusals = [
-                (approve_cli(run_id, "grace", "--site", "bus"), "--site bus is not the site this gate acts on (ms)"),
+                (approve_cli(run_id, "ivan", "--site", "bus"), "--site bus is not the site this gate acts on (ms)"),
                 (approve_cli(run_id, "mallory", code="123456"), "'mallory' is not a listed operator"),
                 (approve_cli(run_id, "grace", code=OPERATORS.answer("heidi")["code"]),
                  "the code given for grace is not their current one-time code"),
@@ -62,7 +67,8 @@ def test_answers_the_flow_would_refuse_are_refused_with_the_reason_and_never_sen
                     refused.output
             # over REST (what the UI form sends), the server refuses what the form checks
             for wrong in ({"confirm_site": "bus"}, {"operator": "mallory"}):
-                answer = {**OPERATORS.answer("grace", decision="approve", reason="rest", confirm_site="ms"), **wrong}
+                answer = {"operator": "grace", "code": NOT_A_CODE, "decision": "approve", "reason": "rest",
+                          "confirm_site": "ms", **wrong}
                 with pytest.raises(RuntimeError, match="Validation failed for field"):
                     resume_flow_run(run_id, run_input=answer)
             paused_at(run_id, "fallback-1")  # nothing reached the flow: not asked again
@@ -72,8 +78,8 @@ def test_answers_the_flow_would_refuse_are_refused_with_the_reason_and_never_sen
             same = approve_cli(run_id, "grace")
             assert same.exit_code == 2 and "grace answered the earlier gate" in same.output, same.output
             with pytest.raises(RuntimeError, match="'grace' should not be valid"):
-                resume_flow_run(run_id, run_input=OPERATORS.answer("grace", decision="approve", reason="rest",
-                                                                   confirm_site="ms"))
+                resume_flow_run(run_id, run_input={"operator": "grace", "code": NOT_A_CODE, "decision": "approve",
+                                                   "reason": "rest", "confirm_site": "ms"})
             done = approve_cli(run_id, "heidi")
             assert done.exit_code == 0, done.output
         finally:

@@ -47,7 +47,7 @@ from antelope_ha.outages import check_here
 from antelope_ha.css30 import scan_ids
 from antelope_ha.descriptor import parse_descriptor
 from antelope_ha.state import HAState
-from flows.drill import origin_times
+from flows.drill import newest_origin, origin_times
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.replicate import replicate_lastid
@@ -194,7 +194,8 @@ class Case:
         return origin_times(self.pair.paths(site).dir)
 
     def wait_rows(self, site: str, after: float) -> None:
-        SimPair.wait_for(lambda: max(self.origins(site), default=0) > after, 60, f"{site} writes rows after {after}")
+        SimPair.wait_for(lambda: newest_origin(self.pair.paths(site).dir) > after, 60,
+                         f"{site} writes rows after {after}")
 
 
 @contextmanager

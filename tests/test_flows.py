@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 
 from antelope_ha.commands import list_processes
 from antelope_ha.completeness import Verdict
-from antelope_ha.css30 import TABLES, read_table
+from antelope_ha.css30 import TABLES, append_rows, read_table
 from antelope_ha.idscan import ids_report
 from antelope_ha.lastid import read_lastid, write_lastid
 from antelope_ha.site import StepFailed
 from antelope_ha.runner import LocalRunner
 from deployments.cli import app as cli
 from flows.calling import call_flow
-from flows.drill import DrillReport, final_checks
+from flows.drill import DrillReport, final_checks, newest_origin, origin_times
 from flows.drill import main as drill_main
 from flows.failover import failover
 from flows.fallback import fallback
@@ -29,7 +29,7 @@ from simsite.pair import SimPair
 from antelope_ha.site import EpochRefused
 from tasks.authority import activate_idserver
 from tasks.pair import save_pair
-from tests.simpair import FAST, Sim, answering, approve, run_artifact, sim_pair
+from tests.simpair import FAST, Sim, answering, approve, run_artifact, sim_pair, wrong_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -98,6 +98,21 @@ def drill_loses_one_arrival_and_fails(pair: Path) -> None:
     final_checks(report, pair / "ms", pair / "bus", interval, "drill")
     assert not report.passed and report.rows_lost == 1 and report.lost_by_table == {"arrival": 1}
     assert report.orphans == 1  # its assoc on MS
+
+
+def test_newest_origin_reads_the_last_records_and_leaves_one_being_written(tmp_path):
+    origin = TABLES["origin"]
+    db = tmp_path / "db"
+    assert newest_origin(tmp_path) == 0.0  # no table yet
+    db.mkdir()
+    times = [1000.0 + i for i in range(100)]
+    times[-3] = 5000.5  # the newest is not the last row
+    append_rows(db / "db.origin", origin, [{"orid": i + 1, "time": t} for i, t in enumerate(times)])
+    assert newest_origin(tmp_path) == 5000.5 == max(origin_times(tmp_path))
+    assert newest_origin(tmp_path, records=2) == 1099.0  # only the last two are read
+    with open(db / "db.origin", "ab") as f:  # a writer half-way through a record
+        f.write(origin.format_row({"orid": 101, "time": 9999.0}).encode()[:40])
+    assert newest_origin(tmp_path) == 5000.5
 
 
 def test_drill_exits_non_zero_when_a_row_is_lost(monkeypatch, capsys):
@@ -465,8 +480,8 @@ def test_only_listed_operators_with_their_current_code_count_and_two_people_pass
 
         def answer(n: int) -> dict:
             script = [
-                lambda: {**approve(operator="grace"), "operator": "mallory"},  # not listed
-                *[lambda: {**approve(operator="heidi"), "operator": "grace"}] * 3,  # another's code: wrong
+                lambda: wrong_answer("mallory"),  # not listed
+                *[lambda: wrong_answer("grace")] * 3,  # not grace's code: wrong
                 lambda: approve(operator="grace"),  # gate 1 passes
                 lambda: {**given[4], "operator": "grace"},  # gate 2: grace again
                 lambda: approve(operator="heidi"),  # gate 2 passes
