@@ -69,12 +69,32 @@ def plan_excerpts(verdicts: Iterable[Verdict], round_: int = 0) -> tuple[list[Ex
     return plans, untimed
 
 
-def narrow(excerpt: str | os.PathLike[str], keep: Mapping[str, Iterable[str]]) -> dict:
+@dataclass(frozen=True)
+class Narrowed:
+    """What ``narrow`` did: rows kept and dropped per table, and the digests
+    asked for that the excerpt did not hold."""
+
+    kept: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    absent: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"kept": self.kept, "dropped": self.dropped, "absent": self.absent}
+
+    @classmethod
+    def from_json(cls, raw: Mapping) -> Narrowed:
+        return cls(dict(raw["kept"]), dict(raw["dropped"]), {t: list(d) for t, d in raw["absent"].items()})
+
+    def summary(self) -> str:
+        text = f"kept {sum(self.kept.values())} rows, dropped {sum(self.dropped.values())}"
+        return text + (f"; not in the excerpt: {({t: len(d) for t, d in self.absent.items()})}" if self.absent else "")
+
+
+def narrow(excerpt: str | os.PathLike[str], keep: Mapping[str, Iterable[str]]) -> Narrowed:
     """Keep in each table of the excerpt database only the lines whose digest
-    ``keep`` lists for it, byte for byte; report what was kept, dropped, and
-    asked for but not in the excerpt."""
+    ``keep`` lists for it, byte for byte."""
     wanted = {t: set(d) for t, d in keep.items()}
-    report: dict[str, dict] = {"kept": {}, "dropped": {}, "absent": {}}
+    done = Narrowed()
     files, _ = table_files(excerpt)
     for table, path in files:
         digests = wanted.get(table, set())
@@ -82,12 +102,10 @@ def narrow(excerpt: str | os.PathLike[str], keep: Mapping[str, Iterable[str]]) -
         kept = [line for line in lines if line_digest(line.rstrip(b"\n")) in digests]
         if len(kept) != len(lines):
             atomic_write(path, b"".join(kept))
-        report["kept"][table], report["dropped"][table] = len(kept), len(lines) - len(kept)
+        done.kept[table], done.dropped[table] = len(kept), len(lines) - len(kept)
         digests -= {line_digest(line.rstrip(b"\n")) for line in kept}
-    for table, digests in wanted.items():
-        if digests:
-            report["absent"][table] = sorted(digests)
-    return report
+    done.absent.update({table: sorted(digests) for table, digests in wanted.items() if digests})
+    return done
 
 
 def read_keep(path: str | os.PathLike[str]) -> dict[str, list[str]]:

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.what == "inventory":
             out = take_inventory(args.db, args.start, args.end, id_ranges(args.ids)).to_json()
         else:
-            out = narrow(args.excerpt, read_keep(args.keep))
+            out = narrow(args.excerpt, read_keep(args.keep)).to_json()
     except (TableFormatError, LastidError, OSError, ValueError) as exc:
         print(f"idscan: {exc}", file=sys.stderr)
         return 1

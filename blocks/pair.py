@@ -102,6 +102,12 @@ class AntelopePair(Block, PairConfig):
     backup: AntelopeSite = Field(..., description="the Backup System (BUS)")
     notify: NotifyTargets | None = Field(None, description="notification targets")
 
+    @classmethod
+    def of(cls, pair: PairConfig, notify: NotifyTargets | None = None) -> AntelopePair:
+        """The block that holds ``pair`` (the inverse of ``config``)."""
+        return cls(main=pair.main.model_dump(), backup=pair.backup.model_dump(), witness=pair.witness,
+                   policy=pair.policy, operators=pair.operators, notify=notify)
+
     def config(self) -> PairConfig:
         """The plain configuration, with secrets readable, for the Antelope layer."""
         data = {name: getattr(self, name) for name in PairConfig.model_fields}

@@ -64,12 +64,12 @@ def find_run(client: SyncPrefectClient, ref: str) -> FlowRun:
 
 
 def run_link(client: SyncPrefectClient, run_id: UUID) -> str:
+    """The run's page, under the UI of the server ``client`` talks to when no UI address is set."""
     from prefect.settings import PREFECT_UI_URL
 
-    from tasks.notify import run_link as link
+    from tasks.notify import run_url
 
-    return link(PREFECT_UI_URL.value() or str(client.api_url).removesuffix("/api/").removesuffix("/api"),
-                str(run_id))
+    return run_url(str(run_id), PREFECT_UI_URL.value() or str(client.api_url).removesuffix("/").removesuffix("/api"))
 
 
 # --- answering a gate ------------------------------------------------------------------------

@@ -57,7 +57,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from antelope_ha.approvers import OPERATOR_NAME, Approver, new_secret, provisioning_uri, secret_block_name, valid_secret
-from antelope_ha.config import PairPolicy, SiteConfig, WitnessConfig
+from antelope_ha.config import PairConfig, PairPolicy, SiteConfig, WitnessConfig
 from antelope_ha.names import (
     FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, LEGACY_WORKER_UNITS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW,
     PairNames,
@@ -328,6 +328,11 @@ class SetupConfig(BaseModel):
     def approvers(self) -> list[Approver]:
         return [Approver(name=o.name, contact=o.contact, secret_block=self.secret_block(o)) for o in self.operators]
 
+    def pair_config(self) -> PairConfig:
+        """What the flows read of this configuration (the pair's block)."""
+        return PairConfig(main=self.main, backup=self.backup, witness=self.witness, policy=self.policy,
+                          operators=self.approvers())
+
     def operator_problems(self) -> list[str]:
         """What keeps the listed operators from approving as the policy asks."""
         if not self.operators:
@@ -453,10 +458,7 @@ def build_blocks(config: SetupConfig, path: Path | str = "the configuration") ->
         if block is not None:
             blocks.webhooks.append((names.webhook_block(hook.name), block))
             targets["webhooks"].append(f"{block.get_block_type_slug()}/{names.webhook_block(hook.name)}")
-    blocks.pair = attempt("(the pair)", lambda: AntelopePair(
-        main=config.main.model_dump(), backup=config.backup.model_dump(),
-        witness=config.witness, policy=config.policy, notify=NotifyTargets(**targets),
-        operators=config.approvers()))
+    blocks.pair = attempt("(the pair)", lambda: AntelopePair.of(config.pair_config(), NotifyTargets(**targets)))
     for o in config.operators:
         if o.totp_secret_env:
             blocks.secrets.append((config.secret_block(o), os.environ[o.totp_secret_env]))
@@ -591,11 +593,6 @@ def save_blocks(config: SetupConfig, blocks: Blocks) -> None:
     for name, secret in blocks.secrets:
         save_secret(name, secret)
     blocks.pair.save(names.pair_block, overwrite=True)
-
-
-def save_pair(config: SetupConfig) -> None:
-    """The pair's block and its notification blocks, validated then saved."""
-    save_blocks(config, build_blocks(config))
 
 
 def ensure_work_pools(pair: str) -> None:

@@ -10,6 +10,7 @@ from antelope_ha import commands as C
 from antelope_ha.completeness import (IdRanges, Inventorist, Inventory, Outage, Verdict, assess,
                                       assess_window)
 from antelope_ha.config import SiteConfig
+from antelope_ha.excerpt import Narrowed
 from antelope_ha.site import Outcome, excerpt_keep
 from tasks.realtime import STEP, logged
 from tasks.sites import retry_if_transient, site
@@ -77,11 +78,7 @@ def narrow(cfg: SiteConfig, excerpt: str, keep: bytes, dry_run: bool = False) ->
     found = s.run(C.narrow_excerpt(cfg.site_tool_command(), excerpt, listing)).stdout
     if not found:
         return logged(Outcome(cfg.name, "narrow", True, f"would narrow {excerpt}"))
-    report = json.loads(found)
-    detail = (f"{excerpt}: kept {sum(report['kept'].values())} rows, dropped {sum(report['dropped'].values())}"
-              + (f"; not in the excerpt: {({t: len(d) for t, d in report['absent'].items()})}"
-                 if report["absent"] else ""))
-    return logged(Outcome(cfg.name, "narrow", True, detail))
+    return logged(Outcome(cfg.name, "narrow", True, f"{excerpt}: {Narrowed.from_json(json.loads(found)).summary()}"))
 
 
 @task(name="Move the excerpt", task_run_name="move the excerpt from {src.name} to {dst.name}", **STEP)

@@ -32,6 +32,7 @@ from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_logger
 from prefect.runtime import flow_run as this_run
+from prefect.settings import PREFECT_UI_URL
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from antelope_ha.alerts import admit, digest_subject, digest_text, due_digests
@@ -42,17 +43,21 @@ from blocks.pair import NotifyTargets
 FAIL_WHEN_MS_IS_DOWN = ("replicate-lastid",)
 
 
-def run_link(ui_url: str | None, flow_run_id: str) -> str:
-    """The run's page in the Prefect UI, or its id when no UI address is configured."""
-    base = (ui_url or "").rstrip("/")
-    return f"{base}/runs/flow-run/{flow_run_id}" if base else f"flow run {flow_run_id} (no ui_url configured)"
+def run_url(flow_run_id: str, ui_url: str | None = None) -> str:
+    """The run's page in the Prefect UI: under ``ui_url``, else under Prefect's
+    UI_URL setting; with neither, a path relative to the UI (which still works
+    as a link in an artifact the UI shows)."""
+    base = (ui_url or PREFECT_UI_URL.value() or "").rstrip("/")
+    return f"{base}/runs/flow-run/{flow_run_id}"
 
 
 def compose(subject: str, body: str, *, pair: str, flow: str, run_name: str, run_id: str,
             ui_url: str | None) -> tuple[str, str]:
     """Subject and text of one message."""
-    text = (f"{subject}\n\n{body}\n\npair: {pair}\nflow: {flow} (run {run_name})\n"
-            f"run: {run_link(ui_url, run_id)}\n")
+    link = run_url(run_id, ui_url)
+    if not link.startswith(("http://", "https://")):  # a path is no use in a message
+        link = f"flow run {run_id} (no ui_url configured)"
+    text = f"{subject}\n\n{body}\n\npair: {pair}\nflow: {flow} (run {run_name})\nrun: {link}\n"
     return f"[antelope-ha {pair}] {subject}", text
 
 

@@ -24,8 +24,7 @@ def load_pair(pair_name: str) -> tuple[PairConfig, NotifyTargets | None]:
 
 def save_pair(pair_name: str, pair: PairConfig) -> None:
     """Save ``pair`` as the Antelope Pair block ``pair_name``; its record is left as it is."""
-    AntelopePair(main=pair.main.model_dump(), backup=pair.backup.model_dump(), witness=pair.witness,
-                 policy=pair.policy, operators=pair.operators).save(pair_name, overwrite=True)
+    AntelopePair.of(pair).save(pair_name, overwrite=True)
 
 
 def register_pair(pair_name: str, pair: PairConfig) -> None:

@@ -19,13 +19,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_UI_URL
 
 from antelope_ha.commands import fmt_time
 from antelope_ha.completeness import Verdict
 from antelope_ha.site import Planned
 from tasks.dryrun import mark_dry_runs
 from tasks.history import operator_event, who_started
+from tasks.notify import run_url
 
 mark_dry_runs()  # every flow reports through this module: its dry runs say so on every line
 
@@ -114,11 +114,6 @@ def publish_gap(main: str, backup: str, before: Sequence[Verdict], after: Sequen
 def incident_key(pair_name: str, backup_epoch: int) -> str:
     """Artifact keys allow only lowercase letters, digits and dashes."""
     return f"incident-{re.sub(r'[^a-z0-9-]+', '-', pair_name.lower())}-epoch-{backup_epoch}"
-
-
-def run_url(run_id: str, ui_url: str | None) -> str:
-    base = (ui_url or PREFECT_UI_URL.value() or "").rstrip("/")
-    return f"{base}/runs/flow-run/{run_id}"
 
 
 def publish_incident(procedure: str, pair_name: str, backup_epoch: int, ui_url: str | None = None) -> str:

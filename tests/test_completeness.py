@@ -325,11 +325,11 @@ def test_excerpt_windows_cover_whole_events_and_narrowing_keeps_exactly_them(sit
     excerpt = tmp_path / "excerpt" / "db"
     shutil.copytree(bus_db.parent, excerpt.parent)
     report = narrow(excerpt, plan.keep)
-    assert report["absent"] == {}
+    assert report.absent == {}
     kept = K.take_inventory(excerpt, 0, 10_000, {})
     assert sorted((r.table, r.digest) for r in kept.rows) == sorted((m.row.table, m.row.digest) for m in v.missing)
     again = narrow(excerpt, plan.keep)
-    assert again["dropped"] == {t: 0 for t in again["dropped"]}  # narrowing twice changes nothing
+    assert again.dropped == {t: 0 for t in again.dropped}  # narrowing twice changes nothing
 
 
 def test_windows_of_two_gaps_apart_stay_two_and_widen_by_round():

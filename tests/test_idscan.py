@@ -104,7 +104,7 @@ def test_each_command_prints_what_its_function_returns(db: Path, tmp_path: Path,
     write_table(copy / "db.arrival", ARRIVAL, [{"sta": "BAL", "time": T0, "arid": 3, "chan": "HHZ"}])
     status, out, err = run(capsys, "narrow", str(copy / "db"), str(keep))
     assert (status, err) == (0, "") and out == {"kept": {"arrival": 0}, "dropped": {"arrival": 1}, "absent": {}}
-    assert narrow(copy / "db", {"arrival": []})["dropped"] == {"arrival": 0}  # narrowed once, by the command
+    assert narrow(copy / "db", {"arrival": []}).dropped == {"arrival": 0}  # narrowed once, by the command
 
 
 def test_errors_go_to_stderr_with_status_1(db: Path, tmp_path: Path, capsys):

@@ -14,7 +14,7 @@ import pytest
 
 from antelope_ha.config import PairPolicy
 from antelope_ha.state import Pause
-from deployments.setup import SetupConfig, save_pair
+from deployments.setup import SetupConfig, build_blocks, save_blocks
 from flows.calling import call_flow
 from flows.failover import failover
 from flows.health import health
@@ -81,7 +81,7 @@ def save_with_targets(sim: Sim, inbox: Inbox, policy: PairPolicy = FAST, repeat_
         "operators": [{"name": o.name, "contact": o.contact, "totp_secret_block": o.secret_block}
                       for o in sim.cfg.operators],
     })
-    save_pair(config)
+    save_blocks(config, build_blocks(config))
 
 
 def test_decisions_approvals_and_failed_runs_reach_the_operators(tmp_path: Path, inbox: Inbox):
