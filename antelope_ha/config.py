@@ -156,6 +156,14 @@ class WitnessConfig(BaseModel):
     host: str = Field(..., min_length=1, description="witness host name or address, pinged from BUS")
 
 
+def check_distinct(main: str, backup: str, operators: list[str]) -> None:
+    """The two sites of a pair have their own names, and no operator is listed twice."""
+    if main == backup:
+        raise ValueError(f"main.name and backup.name are both {main!r}: give each site its own name")
+    if len(operators) != len(set(operators)):
+        raise ValueError(f"operator names must be unique, got {operators}")
+
+
 class PairConfig(BaseModel):
     """The two sites, the witness and the policy."""
 
@@ -169,11 +177,7 @@ class PairConfig(BaseModel):
 
     @model_validator(mode="after")
     def _distinct(self) -> PairConfig:
-        if self.main.name == self.backup.name:
-            raise ValueError(f"main and backup must be different sites, both are {self.main.name!r}")
-        names = [o.name for o in self.operators]
-        if len(names) != len(set(names)):
-            raise ValueError(f"operator names must be unique, got {names}")
+        check_distinct(self.main.name, self.backup.name, [o.name for o in self.operators])
         return self
 
     def site(self, name: str) -> SiteConfig:

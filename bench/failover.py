@@ -270,13 +270,8 @@ def detect(pair: SimPair, cycle: Callable[[], str], interval_s: float,
 
 @contextmanager
 def running_pair(workdir: Path, policy: PairPolicy = POLICY) -> Iterator[tuple[SimPair, PairConfig]]:
-    pair = SimPair.create(workdir / "pair")
-    try:
-        pair.serve_ssh()
-        pair.start()
+    with SimPair.running(workdir / "pair") as pair:
         yield pair, pair.pair_config(policy)
-    finally:
-        pair.stop()
 
 
 def flow_repetition(workdir: Path, clock: SiteClock) -> Repetition:

@@ -246,7 +246,7 @@ def notify_test(by: ByOption = "", pair_name: PairOption = DEFAULT_PAIR) -> None
 @app.command()
 def runbook(out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("docs/runbooks")) -> None:
     """Regenerate the runbooks from dry runs on a fresh simulated pair."""
-    from flows.runbook import write_runbooks
+    from rehearsal.runbook import write_runbooks
 
     for path in write_runbooks(out_dir):
         out.print(f"wrote {path}")
@@ -256,7 +256,7 @@ def runbook(out_dir: Annotated[Path, typer.Option("--out", help="where to write"
 def drill(json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
           interactive: Annotated[bool, typer.Option(help="answer the approvals at the terminal")] = False) -> None:
     """Failover, fallback and recovery on a simulated pair, measured."""
-    from flows.drill import main
+    from rehearsal.drill import main
 
     raise typer.Exit(main([*(["--json"] if json else []), *(["--interactive"] if interactive else [])]))
 

@@ -57,7 +57,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from antelope_ha.approvers import OPERATOR_NAME, Approver, new_secret, provisioning_uri, secret_block_name, valid_secret
-from antelope_ha.config import PairConfig, PairPolicy, SiteConfig, WitnessConfig
+from antelope_ha.config import PairConfig, PairPolicy, SiteConfig, WitnessConfig, check_distinct
 from antelope_ha.names import (
     FLOWS, LEGACY_DEPLOYMENTS, LEGACY_POOLS, LEGACY_WORKER_UNITS, PAIR_NAME, SITES, TEMPLATE_PAIR, WATCH_FLOW,
     PairNames,
@@ -314,11 +314,7 @@ class SetupConfig(BaseModel):
 
     @model_validator(mode="after")
     def _two_sites(self) -> SetupConfig:
-        if self.main.name == self.backup.name:
-            raise ValueError(f"main.name and backup.name are both {self.main.name!r}: give each site its own name")
-        names = [o.name for o in self.operators]
-        if len(names) != len(set(names)):
-            raise ValueError(f"operator names must be unique, got {names}")
+        check_distinct(self.main.name, self.backup.name, [o.name for o in self.operators])
         return self
 
     def secret_block(self, operator: OperatorSettings) -> str:

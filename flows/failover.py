@@ -34,8 +34,7 @@ from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.history import procedure_ended
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
-from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times, record_start
+from tasks.report import publish_incident, publish_plan, publish_timeline, publish_times, start_procedure
 from tasks.sites import plans
 from tasks.state import read_state, record_declined
 
@@ -58,9 +57,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         by: your name, recorded as who started this run (the watcher's own
             failovers say automation)
     """
-    if not dry_run:
-        record_start("failover", pair_name, by, reason)
-    pair, targets = load_pair(pair_name)
+    pair, targets = start_procedure("failover", pair_name, by, reason, dry_run)
     ms, bus = pair.main, pair.backup
     marks = {"failover started": time.time()}
     approvals: list[ApprovalRecord] = []

@@ -42,8 +42,7 @@ from tasks.approval import ApprovalRecord, Gate, ask_approval, publish_approvals
 from tasks.history import operator_event, procedure_ended
 from tasks.lock import procedure_lock
 from tasks.notify import notify, notify_run_ended_badly
-from tasks.pair import load_pair
-from tasks.report import publish_incident, publish_plan, publish_timeline, record_start
+from tasks.report import publish_incident, publish_plan, publish_timeline, start_procedure
 from tasks.sites import plans
 from tasks.state import acknowledge, read_state, set_fallback_in_progress
 
@@ -62,9 +61,7 @@ def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None =
         reason: why, recorded with who started it
     """
     log = get_run_logger()
-    if not dry_run:
-        record_start("fallback", pair_name, by, reason)
-    pair, targets = load_pair(pair_name)
+    pair, targets = start_procedure("fallback", pair_name, by, reason, dry_run)
     ms, bus = pair.main, pair.backup
     with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):
         state = read_state(pair_name, ms.name)

@@ -39,8 +39,7 @@ from antelope_ha.site import StepFailed, check_excerpt_path, excerpt_db
 from tasks import data, ids, realtime
 from tasks.history import procedure_ended
 from tasks.notify import notify, notify_run_ended_badly
-from tasks.pair import load_pair
-from tasks.report import publish_gap, publish_incident, publish_plan, publish_timeline, record_start
+from tasks.report import publish_gap, publish_incident, publish_plan, publish_timeline, start_procedure
 from tasks.sites import plans
 from tasks.state import load_state, read_state, record_recovered
 
@@ -74,9 +73,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         reason: why, recorded with who started it
     """
     log = get_run_logger()
-    if not dry_run:
-        record_start("recovery", pair_name, by, reason)
-    pair, targets = load_pair(pair_name)
+    pair, targets = start_procedure("recovery", pair_name, by, reason, dry_run)
     ms, bus = pair.main, pair.backup
     if excerpt_path is not None:
         check_excerpt_path(excerpt_path)

@@ -50,7 +50,7 @@ from pathlib import Path
 from antelope_ha.config import PairPolicy
 from deployments import cli
 from flows.calling import call_flow
-from flows.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
+from rehearsal.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health

@@ -14,9 +14,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from antelope_ha import commands
 from antelope_ha.config import PairConfig, PairPolicy, SiteConfig, SSHSettings, WitnessConfig
@@ -77,6 +79,19 @@ class SimPair:
         )
         build_pair(root, settings)
         return cls(root)
+
+    @classmethod
+    @contextmanager
+    def running(cls, root: Path, **layout: Any) -> Iterator[SimPair]:
+        """A new pair under ``root`` (``layout`` as for ``create``), each site
+        behind its own sshd, started; stopped when the block ends, however it ends."""
+        pair = cls.create(root, **layout)
+        try:
+            pair.serve_ssh()
+            pair.start()
+            yield pair
+        finally:
+            pair.stop()
 
     @classmethod
     def open(cls, root: Path) -> SimPair:

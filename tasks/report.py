@@ -22,10 +22,13 @@ from prefect.runtime import flow_run
 
 from antelope_ha.commands import fmt_time
 from antelope_ha.completeness import Verdict
+from antelope_ha.config import PairConfig
 from antelope_ha.site import Planned
+from blocks.pair import NotifyTargets
 from tasks.dryrun import mark_dry_runs
 from tasks.history import operator_event, who_started
 from tasks.notify import run_url
+from tasks.pair import load_pair
 
 mark_dry_runs()  # every flow reports through this module: its dry runs say so on every line
 
@@ -130,6 +133,15 @@ def publish_incident(procedure: str, pair_name: str, backup_epoch: int, ui_url: 
             f"{backup_epoch}, and the fallback and recovery after it):\n\n| procedure | flow run |\n|---|---|\n{rows}")
     create_markdown_artifact(text, key=key, description=procedure)
     return key
+
+
+def start_procedure(procedure: str, pair_name: str, by: str | None, reason: str,
+                    dry_run: bool) -> tuple[PairConfig, NotifyTargets | None]:
+    """Who started this run, on the record (not for a dry run); then the pair's
+    configuration and whom to notify."""
+    if not dry_run:
+        record_start(procedure, pair_name, by, reason)
+    return load_pair(pair_name)
 
 
 def record_start(procedure: str, pair_name: str, by: str | None, reason: str = "") -> str:

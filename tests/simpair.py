@@ -16,9 +16,9 @@ from antelope_ha.completeness import Verdict
 from antelope_ha.outages import check_here
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
-from flows.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
+from rehearsal.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
+from rehearsal.pair import registered_sim_pair
 from simsite.pair import SimPair
-from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state, save_state
 
@@ -74,26 +74,16 @@ class Sim:
         return out
 
 
-def listing_operators(cfg: PairConfig, pair_name: str) -> PairConfig:
-    """``cfg`` with the test operators listed, enrolled for ``pair_name``."""
-    return cfg.model_copy(update={"operators": OPERATORS.enroll(pair_name)})
-
-
 @contextmanager
 def sim_pair(tmp: Path, name: str, policy: PairPolicy = FAST) -> Iterator[Sim]:
-    pair = SimPair.create(tmp / "pair")
-    try:
-        pair.serve_ssh()
-        pair.start()
-        cfg = listing_operators(pair.pair_config(policy), name)
-        register_pair(name, cfg)
-        sim = Sim(pair, name, cfg)
-        sim.wait_rows("ms", 0)
-        sim.wait_rows("bus", 0)
-        yield sim
-    finally:
-        close_all()
-        pair.stop()
+    with registered_sim_pair(tmp / "pair", name, policy, OPERATORS.enroll(name)) as (pair, cfg):
+        try:
+            sim = Sim(pair, name, cfg)
+            sim.wait_rows("ms", 0)
+            sim.wait_rows("bus", 0)
+            yield sim
+        finally:
+            close_all()
 
 
 @contextmanager

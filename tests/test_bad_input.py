@@ -255,7 +255,7 @@ def test_unknown_field_of_a_site_block_is_refused(pair):
 
 def test_the_same_site_twice_is_refused(pair):
     cfg = pair.pair_config()
-    with pytest.raises(ValidationError, match="main and backup must be different sites, both are 'ms'"):
+    with pytest.raises(ValidationError, match="main.name and backup.name are both 'ms'"):
         PairConfig(main=cfg.main, backup=cfg.main, witness=cfg.witness)
 
 

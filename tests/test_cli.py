@@ -238,8 +238,8 @@ def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_pat
 
     import deployments.cli
     import deployments.setup
-    import flows.drill
-    import flows.runbook
+    import rehearsal.drill
+    import rehearsal.runbook
 
     calls = []
     config = tmp_path / "pair.yaml"
@@ -248,8 +248,8 @@ def test_setup_drill_and_runbook_call_their_implementations(monkeypatch, tmp_pat
     monkeypatch.setattr(deployments.setup, "load_config", lambda path: SimpleNamespace(pair="x", operator_problems=list))
     monkeypatch.setattr(deployments.setup, "server_differences", lambda config: [])
     monkeypatch.setattr(deployments.cli, "take_baselines", lambda pair, reason: calls.append(("baseline", pair, reason)))
-    monkeypatch.setattr(flows.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
-    monkeypatch.setattr(flows.runbook, "write_runbooks", lambda out: calls.append(("runbook", out)) or [out / "x.md"])
+    monkeypatch.setattr(rehearsal.drill, "main", lambda argv: calls.append(("drill", argv)) or 1)
+    monkeypatch.setattr(rehearsal.runbook, "write_runbooks", lambda out: calls.append(("runbook", out)) or [out / "x.md"])
     assert cli.invoke(app, ["setup", str(config)]).exit_code == 0
     assert cli.invoke(app, ["drill", "--json"]).exit_code == 1  # the drill's own exit status
     assert cli.invoke(app, ["runbook", "--out", str(tmp_path / "rb")]).exit_code == 0

@@ -41,7 +41,7 @@ def test_unknown_setting_is_refused():
 
 
 def test_pair_needs_two_sites_and_names_unknown_ones():
-    with pytest.raises(ValidationError, match="different sites"):
+    with pytest.raises(ValidationError, match="main.name and backup.name are both"):
         PairConfig(main=SITE, backup=SITE, witness={"host": "w"})
     pair = PairConfig(main=SITE, backup={**SITE, "name": "bus"}, witness={"host": "w"})
     assert pair.site("bus").name == "bus"

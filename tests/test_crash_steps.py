@@ -46,17 +46,16 @@ from prefect.client.orchestration import get_client
 from antelope_ha.outages import check_here
 from antelope_ha.css30 import scan_ids
 from antelope_ha.descriptor import parse_descriptor
-from antelope_ha.state import HAState
-from flows.drill import newest_origin, origin_times
+from rehearsal.drill import newest_origin, origin_times
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.replicate import replicate_lastid
 from simsite.orb import read_packets
 from simsite.pair import SimPair
 from tasks.lock import lock_name
-from tasks.pair import register_pair
-from tasks.state import load_state, save_state
-from tests.simpair import FAST, answering, approve, listing_operators
+from rehearsal.pair import registered_sim_pair
+from tasks.state import load_state
+from tests.simpair import FAST, OPERATORS, answering, approve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -200,26 +199,19 @@ class Case:
 
 @contextmanager
 def crash_pair(tmp: Path, name: str, base_address: str) -> Iterator[Case]:
-    pair = SimPair.create(tmp / "pair", base_address=base_address)
-    try:
-        pair.serve_ssh()
-        pair.start()
+    with registered_sim_pair(tmp / "pair", name, POLICY, OPERATORS.enroll(name), base_address=base_address) as (pair, _):
         case = Case(pair, name)
         SimPair.wait_for(lambda: len(case.origins("ms")) >= 3 and len(case.origins("bus")) >= 3,
                          60, "rows at both sites")
-        register_pair(name, listing_operators(pair.pair_config(POLICY), name))
-        save_state(name, HAState.initial("ms"))
         replicate_lastid(pair_name=name)  # a fresh replica of MS's lastid on BUS, as the watcher keeps it
         case.bus_since = max(case.origins("bus"))
         yield case
-    finally:
-        pair.stop()
 
 
 def lost_on(case: Case, site: str, since: float, source: str | None = None) -> int:
     """Packets that ``source`` (default: ``site`` itself) received after
     ``since``, up to ``site``'s newest row, with no origin on ``site`` (one
-    origin per packet, see flows/drill.py final_checks)."""
+    origin per packet, see rehearsal/drill.py final_checks)."""
     case.wait_rows(site, time.time())  # its writers run again: what they have not written yet is not lost
     interval = case.pair.settings.packet_interval_s
     seqs = {round(t / interval) for t in case.origins(site)}

@@ -18,8 +18,8 @@ from antelope_ha.site import StepFailed
 from antelope_ha.runner import LocalRunner
 from deployments.cli import app as cli
 from flows.calling import call_flow
-from flows.drill import DrillReport, final_checks, newest_origin, origin_times
-from flows.drill import main as drill_main
+from rehearsal.drill import DrillReport, final_checks, newest_origin, origin_times
+from rehearsal.drill import main as drill_main
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.health import health
@@ -116,9 +116,9 @@ def test_newest_origin_reads_the_last_records_and_leaves_one_being_written(tmp_p
 
 
 def test_drill_exits_non_zero_when_a_row_is_lost(monkeypatch, capsys):
-    import flows.drill
+    import rehearsal.drill
 
-    monkeypatch.setattr(flows.drill, "drill", lambda **kw: DrillReport(rows_written=10, rows_lost=1,
+    monkeypatch.setattr(rehearsal.drill, "drill", lambda **kw: DrillReport(rows_written=10, rows_lost=1,
                                                                       duplicate_ids=0))
     assert drill_main([]) == 1
     assert "rows lost 1" in capsys.readouterr().out

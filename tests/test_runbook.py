@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from antelope_ha.runbook import (APPROVAL, STEP_GUIDE, MissingGuide, Runbook, RunbookStep, Scenario, guide,
+from rehearsal.guide import (APPROVAL, STEP_GUIDE, MissingGuide, Runbook, RunbookStep, Scenario, guide,
                                  normalizer, to_html, to_markdown)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "runbooks"
@@ -29,7 +29,7 @@ def task_names() -> set[str]:
 
 def test_every_task_has_runbook_text():
     missing = task_names() - set(STEP_GUIDE)
-    assert not missing, f"add these task names to STEP_GUIDE in antelope_ha/runbook.py: {sorted(missing)}"
+    assert not missing, f"add these task names to STEP_GUIDE in rehearsal/guide.py: {sorted(missing)}"
 
 
 def test_an_unknown_step_kind_is_refused_by_name():
@@ -45,7 +45,7 @@ def test_normalizer_removes_paths_pids_and_timestamps():
 
 def test_renderers_show_commands_per_site_and_the_manual_fallback():
     step = RunbookStep("stop orb2wf on ms", "Stop an rtexec task", ["ms"])
-    step.commands.append(__import__("antelope_ha.runbook", fromlist=["Command"]).Command(
+    step.commands.append(__import__("rehearsal.guide", fromlist=["Command"]).Command(
         "ms", "write <rtexec_dir>/rtexec.pf", "set orb2wf Run no"))
     gate = RunbookStep("approval: go on", APPROVAL, [])
     book = Runbook("x", "X", "x", "does x", "the procedure", [Scenario("s", "when", [step, gate], "done")])
@@ -58,7 +58,7 @@ def test_renderers_show_commands_per_site_and_the_manual_fallback():
 
 @pytest.fixture(scope="module")
 def generated(prefect_server, tmp_path_factory):
-    from flows.runbook import generate
+    from rehearsal.runbook import generate
 
     return generate(tmp_path_factory.mktemp("runbook"))
 
@@ -103,7 +103,7 @@ def test_the_real_failover_of_the_generation_published_its_incident(generated):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.runbook import PAIR_NAME
+    from rehearsal.runbook import PAIR_NAME
     from tasks.report import incident_key
 
     key = incident_key(PAIR_NAME, 2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import socketserver
 import sys
 from typing import NoReturn
 
@@ -17,6 +18,14 @@ class Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"{self.prog}: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+class HostServer(socketserver.ThreadingTCPServer):
+    """A TCP service of a simulated host: one thread per connection, ended with
+    the process; its port is taken again at once after a restart."""
+
+    allow_reuse_address = True
+    daemon_threads = True
 
 
 def stamp() -> str:

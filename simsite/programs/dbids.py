@@ -42,7 +42,7 @@ from antelope_ha.css30 import ID_OWNER, atomic_write
 from antelope_ha.lastid import format_lastid, read_lastid
 from simsite.layout import ProgramSite, this_site
 from simsite.net import Network
-from simsite.programs.cli import Parser, fail, log
+from simsite.programs.cli import HostServer, Parser, fail, log
 
 PROG = "dbids"
 MAX_ID = 99999999  # css3.0 ids are 8 characters (dbnextid(3))
@@ -51,10 +51,7 @@ IDLE_S = 0.2  # a request without a newline is complete when the client pauses t
 HEARTBEAT_S = 0.2  # how often the serving record says "alive"
 
 
-class IdServer(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
+class IdServer(HostServer):
     def __init__(self, address: tuple[str, int], site: ProgramSite, lastid: Path):
         super().__init__(address, Handler)
         self.site = site

@@ -12,15 +12,12 @@ import socketserver
 from simsite import procs
 from simsite.layout import this_site
 from simsite.net import Network
-from simsite.programs.cli import Parser, fail, log
+from simsite.programs.cli import HostServer, Parser, fail, log
 
 PROG = "witnessd"
 
 
-class Responder(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
+class Responder(HostServer):
     def __init__(self, address: tuple[str, int], net: Network, name: str):
         super().__init__(address, Greeter)
         self.net = net

@@ -4,7 +4,7 @@ flow did, so the written procedure cannot drift from the code.
 This module holds the document model, the hand-written knowledge per kind of
 step (``STEP_GUIDE``, keyed by the Prefect task name: what the step is for,
 what it checks, what to do by hand when it fails) and the Markdown and HTML
-renderers. It does not import Prefect: ``flows/runbook.py`` runs the dry runs
+renderers. It does not import Prefect: ``rehearsal/runbook.py`` runs the dry runs
 and fills the model.
 """
 from __future__ import annotations
@@ -267,7 +267,7 @@ def guide(kind: str) -> StepGuide:
         return STEP_GUIDE[kind]
     except KeyError:
         raise MissingGuide(f"no runbook text for step kind {kind!r}: add it to STEP_GUIDE in "
-                           f"antelope_ha/runbook.py") from None
+                           f"rehearsal/guide.py") from None
 
 
 # --- making generated text independent of the machine it was generated on ---------

@@ -5,7 +5,7 @@ runs them, with the exact commands it would run on each site.
 The steps come from the dry-run flow runs themselves: every task run that
 finishes closes a step, and the commands the run's sites planned since the
 previous step belong to it; an approval gate (a pause, not a task) is a step
-too. A new task with no text in ``antelope_ha.runbook.STEP_GUIDE`` stops the
+too. A new task with no text in ``rehearsal.guide.STEP_GUIDE`` stops the
 generation, so a flow cannot gain a step its runbook does not explain.
 
 The pair is driven through the situations each procedure starts from:
@@ -29,7 +29,7 @@ from pathlib import Path
 from prefect import Flow, Task
 
 from antelope_ha.config import PairConfig, PairPolicy
-from antelope_ha.runbook import (APPROVAL, Command, Runbook, RunbookStep, Scenario, guide, normalizer,
+from rehearsal.guide import (APPROVAL, Command, Runbook, RunbookStep, Scenario, guide, normalizer,
                                  to_html, to_markdown)
 from flows.calling import call_flow
 from flows.failover import failover
@@ -37,9 +37,9 @@ from flows.fallback import fallback
 from flows.health import health
 from flows.recovery import recovery
 from flows.replicate import replicate_lastid
+from rehearsal.pair import registered_sim_pair
 from simsite.pair import SimPair
 from tasks.dryrun import MARK as DRY_RUN
-from tasks.pair import register_pair
 from tasks.sites import close_all, plans
 
 PAIR_NAME = "runbook-sim"
@@ -187,46 +187,41 @@ def generate(workdir: Path) -> Generated:
     """Create a simulated pair under ``workdir`` and dry-run every procedure on
     it, in the situation it is meant for. Needs a Prefect API (embedded or
     PREFECT_API_URL); saves the pair as the block ``runbook-sim``."""
-    pair = SimPair.create(workdir / "pair")
-    try:
-        pair.serve_ssh()
-        pair.start()
-        cfg = pair.pair_config(RUNBOOK_POLICY)
-        register_pair(PAIR_NAME, cfg)
-        g = Generator(pair, cfg)
-        ms, bus = cfg.main.name, cfg.backup.name
-        g.scenario("replicate-lastid", replicate_lastid, f"{ms} authoritative",
-                   f"The copy of {ms}'s `dbids.lastid` to {bus} (the watcher makes it every minute).")
-        g.scenario("health", health, f"{ms} authoritative and healthy",
-                   f"One cycle of the watcher at {bus}: {ms}'s ID server answers.")
-        g.scenario("failover", failover, f"{ms} authoritative, no fresh lastid replica on {bus}",
-                   "Run by the watcher on its decision (or started by hand). With a replica older than the "
-                   "policy allows, a person approves the lastid first; with a fresh one that gate is skipped.")
-        end = time.time() - 1
-        g.scenario("recovery", recovery, f"{ms} authoritative, a window given by hand",
-                   "Without `start` and `end` the outages come from the authority history; here the last "
-                   f"seconds are given, so every event {bus} recorded in them is merged whole (in a real run "
-                   "the check then finds them lacking no more).", start=end - 2, end=end)
-        pair.crash(ms, cfg.main.idserver_task, restart=False)
-        g.scenario("health", health, f"{ms}'s ID server does not answer",
-                   f"One failed probe out of the K needed: {bus} also asks the witness and {ms} itself.")
-        pair.repair(ms, cfg.main.idserver_task)
-        replicate_lastid(pair_name=PAIR_NAME)
-        failover(pair_name=PAIR_NAME, reason="runbook generation")
-        g.scenario("health", health, f"{bus} authoritative",
-                   f"After a failover the watcher probes {bus}'s own ID server and keeps {ms} fenced "
-                   "(armed, no dbids).")
-        g.scenario("fallback", fallback, f"{bus} authoritative, {ms} repaired",
-                   "Started by hand once MS is fit again; two people-approved gates.")
-        for slug, flow in (("replicate-lastid", replicate_lastid), ("health", health), ("failover", failover),
-                           ("recovery", recovery), ("fallback", fallback)):
-            book = g.books[slug]
-            reached = {step.kind for scenario in book.scenarios for step in scenario.steps}
-            book.real_run_only = [kind for kind in tasks_in_source(flow) if kind not in reached]
-        return Generated(g.books, g.flow_runs, g.normalize)
-    finally:
-        close_all()
-        pair.stop()
+    with registered_sim_pair(workdir / "pair", PAIR_NAME, RUNBOOK_POLICY) as (pair, cfg):
+        try:
+            g = Generator(pair, cfg)
+            ms, bus = cfg.main.name, cfg.backup.name
+            g.scenario("replicate-lastid", replicate_lastid, f"{ms} authoritative",
+                       f"The copy of {ms}'s `dbids.lastid` to {bus} (the watcher makes it every minute).")
+            g.scenario("health", health, f"{ms} authoritative and healthy",
+                       f"One cycle of the watcher at {bus}: {ms}'s ID server answers.")
+            g.scenario("failover", failover, f"{ms} authoritative, no fresh lastid replica on {bus}",
+                       "Run by the watcher on its decision (or started by hand). With a replica older than the "
+                       "policy allows, a person approves the lastid first; with a fresh one that gate is skipped.")
+            end = time.time() - 1
+            g.scenario("recovery", recovery, f"{ms} authoritative, a window given by hand",
+                       "Without `start` and `end` the outages come from the authority history; here the last "
+                       f"seconds are given, so every event {bus} recorded in them is merged whole (in a real run "
+                       "the check then finds them lacking no more).", start=end - 2, end=end)
+            pair.crash(ms, cfg.main.idserver_task, restart=False)
+            g.scenario("health", health, f"{ms}'s ID server does not answer",
+                       f"One failed probe out of the K needed: {bus} also asks the witness and {ms} itself.")
+            pair.repair(ms, cfg.main.idserver_task)
+            replicate_lastid(pair_name=PAIR_NAME)
+            failover(pair_name=PAIR_NAME, reason="runbook generation")
+            g.scenario("health", health, f"{bus} authoritative",
+                       f"After a failover the watcher probes {bus}'s own ID server and keeps {ms} fenced "
+                       "(armed, no dbids).")
+            g.scenario("fallback", fallback, f"{bus} authoritative, {ms} repaired",
+                       "Started by hand once MS is fit again; two people-approved gates.")
+            for slug, flow in (("replicate-lastid", replicate_lastid), ("health", health), ("failover", failover),
+                               ("recovery", recovery), ("fallback", fallback)):
+                book = g.books[slug]
+                reached = {step.kind for scenario in book.scenarios for step in scenario.steps}
+                book.real_run_only = [kind for kind in tasks_in_source(flow) if kind not in reached]
+            return Generated(g.books, g.flow_runs, g.normalize)
+        finally:
+            close_all()
 
 
 def tasks_in_source(flow: Flow) -> list[str]:

@@ -4,7 +4,7 @@
   failover -> BUS writes with its own ids -> MS restored (and fenced) ->
   fallback (two approvals) -> recovery of MS's gap -> final checks
 
-Run with ``make drill`` (or ``python -m flows.drill [--json] [--interactive]
+Run with ``make drill`` (or ``python -m rehearsal.drill [--json] [--interactive]
 [--probe-interval S] [--rate N] [--seed N]``; ``make drill ARGS="--rate 50"``).
 The final checks read both sites' files with the completeness rule the
 recovery verifies (antelope_ha/completeness.py) over every outage on the
