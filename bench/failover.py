@@ -293,7 +293,7 @@ def flow_repetition(workdir: Path, clock: SiteClock) -> Repetition:
                 state = failover(pair_name=PAIR_NAME, reason=REASON, return_state=True)
                 returned = time.time()
             state.result()  # raises if the flow failed
-            authority = load_state(PAIR_NAME, cfg.main.name).authority
+            authority = load_state(PAIR_NAME).authority
             return _repetition("flow", detection, called, returned, watcher.result(), clock,
                                **_from_the_api(state.state_details.flow_run_id, called, returned, health_runs),
                                bus_authoritative=authority.site == cfg.backup.name)

@@ -247,7 +247,7 @@ def watching(run_id: UUID, since: float) -> bool:
     """The watcher ``run_id`` holds the lease and has recorded a decision since taking it."""
     from tasks.state import load_state
 
-    state = load_state(PAIR, "ms")
+    state = load_state(PAIR)
     return bool(state.watcher and state.watcher.run == str(run_id)
                 and any(d.at >= state.watcher.since and d.code for d in state.decisions))
 
@@ -266,7 +266,7 @@ def hand_over_to_a_new_watcher(pair: object, policy: PairPolicy) -> UUID:
     from tasks.pair import register_pair
     from tasks.state import take_watcher_lease
 
-    take_watcher_lease(PAIR, "ms", "stopped-between-repetitions", time.time())
+    take_watcher_lease(PAIR, "stopped-between-repetitions", time.time())
     with get_client(sync_client=True) as client:
         _wait("the previous watcher stopped", lambda: not client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["watch"])),
@@ -294,7 +294,7 @@ def outage(stack: Stack, pair: object, policy: PairPolicy, label: str) -> Outage
     answered = first_id.result(wait_s=GIVE_UP_S)
     if answered is None:
         raise RuntimeError(f"{label}: BUS's ID server did not answer within {GIVE_UP_S:g} s of MS's power-off")
-    state = _wait("BUS authoritative on the record", lambda: (s := load_state(PAIR, "ms")).authority.site == "bus"
+    state = _wait("BUS authoritative on the record", lambda: (s := load_state(PAIR)).authority.site == "bus"
                   and s.authority.flow_run and s, 30)
     decided = next(d.at for d in reversed(state.decisions) if d.code == "failover")
     with get_client(sync_client=True) as client:
@@ -418,7 +418,7 @@ def run(repetitions: int = 3, steady_s: float = 180.0, defaults_repetitions: int
 def _first_watcher_watching() -> bool:
     from tasks.state import load_state
 
-    state = load_state(PAIR, "ms")
+    state = load_state(PAIR)
     return bool(state.watcher and any(d.at >= state.watcher.since and d.code for d in state.decisions))
 
 

@@ -80,7 +80,7 @@ def load_pair_and_state(pair_name: str) -> tuple[PairConfig, HAState]:
     except ValueError as exc:
         out.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    return pair, load_state(pair_name, pair.main.name)
+    return pair, load_state(pair_name)
 
 
 # --- status ------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def take_baselines(pair_name: str, reason: str) -> HAState:
             s = s.with_baseline(name, report, reason)
         return s
 
-    state = update_state(pair_name, pair.main.name, change)
+    state = update_state(pair_name, change)
     _print_baselines(state)
     return state
 
@@ -354,7 +354,7 @@ def _change_state(pair_name: str, change, event: str, by: str, reason: str) -> H
     from tasks.state import update_state
 
     pair, _ = load_pair_and_state(pair_name)
-    changed = update_state(pair_name, pair.main.name, change)
+    changed = update_state(pair_name, change)
     operator_event(pair_name, event, by, reason=reason)
     return changed
 

@@ -136,7 +136,7 @@ def approve(ref: str, by: str, code: str, reason: str, decision: str, site: str 
                           f"{run.state.name if run.state else 'without a state'}")
         pair_name = str(run.parameters.get("pair_name", "default"))
         pair, _ = load_pair(pair_name)
-        state = load_state(pair_name, pair.main.name)
+        state = load_state(pair_name)
         answer = judged_answer(gate, by, code, reason, decision, site, operator_secrets(pair.operators),
                                state.codes_used, time.time())
         result = client.resume_flow_run(run.id, run_input=answer)

@@ -57,7 +57,7 @@ def look(pair_name: str, decisions: int) -> tuple[StatusReport, PairConfig | Non
 
     try:
         pair, _ = load_pair(pair_name)
-        state = load_state(pair_name, pair.main.name)
+        state = load_state(pair_name)
         procedure = procedure_holder(pair_name)
     except Exception as exc:  # the server is down, the block is missing, the record invalid: all UNKNOWN
         if isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc):

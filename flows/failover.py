@@ -62,7 +62,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
     marks = {"failover started": time.time()}
     approvals: list[ApprovalRecord] = []
     with nullcontext() if dry_run else procedure_lock(pair_name, "failover"):
-        state = read_state(pair_name, ms.name)
+        state = read_state(pair_name)
         taken = state.authority.site == bus.name
         if taken:
             get_run_logger().info("%s already authoritative (epoch %d): converging the remaining steps",
@@ -83,9 +83,9 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
         if lastid is not None:
             ids.raise_lastid(bus, lastid, "failover: replica + margin, above every id in the local db", dry_run)
         # 2. BUS is the authority: a new epoch
-        state = authority.take_authority(pair_name, ms.name, bus, [ms], reason, dry_run)
+        state = authority.take_authority(pair_name, bus, [ms], reason, dry_run)
         # 3. dbids on BUS
-        authority.activate_idserver(pair_name, ms.name, bus, dry_run)
+        authority.activate_idserver(pair_name, bus, dry_run)
         marks[f"dbids serving on {bus.name}"] = time.time()
         # 4. BUS's descriptor names it
         ids.set_dbidserver(bus, bus.idserver_address, dry_run)
@@ -98,7 +98,7 @@ def failover(pair_name: str = "default", reason: str = "started by hand", dry_ru
             realtime.start_task(bus, infosys, dry_run)
         # 7. BUS's id problems now are its baseline; the operators are told
         if scan is not None:
-            ids.record_baseline(pair_name, ms.name, bus, scan, f"{bus.name} takes authority (failover)", dry_run)
+            ids.record_baseline(pair_name, bus, scan, f"{bus.name} takes authority (failover)", dry_run)
         if dry_run:
             return publish_plan("failover", plans(str(flow_run.get_id())))
         return report_done(pair_name, pair, targets, state, fenced.detail, reason, marks)
@@ -197,5 +197,5 @@ def approved(pair_name: str, pair: PairConfig, answer: ApprovalRecord, approvals
         return True
     by = f" by {answer.operator}: {answer.reason}" if answer.operator else ""
     get_run_logger().error("failover stopped before acting: %s %s%s", answer.gate, answer.outcome, by)
-    record_declined(pair_name, pair.main.name, f"{answer.gate}: {answer.outcome}{by}", dry_run)
+    record_declined(pair_name, f"{answer.gate}: {answer.outcome}{by}", dry_run)
     return False

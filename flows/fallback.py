@@ -64,7 +64,7 @@ def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None =
     pair, targets = start_procedure("fallback", pair_name, by, reason, dry_run)
     ms, bus = pair.main, pair.backup
     with nullcontext() if dry_run else procedure_lock(pair_name, "fallback"):
-        state = read_state(pair_name, ms.name)
+        state = read_state(pair_name)
         if state.authority.site == ms.name and not state.fallback_in_progress:
             msg = f"{ms.name} already authoritative (epoch {state.authority.epoch}): nothing to fall back"
             log.info(msg)
@@ -79,8 +79,8 @@ def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None =
                 return stopped(pair, targets, approvals, stopped_because)
 
         # On MS: take authority back.
-        authority.take_authority(pair_name, ms.name, ms, [bus], "fallback approved", dry_run)
-        authority.activate_idserver(pair_name, ms.name, ms, dry_run)
+        authority.take_authority(pair_name, ms, [bus], "fallback approved", dry_run)
+        authority.activate_idserver(pair_name, ms, dry_run)
         for writer in ms.writer_tasks:
             realtime.start_task(ms, writer, dry_run)
         # On BUS: follow MS again.
@@ -95,11 +95,11 @@ def fallback(pair_name: str = "default", dry_run: bool = False, by: str | None =
         # earlier failover's hold-down no longer holds a new automatic failover.
         approvers = (" and ".join(dict.fromkeys(a.operator for a in approvals if a.operator))
                      or "the approvers of the run this one completes")
-        acknowledge(pair_name, ms.name, approvers, f"fallback to {ms.name} completed", dry_run)
+        acknowledge(pair_name, approvers, f"fallback to {ms.name} completed", dry_run)
         if not dry_run:
             operator_event(pair_name, "hold-down.acknowledged", approvers, reason=f"fallback to {ms.name} completed")
         # Last: a rerun that finds MS authoritative and this cleared has nothing left to do.
-        set_fallback_in_progress(pair_name, ms.name, False, dry_run)
+        set_fallback_in_progress(pair_name, False, dry_run)
 
         if dry_run:
             return publish_plan("fallback", plans(str(flow_run.get_id())))
@@ -144,7 +144,7 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
             approvals[-1] = gate1.model_copy(update={"outcome": "approved, not acted on"})
             return (f"The approval was not acted on: {changed}. {bus.name} stays authoritative and was not "
                     f"touched ({ms.name} stays fenced)")
-        set_fallback_in_progress(pair_name, ms.name, True, dry_run, by=gate1.operator)
+        set_fallback_in_progress(pair_name, True, dry_run, by=gate1.operator)
         gate1_by = gate1.operator
 
     # On BUS: stop issuing ids and hand the lastid over.
@@ -179,7 +179,7 @@ def hand_over(pair: PairConfig, pair_name: str, asked: Authority, passed_gate1: 
         approvals[-1] = gate2.model_copy(update={"outcome": "approved, not acted on"})
         restore_backup(pair, pair_name, dry_run)
         return f"The approval was not acted on: {changed}. {bus.name} restored as authority"
-    ids.record_baseline(pair_name, ms.name, ms, ms_ids, f"{ms.name} takes authority again (fallback)", dry_run)
+    ids.record_baseline(pair_name, ms, ms_ids, f"{ms.name} takes authority again (fallback)", dry_run)
     return None
 
 
@@ -187,7 +187,7 @@ def changed_since_asked(pair_name: str, ms: SiteConfig, asked: Authority, dry_ru
     """After an approval, before acting on it: what is no longer as it was when
     the person was asked (the authority on the record; MS reachable, rtexec
     running), or None. The answer may come half an hour after the question."""
-    now = read_state(pair_name, ms.name).authority
+    now = read_state(pair_name).authority
     if now.marker() != asked.marker():
         return (f"the authority on the record changed while waiting for the answer: {asked.site} at epoch "
                 f"{asked.epoch} when asked, {now.site} at epoch {now.epoch} now")
@@ -199,10 +199,10 @@ def restore_backup(pair: PairConfig, pair_name: str, dry_run: bool) -> None:
     ms, bus = pair.main, pair.backup
     authority.fence(ms, f"fallback not approved: {bus.name} stays authoritative", dry_run)
     ids.set_dbidserver(bus, bus.idserver_address, dry_run)
-    authority.activate_idserver(pair_name, ms.name, bus, dry_run)
+    authority.activate_idserver(pair_name, bus, dry_run)
     for writer in bus.writer_tasks:
         realtime.start_task(bus, writer, dry_run)
-    set_fallback_in_progress(pair_name, ms.name, False, dry_run)
+    set_fallback_in_progress(pair_name, False, dry_run)
 
 
 def findings(ms: SiteConfig, scan: IdReport, verdict: Verdict, flowing: str, bus: SiteConfig) -> str:

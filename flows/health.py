@@ -51,7 +51,7 @@ async def health(pair_name: str = "default", failover_inline: bool = False, dry_
     """
     log = get_run_logger()
     pair, targets = load_pair(pair_name)
-    state = read_state(pair_name, pair.main.name)
+    state = read_state(pair_name)
     probe = PairProbe(pair, site(pair.main), site(pair.backup))
     now = step(state, state.consecutive_failures, look(probe, state), pair, time.time())
     decision = now.decision
@@ -62,7 +62,7 @@ async def health(pair_name: str = "default", failover_inline: bool = False, dry_
             act_and_tell(pair_name, pair, targets, None, decision, now.state, run_failover=False, dry_run=True)
         plan = publish_plan("health", plans(str(flow_run.get_id())))
         return f"{decision.action}: {decision.reason} (dry run: nothing stored, nobody notified)\n\n{plan}"
-    if not record_health(pair_name, pair.main.name, state, now.state):
+    if not record_health(pair_name, state, now.state):
         log.warning("decision not recorded, so not acted on: a procedure holds the pair or the record changed "
                     "while looking")
         return f"{decision.action}: {decision.reason}"

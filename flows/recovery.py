@@ -117,7 +117,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
     if dry_run:
         return publish_plan("recovery", plans(str(flow_run.get_id())))
 
-    took_back = load_state(pair_name, ms.name).authority
+    took_back = load_state(pair_name).authority
     judged = ids.judge_ids(pair_name, ms.name, ms, ids.scan_ids(ms),
                            handed_over=took_back.lastid if took_back.site == ms.name else None)
     if judged.old:
@@ -130,7 +130,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
         raise StepFailed(f"verification failed on {ms.name}" + (f" after {ROUNDS} rounds of excerpts" if merged else "")
                          + grew + ": " + "; ".join(problems))
     if outages:
-        record_recovered(pair_name, ms.name, max(o.epoch for o in outages))
+        record_recovered(pair_name, max(o.epoch for o in outages))
     gaps = sum(len(v.gaps) for v in verdicts)
     result = (f"merged {merged} rows into {ms.name}" if merged
               else f"nothing to merge: {ms.name} holds every row the rule requires")
@@ -139,7 +139,7 @@ def recovery(pair_name: str = "default", start: float | None = None, end: float 
     notify(targets, f"RECOVERY into {ms.name} done", summary)
     publish_gap(ms.name, bus.name, before, verdicts)
     publish_timeline("recovery", [ms.name, bus.name])
-    took = load_state(pair_name, ms.name).last_failover(bus.name)
+    took = load_state(pair_name).last_failover(bus.name)
     if took is not None:
         publish_incident("recovery", pair_name, took.epoch, targets.ui_url if targets else None)
     return summary
@@ -166,7 +166,7 @@ def given_window(ms: SiteConfig, backup: str, start: float | None, end: float | 
 def outages_to_recover(pair_name: str, ms: SiteConfig, backup: str) -> list[Outage]:
     """The epochs of the backup's authority that MS took back and no recovery
     verified yet, or else the last one (checked again)."""
-    state = read_state(pair_name, ms.name)
+    state = read_state(pair_name)
     if state.last_failover(backup) is None:
         raise WindowError(f"no failover to {backup} on record: give start and end (epoch seconds)")
     if state.authority.site == backup:

@@ -36,7 +36,7 @@ def replicate_lastid(pair_name: str = "default", dry_run: bool = False) -> str:
     """
     pair, _ = load_pair(pair_name)
     ms, bus = pair.main, pair.backup
-    state = read_state(pair_name, ms.name)
+    state = read_state(pair_name)
     if state.authority.site != ms.name:
         msg = f"{state.authority.site} is authoritative: nothing to replicate from {ms.name}"
         get_run_logger().info(msg)

@@ -234,9 +234,8 @@ class Keeper:
 
     def take_lease(self) -> str | None:
         """From now on this watcher acts for the pair; returns the run that did before."""
-        ms = self.w.pair.main.name
-        before = load_state(self.w.pair_name, ms)
-        self.record = take_watcher_lease(self.w.pair_name, ms, self.w.run_id, time.time())
+        before = load_state(self.w.pair_name)
+        self.record = take_watcher_lease(self.w.pair_name, self.w.run_id, time.time())
         ensure_limit(lock_name(self.w.pair_name))  # asked now, not on the way to a failover
         self.w.status.record_read_at = time.time()
         return before.watcher.run if before.watcher and before.watcher.run != self.w.run_id else None
@@ -300,7 +299,7 @@ class Keeper:
 
     def _refresh(self, client) -> None:
         try:
-            self.record = load_state(self.w.pair_name, self.w.pair.main.name, client)
+            self.record = load_state(self.w.pair_name, client)
         except Exception as exc:  # the server is down or answers errors: keep the last record
             self.problem("record", f"cannot read the pair's record, probing on with the one read at "
                           f"{time.strftime('%H:%M:%S', time.gmtime(self.w.status.record_read_at))} UTC: {exc}")
@@ -314,7 +313,7 @@ class Keeper:
         if seen.decisions != self.record.decisions:
             return  # decided before the last decision was stored: the loop decides again on the new record
         try:
-            recorded = record_health.fn(self.w.pair_name, pair.main.name, seen, now.state)
+            recorded = record_health.fn(self.w.pair_name, seen, now.state)
         except Exception as exc:
             recorded, why = False, f"the server did not take it ({exc})"
         else:

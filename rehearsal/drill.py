@@ -350,7 +350,7 @@ def final_checks(report: DrillReport, ms_dir: Path, bus_dir: Path, interval: flo
     every ORB packet BUS received between MS's first and last row with an
     origin on MS."""
     ms_db, bus_db = ms_dir / "db" / "db", bus_dir / "db" / "db"
-    verdicts = outages.check_here(ms_db, bus_db, load_state(pair_name, "ms"))
+    verdicts = outages.check_here(ms_db, bus_db, load_state(pair_name))
     report.rows_required = sum(sum(v.required.values()) for v in verdicts)
     report.rows_lost = sum(len(v.missing) for v in verdicts)
     report.lost_by_table = {t: sum(v.missing_by_table().get(t, 0) for v in verdicts)

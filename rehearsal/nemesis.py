@@ -156,7 +156,7 @@ class Nemesis:
         return timer
 
     def authority(self) -> str:
-        return load_state(PAIR, "ms").authority.site
+        return load_state(PAIR).authority.site
 
     # --- faults ----------------------------------------------------------------------------
     def power_off_ms(self, kind: str = "ms-power-off", when: str = "") -> None:
@@ -242,7 +242,7 @@ class Nemesis:
         finally:
             stop.set()
             answerer.join(10)
-        state = load_state(PAIR, "ms")
+        state = load_state(PAIR)
         if state.authority.site == "ms" and not state.fallback_in_progress:
             self.report.fallbacks += 1
             self.report.fallback_s.append(round(time.time() - started, 2))
@@ -291,7 +291,7 @@ class Nemesis:
         """The procedures, until MS is authoritative, recovered and both sites write."""
         deadline = time.time() + CYCLE_LIMIT_S
         while time.time() < deadline:
-            state = load_state(PAIR, "ms")
+            state = load_state(PAIR)
             if state.authority.site == "bus" or state.fallback_in_progress:
                 if self.ms_off:
                     time.sleep(self.rng.uniform(0.5, 2.0))
@@ -424,7 +424,7 @@ def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int,
         for timer in nemesis.timers:
             timer.cancel()
         close_all()
-        authority = load_state(PAIR, "ms").authority.site if report.cycles else "ms"
+        authority = load_state(PAIR).authority.site if report.cycles else "ms"
         pair.stop()
     return authority
 

@@ -180,7 +180,7 @@ def check_answer(pair_name: str, pair: PairConfig, gate: Gate, answer: Approval)
                                                            verdicts[-1].step}})
         return state
 
-    update_state(pair_name, pair.main.name, change)
+    update_state(pair_name, change)
     return verdicts[-1]
 
 

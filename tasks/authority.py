@@ -18,20 +18,20 @@ from tasks.state import load_state, update_state
 
 
 @task(name="Take authority", task_run_name="make {cfg.name} authoritative", **STEP)
-def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list[SiteConfig],
+def take_authority(pair_name: str, cfg: SiteConfig, others: list[SiteConfig],
                    reason: str, dry_run: bool = False) -> HAState:
     """Record a new epoch for ``cfg`` (once), with the lastid its dbids starts from
     (so the ids each authority issued are known when the other site is gone),
     then mark it on every reachable site."""
     log = get_run_logger()
-    state = load_state(pair_name, main_site)
+    state = load_state(pair_name)
     if state.authority.site != cfg.name:
         if dry_run:
             state = state.with_authority(cfg.name, flow_run.get_id(), reason)
             log.info("DRY RUN: would record %s authoritative at epoch %d", cfg.name, state.authority.epoch)
         else:
             lastid, before = site(cfg).read_lastid(), state.authority
-            state = update_state(pair_name, main_site, lambda s: s if s.authority.site == cfg.name
+            state = update_state(pair_name, lambda s: s if s.authority.site == cfg.name
                                  else s.with_authority(cfg.name, flow_run.get_id(), reason, lastid=lastid))
             log.warning("authority: %s now holds epoch %d (%s)", cfg.name, state.authority.epoch, reason)
             if state.authority.epoch > before.epoch:
@@ -48,12 +48,12 @@ def take_authority(pair_name: str, main_site: str, cfg: SiteConfig, others: list
 
 
 @task(name="Start the ID server", task_run_name="start dbids on {cfg.name}", **STEP)
-def activate_idserver(pair_name: str, main_site: str, cfg: SiteConfig, dry_run: bool = False) -> Outcome:
+def activate_idserver(pair_name: str, cfg: SiteConfig, dry_run: bool = False) -> Outcome:
     """Start dbids only on the site that holds the current epoch and is not armed."""
     s = site(cfg, dry_run)
     if dry_run:  # a dry run has not recorded the epoch it would take
         return logged(s.ensure_idserver(cfg.idserver_address))
-    return logged(s.start_idserver_for(load_state(pair_name, main_site).authority))
+    return logged(s.start_idserver_for(load_state(pair_name).authority))
 
 
 class FenceResult(BaseModel):

@@ -40,7 +40,7 @@ def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: IdReport,
               handed_over: dict[str, int] | None = None) -> Verdict:
     """The scan's problems that block (new since the site's baseline, or touching the ids
     BUS issued up to the lastid it ``handed_over``) and the old ones, with when first seen."""
-    state = load_state(pair_name, main_site)
+    state = load_state(pair_name)
     took = next((a for a in reversed([*state.history, state.authority]) if a.site != main_site), None)
     outage = None if handed_over is None else outage_ids(took.lastid if took else None, handed_over)
     return judge(scan, state.baselines.get(cfg.name), outage)
@@ -48,11 +48,11 @@ def judge_ids(pair_name: str, main_site: str, cfg: SiteConfig, scan: IdReport,
 
 @task(name="Record the baseline of old id problems", task_run_name="baseline of {cfg.name}'s id problems",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record_baseline(pair_name: str, main_site: str, cfg: SiteConfig, scan: IdReport, reason: str,
+def record_baseline(pair_name: str, cfg: SiteConfig, scan: IdReport, reason: str,
                     dry_run: bool = False) -> None:
     """Taken when the site takes authority: its problems now are the old ones from then on."""
     if not dry_run:
-        update_state(pair_name, main_site, lambda s: s.with_baseline(cfg.name, scan, reason))
+        update_state(pair_name, lambda s: s.with_baseline(cfg.name, scan, reason))
 
 
 @task(name="Raise lastid", task_run_name="raise dbids.lastid on {cfg.name}", **STEP)

@@ -226,7 +226,7 @@ def expected_failure(flow_name: str, pair: str) -> str | None:
 
     try:
         config, _ = load_pair(pair)
-        state = load_state(pair, config.main.name)
+        state = load_state(pair)
         holder = procedure_holder(pair)
     except Exception as exc:  # what cannot be read cannot excuse a failure: page
         get_logger("antelope_ha.notify").warning("cannot tell whether %s was expected to fail: %s", flow_name, exc)

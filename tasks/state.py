@@ -23,15 +23,23 @@ def state_block_name(pair_name: str) -> str:
     return PairNames(pair_name).state_block
 
 
-def load_state(pair_name: str, main_site: str, client: SyncPrefectClient | None = None) -> HAState:
+def load_state(pair_name: str, client: SyncPrefectClient | None = None) -> HAState:
     """The stored state, or the initial one (MS authoritative, epoch 1) when none
     was ever stored. Any other failure to read it is raised: a record that could
     not be read must never be replaced by epoch 1."""
     if client is None:
         with get_client(sync_client=True) as own:
-            return load_state(pair_name, main_site, own)
+            return load_state(pair_name, own)
     document = _read(pair_name, client)
-    return HAState.initial(main_site) if document is None else _state(pair_name, document)
+    return _initial(pair_name) if document is None else _state(pair_name, document)
+
+
+def _initial(pair_name: str) -> HAState:
+    """The record of a pair that has none yet: its MS (named in the pair's block)
+    authoritative at epoch 1."""
+    from tasks.pair import load_pair
+
+    return HAState.initial(load_pair(pair_name)[0].main.name)
 
 
 def _state(pair_name: str, document: BlockDocument) -> HAState:
@@ -79,13 +87,13 @@ def _write(pair_name: str, state: HAState, document: BlockDocument | None, clien
         merge_existing_data=False))
 
 
-def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAState]) -> HAState:
+def update_state(pair_name: str, change: Callable[[HAState], HAState]) -> HAState:
     """Read, change and write the record under a mutex (a strict global
     concurrency limit of one), so that two flows changing it at once cannot
     undo each other's change. Returns what was stored."""
     with held(PairNames(pair_name).state_limit, 60, 60), get_client(sync_client=True) as client:
         document = _read(pair_name, client)
-        current = HAState.initial(main_site) if document is None else _state(pair_name, document)
+        current = _initial(pair_name) if document is None else _state(pair_name, document)
         changed = change(current)
         if changed != current:
             _write(pair_name, changed, document, client)
@@ -93,12 +101,12 @@ def update_state(pair_name: str, main_site: str, change: Callable[[HAState], HAS
 
 
 @task(name="Read the pair state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def read_state(pair_name: str, main_site: str) -> HAState:
-    return load_state(pair_name, main_site)
+def read_state(pair_name: str) -> HAState:
+    return load_state(pair_name)
 
 
 @task(name="Record the health decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAState) -> bool:
+def record_health(pair_name: str, seen: HAState, decided: HAState) -> bool:
     """Store the health flow's counter and decisions on the record as it is now.
 
     Other flows and people write the record while health probes (a failover
@@ -118,7 +126,7 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
         return current.authority.marker() == seen.authority.marker() and all(
             getattr(current, name) == getattr(seen, name) for name in checked)
 
-    stored = update_state(pair_name, main_site, lambda current: current.model_copy(update={
+    stored = update_state(pair_name, lambda current: current.model_copy(update={
         "consecutive_failures": decided.consecutive_failures, "decisions": decided.decisions,
         "declined": decided.declined})
         if unchanged(current) else current)
@@ -127,44 +135,44 @@ def record_health(pair_name: str, main_site: str, seen: HAState, decided: HAStat
 
 @task(name="Mark fallback in progress", task_run_name="fallback in progress: {value}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def set_fallback_in_progress(pair_name: str, main_site: str, value: bool, dry_run: bool = False,
+def set_fallback_in_progress(pair_name: str, value: bool, dry_run: bool = False,
                              by: str | None = None) -> None:
     """While set, the health flow does not fence MS (its dbids is about to start);
     ``by`` approved its point of no return: a rerun asks the second gate of
     another person."""
     if not dry_run:
-        update_state(pair_name, main_site, lambda s: s.model_copy(
+        update_state(pair_name, lambda s: s.model_copy(
             update={"fallback_in_progress": value, "fallback_approved_by": by if value else None}))
 
 
 @task(name="Record a declined failover", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record_declined(pair_name: str, main_site: str, what: str, dry_run: bool = False) -> None:
+def record_declined(pair_name: str, what: str, dry_run: bool = False) -> None:
     """Health holds further failovers of this outage until a person acknowledges."""
     if not dry_run:
-        update_state(pair_name, main_site, lambda s: s.model_copy(
+        update_state(pair_name, lambda s: s.model_copy(
             update={"declined": Declined(at=time.time(), what=what)}))
 
 
 @task(name="Record the recovery", task_run_name="record the recovery of epochs up to {epoch}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def record_recovered(pair_name: str, main_site: str, epoch: int) -> None:
+def record_recovered(pair_name: str, epoch: int) -> None:
     """The outages up to the backup's ``epoch`` are verified: the next recovery
     looks at later ones (or, with none, checks this one again)."""
-    update_state(pair_name, main_site, lambda s: s.model_copy(
+    update_state(pair_name, lambda s: s.model_copy(
         update={"recovered_through": max(s.recovered_through, epoch)}))
 
 
-def take_watcher_lease(pair_name: str, main_site: str, run: str, now: float) -> HAState:
+def take_watcher_lease(pair_name: str, run: str, now: float) -> HAState:
     """Make ``run`` the watcher that acts for the pair; the one it replaces sees
     this and stops."""
-    return update_state(pair_name, main_site, lambda s: s.model_copy(
+    return update_state(pair_name, lambda s: s.model_copy(
         update={"watcher": WatcherLease(run=run, since=now)}))
 
 
 @task(name="Acknowledge the hold-down", task_run_name="acknowledge the hold-down: {by}",
       cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def acknowledge(pair_name: str, main_site: str, by: str, reason: str, dry_run: bool = False) -> None:
+def acknowledge(pair_name: str, by: str, reason: str, dry_run: bool = False) -> None:
     """Let automatic failover happen again, saying who and why (a person with
     ``antelope-ha ack``, or the approvers of a completed fallback)."""
     if not dry_run:
-        update_state(pair_name, main_site, lambda s: s.acknowledge(by, reason, time.time()))
+        update_state(pair_name, lambda s: s.acknowledge(by, reason, time.time()))

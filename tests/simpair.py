@@ -45,7 +45,7 @@ class Sim:
     cfg: PairConfig
 
     def state(self) -> HAState:
-        return load_state(self.name, "ms")
+        return load_state(self.name)
 
     def set_state(self, state: HAState) -> None:
         save_state(self.name, state)

@@ -80,12 +80,12 @@ def tree(pair: SimPair) -> dict[str, bytes]:
 @contextmanager
 def unchanged(pair: SimPair) -> Iterator[None]:
     """Assert that both site trees and the pair's record are byte for byte the same after the block."""
-    before, state = tree(pair), load_state(PAIR, "ms").model_dump_json()
+    before, state = tree(pair), load_state(PAIR).model_dump_json()
     yield
     after = tree(pair)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"changed on the sites: {changed}"
-    assert load_state(PAIR, "ms").model_dump_json() == state, "the pair's record changed"
+    assert load_state(PAIR).model_dump_json() == state, "the pair's record changed"
 
 
 @contextmanager

@@ -229,7 +229,7 @@ def authority_problems(case: Case, site: str, runs: dict[str, dict[str, bool]]) 
     """``site`` holds ``case.epoch`` on the record and on both markers, both
     descriptors name its ID server, and each task runs exactly where ``runs`` says."""
     pair, problems = case.pair, []
-    state = load_state(case.name, "ms")
+    state = load_state(case.name)
     if (state.authority.site, state.authority.epoch) != (site, case.epoch) or state.fallback_in_progress:
         problems.append(f"record says {state.authority.site} epoch {state.authority.epoch}"
                         f"{' (fallback in progress)' if state.fallback_in_progress else ''}, "
@@ -280,7 +280,7 @@ def recovery_problems(case: Case) -> list[str]:
     """MS authoritative with its writers running, and nothing lost by the
     completeness rule over every outage of the lane's pair so far."""
     problems = [f"{t} not running on ms" for t in WRITERS if not case.pair.task_pids("ms", t)]
-    state = load_state(case.name, "ms")
+    state = load_state(case.name)
     if (state.authority.site, state.authority.epoch) != ("ms", case.epoch):
         problems.append(f"record says {state.authority.site} epoch {state.authority.epoch}")
     dbs = [case.pair.paths(site).dir / "db" / "db" for site in ("ms", "bus")]
@@ -323,7 +323,7 @@ def into_outage(case: Case) -> None:
     case.bus_since = max(case.origins("bus"))
     case.wait_rows("bus", case.bus_since)
     case.pair.power_on("ms", start_rtexec=False)
-    case.epoch = load_state(case.name, "ms").authority.epoch + 1  # what the fallback opens
+    case.epoch = load_state(case.name).authority.epoch + 1  # what the fallback opens
 
 
 # --- running the cases ---------------------------------------------------------------------------
@@ -493,7 +493,7 @@ def test_rerun_right_after_a_crash_is_refused_until_the_lock_is_released(tmp_pat
         assert refused.returncode != 0
         assert re.search(r"refused: failover cannot start while failover run \S+ \(\S+\) is in progress "
                          r"on pair crash-lock", refused.stderr), refused.stderr[-2000:]
-        assert load_state(case.name, "ms").authority.site == "ms"
+        assert load_state(case.name).authority.site == "ms"
 
 
 @pytest.mark.timeout(900)

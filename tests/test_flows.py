@@ -145,19 +145,19 @@ def test_failover_refuses_dbids_on_a_site_without_the_epoch_or_armed(tmp_path):
     hand, then put back)."""
     with sim_pair(tmp_path, "epoch") as sim:
         with pytest.raises(EpochRefused, match="epoch 1 belongs to ms"):
-            activate_idserver.fn(sim.name, "ms", sim.cfg.backup)
+            activate_idserver.fn(sim.name, sim.cfg.backup)
         state = sim.state().with_authority("bus", None, "test")
         sim.set_state(state)  # on the record, but BUS's own marker was never written
         with pytest.raises(EpochRefused, match="its marker says None"):
-            activate_idserver.fn(sim.name, "ms", sim.cfg.backup)
+            activate_idserver.fn(sim.name, sim.cfg.backup)
         ha = sim.pair.paths("bus").dir / "ha"
         (ha / "authority").write_text(json.dumps(state.authority.marker()))  # epoch and marker agree now
         (ha / "armed").write_text("test: fenced\n")
         with pytest.raises(EpochRefused, match="refusing to start dbids on bus: the site is armed"):
-            activate_idserver(sim.name, "ms", sim.cfg.backup)  # a task run of its own, as the flows run it
+            activate_idserver(sim.name, sim.cfg.backup)  # a task run of its own, as the flows run it
         assert not running(sim, "bus", "dbids")
         (ha / "armed").unlink()  # the armed marker was all that held it back
-        assert activate_idserver(sim.name, "ms", sim.cfg.backup).changed
+        assert activate_idserver(sim.name, sim.cfg.backup).changed
         assert running(sim, "bus", "dbids")
 
 

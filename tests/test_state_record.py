@@ -28,16 +28,16 @@ def test_a_decision_made_on_an_older_epoch_of_the_same_site_is_not_recorded():
     seen = HAState.initial("ms")
     save_state(name, seen)
     decided = probed(seen)
-    assert record_health.fn(name, "ms", seen, decided)  # the record as seen: stored
-    stored = load_state(name, "ms")
+    assert record_health.fn(name, seen, decided)  # the record as seen: stored
+    stored = load_state(name)
     assert stored.consecutive_failures == 1 and stored.decisions == decided.decisions
 
     seen = stored
     moved = seen.with_authority("bus", None, "test: failover").with_authority("ms", None, "test: fallback")
     save_state(name, moved)
     assert moved.authority.site == seen.authority.site and moved.authority.epoch == 3
-    assert not record_health.fn(name, "ms", seen, probed(seen))
-    assert load_state(name, "ms") == moved
+    assert not record_health.fn(name, seen, probed(seen))
+    assert load_state(name) == moved
 
 
 def test_a_lock_dropped_by_an_operator_is_created_again_by_the_next_procedure():

@@ -54,7 +54,7 @@ def watcher(sim: Sim, start: bool = True, metrics_port: int | None = None) -> It
         yield running
     finally:
         if running.thread.is_alive():
-            take_watcher_lease(sim.name, "ms", STOP, time.time())
+            take_watcher_lease(sim.name, STOP, time.time())
         if running.thread.ident is not None:
             running.thread.join(30)
 
@@ -155,11 +155,11 @@ def test_the_watcher_records_changes_only_fails_over_itself_and_alerts_once_when
         assert metric(m, "antelope_ha_probe_duration_seconds") > 0 and metric(m, "antelope_ha_replica_age_seconds") >= 0
         assert metric(m, "antelope_ha_decisions_total", action="stay") >= 1
         assert (metric(m, "antelope_ha_paused"), metric(m, "antelope_ha_held")) == (0, 0)
-        update_state(sim.name, "ms", lambda s: s.model_copy(update={"pause": Pause(by="ana", reason="swap",
+        update_state(sim.name, lambda s: s.model_copy(update={"pause": Pause(by="ana", reason="swap",
                                                                                   since=time.time())}))
         wait_for("paused and held", lambda: (m := scrape(port)) and metric(m, "antelope_ha_paused") == 1
                  and metric(m, "antelope_ha_held") == 1, 30, 0.2)
-        update_state(sim.name, "ms", lambda s: s.model_copy(update={"pause": None}))
+        update_state(sim.name, lambda s: s.model_copy(update={"pause": None}))
         wait_for("resumed", lambda: (m := scrape(port)) and metric(m, "antelope_ha_held") == 0, 30, 0.2)
 
         # MS powered off: the watcher decides, records, and runs the failover itself, as its subflow
@@ -195,7 +195,7 @@ def test_the_watcher_records_changes_only_fails_over_itself_and_alerts_once_when
         sim.pair.repair("bus", "dbids")
         wait_for("answers again", lambda: titles(receiver, "ID server on bus answers again"), 60, 0.2)
 
-        take_watcher_lease(sim.name, "ms", STOP, time.time())
+        take_watcher_lease(sim.name, STOP, time.time())
         assert running.stopped().startswith(f"replaced by watch run {STOP} after ")
 
 
