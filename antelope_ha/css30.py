@@ -410,9 +410,11 @@ def write_table(path: str | os.PathLike[str], table: Table, rows: Iterable[Mappi
     atomic_write(path, "".join(table.format_row(r) for r in rows).encode("latin-1"))
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename,
-    so a reader sees the old or the new content, never a mix. An existing file's mode is kept."""
+    so a reader sees the old or the new content, never a mix. An existing file's mode is kept.
+    ``durable``: the file and the rename are on the disk (fsync) before this returns, so
+    the new content survives a crash of the host too, not only of the process."""
     path = Path(path)
     try:
         mode = path.stat().st_mode & 0o7777
@@ -423,12 +425,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dirfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dirfd)

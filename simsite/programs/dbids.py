@@ -25,7 +25,12 @@ independent checker (rehearsal/checker.py) computes from it the time with two
 ID servers serving, and with none.
 
 The lastid table is read at each request, so a table replaced while dbids
-runs (replication) is honoured. Allocations are serialized by a lock.
+runs (replication) is honoured. Allocations are serialized by a lock. Each
+new lastid replaces the table atomically but without fsync: a simulated host
+loses power by its processes stopping, never its page cache, so fsync adds
+nothing the simulation can see, and its two fsyncs were 60% of the time an id
+took, under the lock (0.44 ms against 0.18 ms per id, measured on a quiet
+machine here).
 """
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ class IdServer(HostServer):
             if new > MAX_ID:
                 raise OverflowError(f"{key} would exceed {MAX_ID}")
             values[key] = new
-            atomic_write(self.lastid, format_lastid(values, time.time()).encode())
+            atomic_write(self.lastid, format_lastid(values, time.time()).encode(), durable=False)
             return new
 
 

@@ -110,6 +110,6 @@ def run_writer(prog: str, argv: Sequence[str], keys: Sequence[str], make_rows: R
             for table, rows in by_table.items():
                 append_rows(f"{db}.{table}", TABLES[table], rows)
             record_written(site.paths.written_log(prog), packet.seq, idserver, by_table)
-            atomic_write(state_file, f"{packet.seq}\n".encode())
+            atomic_write(state_file, f"{packet.seq}\n".encode(), durable=False)  # as dbids: no host crash here
     log(prog, f"stopped after packet {read_state(state_file)}")
     return 0
