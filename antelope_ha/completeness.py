@@ -245,9 +245,25 @@ def take_inventory(db: str | os.PathLike[str], start: float, end: float, ranges:
                      tuple(unknown))
 
 
-def coverage_bounds(db: str | os.PathLike[str], before: float, after: float) -> dict[str, float | None]:
+@dataclass(frozen=True)
+class Coverage:
+    """MS's last recorded moment before an outage and its first after it (None
+    where it has none): the outage's window lies between the two."""
+
+    start: float | None
+    end: float | None
+
+    def to_json(self) -> dict[str, float | None]:
+        return {"start": self.start, "end": self.end}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, float | None]) -> Coverage:
+        return cls(raw["start"], raw["end"])
+
+
+def coverage_bounds(db: str | os.PathLike[str], before: float, after: float) -> Coverage:
     """MS's last recorded moment (origin or waveform segment) before ``before``,
-    and its first after ``after``: the outage's window lies between the two."""
+    and its first after ``after``."""
     last = first = None
     files, _ = table_files(db)
     for table, path in files:
@@ -260,7 +276,7 @@ def coverage_bounds(db: str | os.PathLike[str], before: float, after: float) -> 
                 last = time
             if time > after and (first is None or time < first):
                 first = time
-    return {"start": last, "end": first}
+    return Coverage(last, first)
 
 
 # ------------------------------------------------------------------ outages on the record
@@ -522,7 +538,7 @@ LOOKBACK_S = 120.0
 MAX_LOOKBACK_S = 7 * 86400.0
 
 
-def assess(outage: Outage, bounds: Mapping[str, float | None], backup: Inventorist, main: Inventorist) -> Verdict:
+def assess(outage: Outage, bounds: Coverage, backup: Inventorist, main: Inventorist) -> Verdict:
     """The inventories of both sites (each taken on its site), then the rule.
 
     ``bounds`` is MS's last moment before the outage and its first after it
@@ -531,12 +547,12 @@ def assess(outage: Outage, bounds: Mapping[str, float | None], backup: Inventori
     reach further back, four times as far each time, until they show a moment
     MS recorded itself."""
     ranges = outage.ids or {}
-    end = bounds["end"]
+    end = bounds.end
     if end is None:
         raise NoCommonPoint(f"MS has no row after it took authority back (epoch {outage.epoch} of the backup ended "
                             f"at {outage.until:.3f}): its writers have not caught up since the fallback; run "
                             "the recovery again once they have")
-    first = min(bounds["start"] or outage.since, outage.since)
+    first = min(bounds.start or outage.since, outage.since)
     lookback = LOOKBACK_S
     while True:
         bus = backup(first - lookback, end, ranges)

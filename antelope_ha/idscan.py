@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "ids":
             out = ids_report(args.db, args.lastid).to_json()
         elif args.what == "bounds":
-            out = coverage_bounds(args.db, args.before, args.after)
+            out = coverage_bounds(args.db, args.before, args.after).to_json()
         elif args.what == "inventory":
             out = take_inventory(args.db, args.start, args.end, id_ranges(args.ids)).to_json()
         else:

@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from antelope_ha import commands as C
-from antelope_ha.completeness import (IdRanges, Inventorist, Inventory, Outage, Verdict, assess,
+from antelope_ha.completeness import (Coverage, IdRanges, Inventorist, Inventory, Outage, Verdict, assess,
                                       assess_window)
 from antelope_ha.config import SiteConfig
 from antelope_ha.excerpt import Narrowed
@@ -39,8 +39,8 @@ def check_outage(ms: SiteConfig, bus: SiteConfig, outage: Outage | None,
     if given is not None:
         verdict = assess_window(given, inventorist(bus), inventorist(ms))
     elif outage is not None:
-        bounds = json.loads(site(ms).run(C.recovery_bounds(ms.site_tool_command(), ms.db, outage.since, outage.until),
-                                         timeout_s=3600).stdout)
+        bounds = Coverage.from_json(json.loads(site(ms).run(
+            C.recovery_bounds(ms.site_tool_command(), ms.db, outage.since, outage.until), timeout_s=3600).stdout))
         verdict = assess(outage, bounds, inventorist(bus), inventorist(ms))
     else:
         raise ValueError("check_outage needs an outage or a window")

@@ -106,7 +106,7 @@ def judged(bus: Path, ms: Path, window: tuple[float, float]) -> completeness.Ver
 ])
 def test_the_bounds_of_an_outage_on_each_sample(name, before, bounds):
     found = completeness.coverage_bounds(SAMPLES / name / EXPECTED[name][0], before, before)
-    assert (found["start"], found["end"]) == (pytest.approx(bounds[0]) if bounds[0] else None,
+    assert (found.start, found.end) == (pytest.approx(bounds[0]) if bounds[0] else None,
                                               pytest.approx(bounds[1]) if bounds[1] else None)
 
 

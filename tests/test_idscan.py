@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from antelope_ha.completeness import coverage_bounds, take_inventory
+from antelope_ha.completeness import Coverage, coverage_bounds, take_inventory
 from antelope_ha.css30 import TABLES, Problem, append_rows, write_table
 from antelope_ha.excerpt import narrow
 from antelope_ha.idscan import IdReport, id_ranges, ids_report, main
@@ -91,7 +91,7 @@ def test_each_command_prints_what_its_function_returns(db: Path, tmp_path: Path,
     write_table(f"{db}.origin", TABLES["origin"], [{"lat": 0.0, "lon": 0.0, "depth": 0.0, "time": T0 + t,
                                                      "orid": t, "evid": t} for t in (1, 4, 8, 12)])
     assert run(capsys, "bounds", str(db), str(T0 + 5), str(T0 + 6)) == (0, {"start": T0 + 4, "end": T0 + 8}, "")
-    assert coverage_bounds(str(db), T0 + 5, T0 + 6) == {"start": T0 + 4, "end": T0 + 8}
+    assert coverage_bounds(str(db), T0 + 5, T0 + 6) == Coverage(T0 + 4, T0 + 8)
     inventory = take_inventory(str(db), T0 + 2, T0 + 4, {"arid": (3, 9)}).to_json()
     assert run(capsys, "inventory", str(db), str(T0 + 2), str(T0 + 4), "--ids", "arid=3-9") == (0, inventory, "")
     assert inventory != take_inventory(str(db), T0 + 2, T0 + 4, {}).to_json()  # --ids is read

@@ -135,7 +135,7 @@ def test_the_tool_answers_as_the_project_does_on_real_databases(python: str, too
             times = sorted(float(line.split()[2]) for line in origins.read_text().splitlines() if line.strip())
             middle = times[len(times) // 2]
             answered.append(same_answer(runner, C.recovery_bounds(argv, db, middle, middle + 1),
-                                        lambda: completeness.coverage_bounds(db, middle, middle + 1)))
+                                        lambda: completeness.coverage_bounds(db, middle, middle + 1).to_json()))
             window, ranges = (times[0], middle), {"orid": (1, 3)}
             answered.append(same_answer(runner, C.inventory(argv, db, *window, ranges),
                                         lambda: completeness.take_inventory(db, *window, ranges).to_json()))
