@@ -17,6 +17,7 @@ from antelope_ha.names import PairNames
 from antelope_ha.state import Declined, HAState, WatcherLease
 from blocks.pair import PairState
 from tasks.lock import held, procedure_holder
+from tasks.pair import load_pair
 
 
 def state_block_name(pair_name: str) -> str:
@@ -37,8 +38,6 @@ def load_state(pair_name: str, client: SyncPrefectClient | None = None) -> HASta
 def _initial(pair_name: str) -> HAState:
     """The record of a pair that has none yet: its MS (named in the pair's block)
     authoritative at epoch 1."""
-    from tasks.pair import load_pair
-
     return HAState.initial(load_pair(pair_name)[0].main.name)
 
 

@@ -6,8 +6,12 @@ import time
 
 import pytest
 
+from prefect.client.orchestration import get_client
+
+from antelope_ha.config import PairConfig
 from antelope_ha.state import Decision, HAState
-from tasks.state import load_state, record_health, save_state
+from tasks.pair import save_pair
+from tasks.state import _read, load_state, record_health, save_state, update_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -57,3 +61,19 @@ def test_a_lock_dropped_by_an_operator_is_created_again_by_the_next_procedure():
     with held(name, 5, 60):
         with get_client(sync_client=True) as client:
             assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
+
+
+def test_a_pair_without_a_record_reads_as_its_own_main_site_at_epoch_1():
+    """The first record comes from the pair's block: its main site, here named
+    "centre" (not "ms"), authoritative at epoch 1; nothing is stored by reading."""
+    site = dict(host="h.example.org", transport="local", rtexec_dir="/rt")
+    save_pair("no-record-yet", PairConfig(main={**site, "name": "centre", "idserver_address": "c:2498"},
+                                          backup={**site, "name": "backup", "idserver_address": "b:2498"},
+                                          witness={"host": "w"}))
+    first = load_state("no-record-yet")
+    assert (first.authority.site, first.authority.epoch) == ("centre", 1)
+    with get_client(sync_client=True) as client:
+        assert _read("no-record-yet", client) is None
+    stored = update_state("no-record-yet", lambda s: s.model_copy(update={"consecutive_failures": 2}))
+    assert (stored.authority.site, stored.consecutive_failures) == ("centre", 2)
+    assert load_state("no-record-yet") == stored
