@@ -25,10 +25,13 @@ drill: deps drill-sysdeps
 	PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/antelope-ha drill $(ARGS)
 
 # The nemesis: CYCLES incident cycles under faults drawn from SEED on a simulated pair,
-# judged by an independent checker (rehearsal/; docs/reliability.md, section 7).
+# judged by an independent checker (rehearsal/; docs/reliability.md, section 7). It starts
+# a Prefect server on a PostgreSQL cluster of its own, as deployed, and restarts it as one
+# of the faults; ARGS="--prefect embedded" runs it on embedded Prefect instead.
 CYCLES ?= 10
 SEED   ?= 1
 nemesis: deps drill-sysdeps
+	$(call install_debs,postgresql)
 	mkdir -p $(DRILL_HOME)
 	PREFECT_HOME=$(DRILL_HOME) PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \

@@ -716,16 +716,26 @@ def start_watcher(pair: str) -> FlowRun:
             client.read_deployment_by_name(PairNames(pair).deployment(WATCH_FLOW)).id)
 
 
-# --- retention: the server's database vacuum ------------------------------------------------
+# --- the server's environment: leases, retention -------------------------------------------
+# Prefect keeps the leases of concurrency slots in the server's memory by default. A server
+# restarted while a procedure holds the pair's lock then forgets the lease, never expires it,
+# and the slot stays taken: every later failover and fallback is refused (seen in the nemesis,
+# docs/reliability.md, Findings). On disk, under the server's PREFECT_HOME, the lease outlives
+# the restart and expires as it should.
+DURABLE_LEASES = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
+
+
 def server_environment(config: SetupConfig) -> dict[str, str]:
-    """What the Prefect server's environment must hold: CSRF protection on; for
-    ``retention``, the vacuum of old flow runs (with their task runs, logs,
-    artifacts) and of events, heartbeats kept shorter; and no analytics sent
-    out. The credential comes on top (``server_credential``)."""
+    """What the Prefect server's environment must hold: concurrency leases kept
+    on disk; CSRF protection on; for ``retention``, the vacuum of old flow runs
+    (with their task runs, logs, artifacts) and of events, heartbeats kept
+    shorter; and no analytics sent out. The credential comes on top
+    (``server_credential``)."""
     from flows.watch import HEARTBEAT_EVENT
 
     r, day = config.retention, 86400
     return {
+        **DURABLE_LEASES,
         "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{r.flow_runs_days * day:.0f}",
@@ -749,6 +759,7 @@ def server_differences(config: SetupConfig) -> list[str]:
     seconds = lambda value: TypeAdapter(timedelta).validate_python(value).total_seconds()  # noqa: E731
     vacuum, want = server["services"]["db_vacuum"], server_environment(config)
     found = {
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": server["concurrency"]["lease_storage"],
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": ",".join(sorted(vacuum["enabled"]))
         if isinstance(vacuum["enabled"], list) else str(vacuum["enabled"]).lower(),
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{seconds(vacuum['retention_period']):.0f}",

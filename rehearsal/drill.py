@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from secrets import randbelow
 
+import httpx
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
@@ -169,11 +170,14 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
     count), or None to leave that pause unanswered."""
     seen: set = set()
     while not stop.is_set():
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+        try:
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(
+                    flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+        except httpx.HTTPError:  # the server restarting: look again at the next poll
+            runs = []
         for run in runs:
             key = (run.id, run.state.state_details.pause_key if run.state else None)
             if key in seen:
@@ -189,6 +193,9 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
             except RuntimeError as exc:  # the form refused it (REJECT): the run waits on under the same key
                 seen.discard(key)
                 record["refused"] = str(exc)
+            except httpx.HTTPError as exc:  # not delivered (the server restarting): the run waits on
+                seen.discard(key)
+                record["undelivered"] = str(exc)
             records.append(record)
         stop.wait(0.3)
 

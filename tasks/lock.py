@@ -78,6 +78,17 @@ def held(name: str, timeout_s: float, lease_s: float) -> Iterator[None]:
         yield
 
 
+def release_dead_run_lock(pair_name: str) -> None:
+    """What an operator does once the run holding the pair is known dead (its
+    lease would otherwise hold the pair for up to LEASE_S): drop the lock's
+    limit, dead lease included; the next procedure creates it again."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_global_concurrency_limit_by_name(lock_name(pair_name))
+        except ObjectNotFound:
+            pass
+
+
 def holder_variable(pair_name: str) -> str:
     return PairNames(pair_name).holder_variable
 

@@ -177,9 +177,11 @@ class PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.database.directory is None:
             self.database.start()
-        # The UI must call this server's API, not the default port 4200.
+        from deployments.setup import DURABLE_LEASES
+
+        # The UI must call this server's API, not the default port 4200; its leases on disk, as deployed.
         env = {**self.env(), "PREFECT_UI_API_URL": self.api_url,
-               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database.url, **self.extra_env}
+               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database.url, **DURABLE_LEASES, **self.extra_env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
 
 from antelope_ha.outages import check_here
 from antelope_ha.css30 import scan_ids
@@ -52,7 +51,7 @@ from flows.fallback import fallback
 from flows.replicate import replicate_lastid
 from simsite.orb import read_packets
 from simsite.pair import SimPair
-from tasks.lock import lock_name
+from tasks.lock import release_dead_run_lock
 from rehearsal.pair import registered_sim_pair
 from tasks.state import load_state
 from tests.simpair import FAST, OPERATORS, answering, approve
@@ -156,14 +155,6 @@ def children(out_dir: Path) -> Iterator[Children]:
         yield c
     finally:
         c.close()
-
-
-def release_crashed_lock(pair_name: str) -> None:
-    """What an operator does once the run holding the pair is known dead
-    (its lease would otherwise hold the pair for up to 60 s): drop the lock's
-    limit, dead lease included; the next procedure creates it again."""
-    with get_client(sync_client=True) as client:
-        client.delete_global_concurrency_limit_by_name(lock_name(pair_name))
 
 
 def last_error(stderr: str) -> str:
@@ -347,12 +338,12 @@ def crash_and_rerun(run: Children, proc: Procedure, case: Case, point: KillPoint
     elif killed.returncode != -9:
         return Row(point, f"not killed (exit {killed.returncode}): {last_error(killed.stderr)}", -1, -1)
     else:
-        release_crashed_lock(case.name)
+        release_dead_run_lock(case.name)
         rerun = run.run(proc.flow, case.name, trace.with_suffix(".rerun"))
         outcome = "completed"
     if rerun.returncode != 0 and "ProcedureInProgress" in last_error(rerun.stderr):
         # a loaded test server can take longer than the lock's 5 s wait to grant a free slot
-        release_crashed_lock(case.name)
+        release_dead_run_lock(case.name)
         rerun = run.run(proc.flow, case.name, trace.with_suffix(".rerun2"))
         outcome = "completed (at the second try: the lock was not granted within 5 s)"
     if rerun.returncode != 0:

@@ -7,23 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.nemesis import run, table
+from rehearsal.incidents import run
+from rehearsal.nemesis import table
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 SEED = 1  # MS incidents drawn in cycles 3 and 6
 INCIDENTS = 0.2  # short cycles: two of the ten with an MS incident, the others minor faults
 # (2 ORB packets a second, not 5: less work for two busy cores)
+KILLED_RUNS = 0.5  # half the procedure runs first run in a process of their own and SIGKILLed
 
 
 @pytest.mark.timeout(900)
 def test_ten_cycles_under_faults_lose_nothing_and_never_serve_ids_from_two_sites(tmp_path: Path) -> None:
-    report = run(tmp_path, cycles=10, seed=SEED, quiet=True, incidents=INCIDENTS, rate=2.0)
+    report = run(tmp_path, cycles=10, seed=SEED, quiet=True, incidents=INCIDENTS, rate=2.0, killed_runs=KILLED_RUNS)
     print(table(report))
     assert report.cycles == 10
     assert not report.not_brought_back
     # it did its faults, and the procedures their work
-    assert {"ms-power-off", "ms-power-on", "writer-killed"} <= set(report.faults), report.faults
+    assert {"ms-power-off", "ms-power-on", "writer-killed", "flow-run-killed"} <= set(report.faults), report.faults
     assert report.failovers >= 2 and report.fallbacks >= 2 and report.recoveries >= 2
     assert report.rows_written > 500
     # the checker's figures

@@ -671,6 +671,9 @@ def test_with_the_server_down_the_watcher_probes_on_acts_on_nothing_unrecorded_a
     epoch = stack.state()["authority"]["epoch"]
     marker = stack.pair.paths("bus").dir / "ha" / "authority"
     before = marker.read_text()
+    # the pair's lock, held across the restart by a procedure in flight
+    lease = stack.api.request("POST", "/v2/concurrency_limits/increment-with-lease", json={
+        "names": [PairNames(PAIR).procedure_limit], "slots": 1, "mode": "concurrency", "lease_duration": 60})
     stack.server.stop_server()  # the server only: its PostgreSQL keeps running
     down_at, probes_before = time.time(), sessions(stack, "bus")
     stack.pair.power_off("ms")
@@ -682,6 +685,11 @@ def test_with_the_server_down_the_watcher_probes_on_acts_on_nothing_unrecorded_a
     assert not stack.pair.task_pids("bus", "dbids") and marker.read_text() == before
     stack.server.start()
     up_at = time.time()
+    # The lease outlived the restart (kept on disk, as setup's server environment says): the procedure
+    # renews it, then lets go. Kept in the server's memory, it would be gone, its slot taken for good,
+    # and the failover below refused.
+    stack.api.request("POST", f"/v2/concurrency_limits/leases/{lease['lease_id']}/renew", json={"lease_duration": 60})
+    stack.api.request("POST", "/v2/concurrency_limits/decrement-with-lease", json={"lease_id": lease["lease_id"]})
     print(f"e2e: server down {up_at - down_at:.1f} s; BUS probed {probed} times meanwhile")
     wait_for("BUS authoritative once the server is back", lambda: stack.authority() == "bus", 120)
     state = stack.state()

@@ -60,7 +60,8 @@ def test_example_is_valid_and_fills_the_pair_into_every_deployment(secrets: None
 
 
 def test_the_server_environment_keeps_what_retention_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secrets: None) -> None:
-    """The lines setup writes for the server are read back by Prefect as the retention configured."""
+    """The lines setup writes for the server are read back by Prefect as the retention configured,
+    with the leases of concurrency slots on disk."""
     from prefect.settings import PREFECT_API_AUTH_STRING, Settings, temporary_settings
 
     data = yaml.safe_load(EXAMPLE.read_text())
@@ -80,6 +81,7 @@ def test_the_server_environment_keeps_what_retention_says(monkeypatch: pytest.Mo
     assert {k: v.total_seconds() for k, v in server.services.db_vacuum.event_retention_overrides.items()} == {
         "antelope-ha.watcher.heartbeat": 43200, "prefect.flow-run.heartbeat": 43200}
     assert server.analytics_enabled is False
+    assert server.concurrency.lease_storage == "prefect.server.concurrency.lease_storage.filesystem"
     assert format_environment(environment).count("\n") == len(environment)
 
 
