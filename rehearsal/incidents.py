@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
@@ -49,6 +50,7 @@ from tasks.sites import close_all
 from tasks.state import load_state
 from tests.servers import PrefectServer
 
+T = TypeVar("T")
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PAIR = "nemesis"
 OPERATORS = ["grace", "heidi", "ivan", "judy", "karl", "lena"]
@@ -86,6 +88,7 @@ class Nemesis:
         self.replicated_at = 0.0
         self.server_up = threading.Event()
         self.server_up.set()
+        self.server_back_at = 0.0  # when the last restart of the server ended
 
     # --- the record -------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -115,9 +118,24 @@ class Nemesis:
         if not self.server_up.wait(300):
             raise TimeoutError("the Prefect server did not come back within 300 s of its restart")
 
+    def restarted_since(self, since: float) -> bool:
+        """Whether the server was restarted, or is being restarted, since ``since``."""
+        return not self.server_up.is_set() or self.server_back_at >= since
+
+    def on_api(self, call: Callable[[], T]) -> T:
+        """``call()``, which talks to the Prefect API, again if a restart of the server broke it."""
+        tries = 0
+        while True:
+            self.when_server_up()
+            since, tries = time.time(), tries + 1
+            try:
+                return call()
+            except httpx.HTTPError:
+                if tries == 3 or not self.restarted_since(since):
+                    raise
+
     def authority(self) -> str:
-        self.when_server_up()
-        return load_state(PAIR).authority.site
+        return self.on_api(lambda: load_state(PAIR).authority.site)
 
     # --- faults ----------------------------------------------------------------------------
     def power_off_ms(self, kind: str = "ms-power-off", when: str = "") -> None:
@@ -140,6 +158,7 @@ class Nemesis:
             self.server.stop_server()
             self.server.start()
         finally:
+            self.server_back_at = time.time()
             self.server_up.set()
 
     def minor_faults(self, most: int, within_s: float) -> None:
@@ -186,9 +205,8 @@ class Nemesis:
             return
         self.fault("flow-run-killed", f"the {flow} run's process SIGKILLed right after its change {change}",
                    lambda: None)
-        self.when_server_up()
-        _mark_crashed(flow)
-        release_dead_run_lock(PAIR)
+        self.on_api(lambda: _mark_crashed(flow))
+        self.on_api(lambda: release_dead_run_lock(PAIR))
 
     def maybe_restart_during(self, what: str) -> None:
         """Sometimes (drawn): the Prefect server restarted a few seconds into ``what``."""
@@ -205,7 +223,7 @@ class Nemesis:
             try:
                 decision = call_flow(health, pair_name=PAIR)
             except Exception as exc:
-                if self.server_up.is_set():
+                if not self.restarted_since(started):
                     raise
                 self.say(f"health run failed while the Prefect server restarts: {str(exc).splitlines()[0][:120]}")
                 decision = "stay"
@@ -260,8 +278,7 @@ class Nemesis:
         finally:
             stop.set()
             answerer.join(10)
-        self.when_server_up()
-        state = load_state(PAIR)
+        state = self.on_api(lambda: load_state(PAIR))
         if state.authority.site == "ms" and not state.fallback_in_progress:
             self.report.fallbacks += 1
             self.report.fallback_s.append(round(time.time() - started, 2))
@@ -325,8 +342,7 @@ class Nemesis:
         """The procedures, until MS is authoritative, recovered and both sites write."""
         deadline = time.time() + CYCLE_LIMIT_S
         while time.time() < deadline:
-            self.when_server_up()
-            state = load_state(PAIR)
+            state = self.on_api(lambda: load_state(PAIR))
             if state.authority.site == "bus" or state.fallback_in_progress:
                 if self.ms_off:
                     time.sleep(self.rng.uniform(0.5, 2.0))
@@ -391,10 +407,9 @@ class Nemesis:
         self.fault(f"operator-{what}", f"an operator runs antelope-ha {what}", lambda: self.operator_command(what))
 
     def operator_command(self, what: str) -> None:
-        self.when_server_up()
         command = {"pause": cli.pause, "resume": cli.resume, "ack": cli.ack}[what]
         with contextlib.redirect_stdout(sys.stderr):  # its message is for a terminal, not the report
-            command(reason="nemesis: maintenance", by="lena", pair_name=PAIR)
+            self.on_api(lambda: command(reason="nemesis: maintenance", by="lena", pair_name=PAIR))
 
 
 def _mark_crashed(flow: str) -> None:
@@ -478,8 +493,7 @@ def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int,
     finally:
         for timer in nemesis.timers:
             timer.cancel()
-        nemesis.when_server_up()
         close_all()
-        authority = load_state(PAIR).authority.site if report.cycles else "ms"
+        authority = nemesis.authority() if report.cycles else "ms"
         pair.stop()
     return authority
