@@ -115,8 +115,8 @@ def test_the_lock_files_pin_everything_with_hashes() -> None:
         assert all(count > 0 for _, count in entries.values()), f"{lock.name}: a pin without hashes"
     assert declared("runtime") <= set(runtime), sorted(declared("runtime") - set(runtime))
     assert declared("runtime") | declared("test") <= set(test)
-    # httpx and jsonschema: imported directly only by the tests, on the worker as Prefect's own dependencies
-    assert not declared("test") & set(runtime) - {"httpx", "jsonschema"}, "test-only packages in the worker's lock"
+    # jsonschema: imported directly only by the tests, on the worker as Prefect's own dependency
+    assert not declared("test") & set(runtime) - {"jsonschema"}, "test-only packages in the worker's lock"
     assert {p: v for p, (v, _) in runtime.items()} == {p: test[p][0] for p in runtime}, \
         "the two locks pin different versions: run make lock"
     assert runtime["prefect"][0] == "3.9.1" and "setuptools" in runtime  # the build backend, for offline installs
