@@ -103,11 +103,10 @@ def prefect_api(mode: str, workdir: Path) -> Iterator[PrefectServer | None]:
     if os.environ.get("PREFECT_API_URL") or mode == "embedded":
         yield None
         return
-    server = PrefectServer(home=workdir / "prefect-server")
-    server.start()
-    saved = dict(os.environ)
-    os.environ.update(server.env())
+    server, saved = PrefectServer(home=workdir / "prefect-server"), dict(os.environ)
     try:
+        server.start()
+        os.environ.update(server.env())
         yield server
     finally:
         os.environ.clear()

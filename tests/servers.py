@@ -133,7 +133,8 @@ def _postgres_bindir() -> Path:
     """Debian keeps the server programs under /usr/lib/postgresql/<major>/bin, off PATH."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if not found:
-        raise RuntimeError("PostgreSQL is not installed: run `make test` (it installs Debian's postgresql)")
+        raise RuntimeError("PostgreSQL is not installed: `make test` and `make nemesis` install Debian's "
+                           "postgresql (or run the nemesis with --prefect embedded)")
     return found[-1].parent
 
 
