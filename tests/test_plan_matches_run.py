@@ -100,10 +100,16 @@ def test_each_procedure_runs_the_commands_its_plan_listed(tmp_path, made):
 
         def same(what: str, flow, **params) -> list[tuple[str, str, str]]:
             planned, ran = plan_then_run(flow, made, pair_name=sim.name, **params)
+            # A writer restart is the one change that depends on timing, both ways. The plan may list
+            # one the run skips: rtexec restarted the writer before the run got there (it exits while
+            # no ID server answers). The run may make one the plan skipped: a writer's start is judged
+            # from the site's clock and its age read by two commands, so the estimate errs early by the
+            # time between them (antelope_ha/commands.parse_process_start: a needless restart is safe,
+            # a missed one is not), and on a loaded machine a writer started just after the change
+            # can be judged older by the run than by its plan.
             unplanned = Counter(ran) - Counter(planned)
-            assert not unplanned, f"{what}: the run made changes its plan did not list: {unplanned}"
-            # A writer the plan restarts may have been restarted by rtexec before the real run got
-            # there (it exits while no ID server answers): the run converges and leaves it alone.
+            assert all(action.startswith("restart ") for _, action, _ in unplanned), \
+                f"{what}: the run made changes its plan did not list: {unplanned}"
             skipped = Counter(planned) - Counter(ran)
             assert all(action.startswith("restart ") for _, action, _ in skipped), \
                 f"{what}: planned, not done: {skipped}"
