@@ -24,10 +24,6 @@ from typing import Any, TypeVar
 
 import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
 from antelope_ha.config import PairPolicy, SiteConfig
@@ -44,7 +40,7 @@ from rehearsal.drill import ScriptedOperators, answer_paused_runs, newest_origin
 from rehearsal.nemesis import BREAKS, INCIDENTS, KILLED_RUNS, Fault, NemesisReport
 from simsite.pair import SimPair
 from tasks import realtime
-from tasks.lock import release_dead_run_lock
+from tasks.lock import release_dead_run_lock, unfinished_runs
 from tasks.pair import register_pair
 from tasks.sites import close_all
 from tasks.state import load_state
@@ -416,14 +412,9 @@ def _mark_crashed(flow: str) -> None:
     """The unfinished runs of ``flow`` on the pair marked Crashed, as the process
     worker marks a flow run whose process died (the health flow would otherwise
     take a dead failover run for one in progress)."""
-    unfinished = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))))
-        for run in runs:
-            if run.parameters.get("pair_name") == PAIR:
-                client.set_flow_run_state(run.id, Crashed(message="its process was SIGKILLed (nemesis)"), force=True)
+        for run in unfinished_runs(flow, PAIR):
+            client.set_flow_run_state(run.id, Crashed(message="its process was SIGKILLed (nemesis)"), force=True)
 
 
 @contextlib.contextmanager

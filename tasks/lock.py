@@ -18,7 +18,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import (
     FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # raised for a missing limit
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
@@ -135,14 +135,18 @@ def procedure_lock(pair_name: str, procedure: str, wait_s: float = 5.0) -> Itera
             Variable.set(holder_var, "", overwrite=True)
 
 
+def unfinished_runs(flow: str, pair_name: str) -> list[FlowRun]:
+    """The runs of ``flow`` for this pair that are scheduled, starting, running or paused."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(_ACTIVE)))))
+    return [run for run in runs if run.parameters.get("pair_name") == pair_name]
+
+
 def failover_queued(pair_name: str) -> str:
     """A failover run of this pair that is scheduled, starting, running or paused
     ("" if none): the health flow does not ask for a second one."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["failover"])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(_ACTIVE)))))
-    for run in runs:
-        if run.parameters.get("pair_name") == pair_name:
-            return f"failover run {run.name} ({run.id}, {run.state.name if run.state else '?'})"
+    for run in unfinished_runs("failover", pair_name):
+        return f"failover run {run.name} ({run.id}, {run.state.name if run.state else '?'})"
     return ""

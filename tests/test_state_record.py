@@ -49,15 +49,12 @@ def test_a_lock_dropped_by_an_operator_is_created_again_by_the_next_procedure():
     procedure limit. A process that created it before (the watcher, living for
     hours) must take it again, not fail: with the limit remembered as created,
     acquiring raised "must be created before acquiring slots"."""
-    from prefect.client.orchestration import get_client
-
-    from tasks.lock import held, lock_name
+    from tasks.lock import held, lock_name, release_dead_run_lock
 
     name = lock_name("dropped-lock")
     with held(name, 5, 60):
         pass
-    with get_client(sync_client=True) as client:
-        client.delete_global_concurrency_limit_by_name(name)
+    release_dead_run_lock("dropped-lock")
     with held(name, 5, 60):
         with get_client(sync_client=True) as client:
             assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
