@@ -18,11 +18,11 @@ as a second, private reading of it would.
 The rules, each independent of how recovery decides what to merge:
 
 - **rows lost**: for every packet a writer recorded (from the first to the last
-  packet the authoritative site's own writer recorded: before, that site's
-  ORB had not begun; after, packets are still in flight at the end), the
-  authoritative database holds every row of at least
-  one recorded copy, byte for byte; otherwise the rows of the most complete
-  copy that are absent are lost.
+  packet the authoritative site's own writer recorded, in each part of a run
+  stopped and continued: before, that site's ORB had not begun; after, packets
+  are still in flight at the end), the authoritative database holds every row
+  of at least one recorded copy, byte for byte; otherwise the rows of the most
+  complete copy that are absent are lost.
 - **ids used twice**: one value of a key naming two different rows in its
   owning table, among everything the writers recorded and everything in either
   site's tables.
@@ -32,8 +32,9 @@ The rules, each independent of how recovery decides what to merge:
   authoritative ``dbids.lastid`` (each value once).
 - **two ID servers / none**: the union of each site's serving intervals (a
   process served from its ``start`` line to its last line); time both sites
-  served, and time within the run neither did; each change of serving site is
-  a handover with the seconds without an ID server between.
+  served, and time neither did from the first start of an ID server to the
+  last sign of one (in each part of a run stopped and continued); each change
+  of serving site is a handover with the seconds without an ID server between.
 """
 from __future__ import annotations
 
@@ -148,16 +149,31 @@ def own_id(table: str, line: str) -> tuple[str, int] | None:
     return None
 
 
+def due_spans(written: list[Written], authority: str, windows: list[Interval] | None) -> dict[str, list[Interval]]:
+    """Each writer's packets that must be in the authoritative database: from
+    the first to the last its copy at the authoritative site recorded, in each
+    part of the run."""
+    spans: dict[str, list[Interval]] = {}
+    for prog in WRITERS:
+        parts: dict[Interval, list[int]] = defaultdict(list)
+        for w in written:
+            if w.site == authority and w.prog == prog:
+                part = next(((a, b) for a, b in windows if a <= w.t <= b), None) if windows else (0.0, 0.0)
+                if part is not None:
+                    parts[part].append(w.seq)
+        spans[prog] = [(min(seqs), max(seqs)) for seqs in parts.values()]
+    return spans
+
+
 def check_lost(written: list[Written], auth_tables: dict[str, list[tuple[dict, str]]], authority: str,
-               report: CheckReport) -> None:
+               report: CheckReport, windows: list[Interval] | None = None) -> None:
     held = {table: {line for _, line in rows} for table, rows in auth_tables.items()}
-    own = {prog: [w.seq for w in written if w.site == authority and w.prog == prog] for prog in WRITERS}
-    span = {prog: (min(seqs), max(seqs)) if seqs else (0, -1) for prog, seqs in own.items()}
+    spans = due_spans(written, authority, windows)
     copies: dict[tuple[str, int], list[Written]] = defaultdict(list)
     for w in written:
         copies[(w.prog, w.seq)].append(w)
     for (prog, seq), ws in sorted(copies.items()):
-        if not span[prog][0] <= seq <= span[prog][1]:
+        if not any(lo <= seq <= hi for lo, hi in spans[prog]):
             continue
         report.packets_checked += 1
         missing = min(([r for r in w.rows if r[1] not in held.get(r[0], ())] for w in ws), key=len)
@@ -267,7 +283,7 @@ def intersect(xs: list[Interval], ys: list[Interval]) -> list[Interval]:
     return [(max(a, c), min(b, d)) for a, b in xs for c, d in ys if max(a, c) < min(b, d)]
 
 
-def check_serving(pair_root: Path, report: CheckReport, window: Interval | None) -> None:
+def check_serving(pair_root: Path, report: CheckReport, windows: list[Interval] | None) -> None:
     served = {site: union(serving_intervals(pair_root / site / "records" / "dbids.serving")) for site in SITES}
     both = intersect(served["ms"], served["bus"])
     report.seconds_two_id_servers = round(length(both), 3)
@@ -276,9 +292,11 @@ def check_serving(pair_root: Path, report: CheckReport, window: Interval | None)
     anyone = union(served["ms"] + served["bus"])
     if not anyone:
         return
-    lo, hi = window or (anyone[0][0], anyone[-1][1])
-    inside = intersect(anyone, [(lo, hi)])
-    report.seconds_no_id_server = round(max(0.0, (hi - lo) - length(inside)), 3)
+    running = []  # in each part, from the first start of an ID server to the last sign of one
+    for a, b in windows or [(anyone[0][0], anyone[-1][1])]:
+        if inside := intersect(anyone, [(a, b)]):
+            running.append((inside[0][0], inside[-1][1]))
+    report.seconds_no_id_server = round(max(0.0, length(running) - length(intersect(anyone, running))), 3)
     timeline = sorted((a, b, site) for site, spans in served.items() for a, b in spans)
     for (_, end, site), (start, _, nxt) in zip(timeline, timeline[1:]):
         if nxt != site:
@@ -287,20 +305,21 @@ def check_serving(pair_root: Path, report: CheckReport, window: Interval | None)
             report.id_server_restarts += 1
 
 
-def check(pair_root: Path, authority: str = "ms", window: Interval | None = None) -> CheckReport:
+def check(pair_root: Path, authority: str = "ms", windows: list[Interval] | None = None) -> CheckReport:
     """Judge the pair under ``pair_root`` (sites ``ms`` and ``bus``), ``authority``
-    holding the authoritative database after the run; ``window`` bounds the
-    time counted for "no ID server" (default: first start to last sign of any)."""
+    holding the authoritative database after the run; ``windows``, each part of
+    a run stopped and continued, from the start of its pair to its stop (default:
+    the run is one part)."""
     report = CheckReport(authority)
     tables = read_tables(pair_root, report)
     written = read_written(pair_root)
     report.packets_written = len({(w.prog, w.seq) for w in written})
     report.rows_written = sum(len(w.rows) for w in written)
-    check_lost(written, tables[authority], authority, report)
+    check_lost(written, tables[authority], authority, report, windows)
     check_twice(written, tables, report)
     check_orphans(tables[authority], authority, report)
     check_lastid(pair_root, tables, authority, report)
-    check_serving(pair_root, report, window)
+    check_serving(pair_root, report, windows)
     return report
 
 

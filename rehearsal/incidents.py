@@ -37,11 +37,11 @@ from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from rehearsal import checker
 from rehearsal.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
-from rehearsal.nemesis import BREAKS, INCIDENTS, KILLED_RUNS, Fault, NemesisReport
+from rehearsal.nemesis import BREAKS, SAVED, Fault, NemesisReport, Plan
 from simsite.pair import SimPair
 from tasks import realtime
 from tasks.lock import release_dead_run_lock, unfinished_runs
-from tasks.pair import register_pair
+from tasks.pair import register_pair, save_pair
 from tasks.sites import close_all
 from tasks.state import load_state
 from tests.servers import PrefectServer
@@ -67,7 +67,7 @@ POWER_OFF_IN_REPLICATION = 0.1  # the share of lastid replications MS is powered
 
 class Nemesis:
     def __init__(self, pair: SimPair, seed: int, report: NemesisReport, quiet: bool, incidents: float,
-                 server: PrefectServer | None = None, killed_runs: float = KILLED_RUNS):
+                 server: PrefectServer | None, killed_runs: float):
         self.pair, self.rng, self.report, self.quiet = pair, random.Random(seed), report, quiet
         # which cycles have an incident: a stream of its own, so that it depends on the seed alone
         self.incidents, self.incident_draws = incidents, random.Random(f"{seed}:incidents")
@@ -85,6 +85,25 @@ class Nemesis:
         self.server_up = threading.Event()
         self.server_up.set()
         self.server_back_at = 0.0  # when the last restart of the server ended
+
+    # --- a run in parts ---------------------------------------------------------------------
+    def progress(self, plan: Plan, windows: list[tuple[float, float]], own_server: bool) -> dict:
+        """What the next part needs to go on as this run would have: the plan,
+        the report so far, the draws' states, the times the pair ran."""
+        return {"plan": asdict(plan), "prefect": "own-server" if own_server else self.report.prefect,
+                "report": asdict(self.report), "seconds": time.time() - self.t0, "windows": windows,
+                "random": self.rng.getstate(), "incident_random": self.incident_draws.getstate(),
+                "ms_off": self.ms_off, "needs_recovery": self.needs_recovery}
+
+    def restore(self, saved: dict) -> list[tuple[float, float]]:
+        """Go on from ``saved`` (``progress`` of the last part); the times the pair ran so far."""
+        for rng, (version, state, gauss) in ((self.rng, saved["random"]),
+                                             (self.incident_draws, saved["incident_random"])):
+            rng.setstate((version, tuple(state), gauss))
+        self.t0 = time.time() - saved["seconds"]
+        self.ms_off, self.needs_recovery = saved["ms_off"], saved["needs_recovery"]
+        self.cycle = self.report.cycles
+        return [(a, b) for a, b in saved["windows"]]
 
     # --- the record -------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -437,22 +456,30 @@ def rule_removed(broken: str | None) -> Iterator[PairPolicy]:
         realtime.stop_task = original
 
 
-def run(workdir: Path, cycles: int, seed: int, minutes: float | None = None, quiet: bool = False,
-        broken: str | None = None, rate: float = 5.0, incidents: float = INCIDENTS,
-        server: PrefectServer | None = None, killed_runs: float = KILLED_RUNS) -> NemesisReport:
-    """``cycles`` cycles (fewer if ``minutes`` pass first) on a new pair under
-    ``workdir``, an MS incident in a share ``incidents`` of them, a share
-    ``killed_runs`` of the procedure runs killed once. ``server``: the Prefect
-    server the API is on, when it is the nemesis's to restart."""
-    report = NemesisReport(seed=seed, incidents=incidents, broken_rule=BREAKS[broken] if broken else None,
-                           prefect=os.environ.get("PREFECT_API_URL") or "embedded")
-    pair = SimPair.create(workdir / "pair", packet_interval_s=1.0 / rate, seed=seed)
-    nemesis = Nemesis(pair, seed, report, quiet, incidents, server, killed_runs)
+def run(workdir: Path, plan: Plan, minutes: float | None = None, quiet: bool = False,
+        server: PrefectServer | None = None, saved: dict | None = None) -> NemesisReport:
+    """The run ``plan`` on a new pair under ``workdir``, or its next part when
+    ``saved`` holds its progress (rehearsal/nemesis.py's ``saved_run``); a part
+    starts no cycle after ``minutes``. ``server``: the Prefect server the API
+    is on, when it is the nemesis's to restart. The run's progress is saved in
+    ``workdir`` at the end, for the next part."""
+    broken = plan.broken
+    if saved is None:
+        report = NemesisReport(seed=plan.seed, incidents=plan.incidents,
+                               broken_rule=BREAKS[broken] if broken else None,
+                               prefect=os.environ.get("PREFECT_API_URL") or "embedded", parts=0)
+        pair = SimPair.create(workdir / "pair", packet_interval_s=1.0 / plan.rate, seed=plan.seed)
+    else:
+        report, pair = NemesisReport.from_dict(saved["report"]), SimPair.open(workdir / "pair")
+    nemesis = Nemesis(pair, plan.seed, report, quiet, plan.incidents, server, plan.killed_runs)
+    windows = nemesis.restore(saved) if saved else []
     with rule_removed(broken) as policy:
-        authority = run_cycles(pair, nemesis, policy, cycles, minutes)
+        authority = run_cycles(pair, nemesis, policy, plan.cycles, minutes, windows)
+    report.parts += 1
     report.minutes = round((time.time() - nemesis.t0) / 60, 2)
     report.faults = dict(Counter(f.kind for f in report.fault_log))
-    judged = checker.check(workdir / "pair", authority)
+    (workdir / SAVED).write_text(json.dumps(nemesis.progress(plan, windows, own_server=server is not None)))
+    judged = checker.check(workdir / "pair", authority, windows)
     for name in ("rows_written", "rows_lost", "ids_used_twice", "orphans", "ids_above_lastid",
                  "seconds_two_id_servers", "seconds_no_id_server"):
         setattr(report, name, getattr(judged, name))
@@ -462,17 +489,24 @@ def run(workdir: Path, cycles: int, seed: int, minutes: float | None = None, qui
     return report
 
 
-def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int, minutes: float | None) -> str:
-    """Start the pair, run the cycles, stop the pair; the site authoritative at the end."""
-    report = nemesis.report
+def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int, minutes: float | None,
+               windows: list[tuple[float, float]]) -> str:
+    """Start the pair, run the cycles left (none started after ``minutes``),
+    stop the pair; the site authoritative at the end. ``windows``, the times
+    the pair ran in earlier parts, gets this part's. The first part starts the
+    pair's record afresh; a later one finds it where the last part left it."""
+    report, started, first = nemesis.report, time.time(), not windows
     try:
         pair.serve_ssh()
         pair.start()
         cfg = pair.pair_config(policy).model_copy(update={"operators": nemesis.operators.enroll(PAIR)})
-        register_pair(PAIR, cfg)
+        if first:
+            register_pair(PAIR, cfg)
+        else:
+            save_pair(PAIR, cfg)
         SimPair.wait_for(lambda: all(origin_times(pair.paths(s).dir) for s in ("ms", "bus")), 60, "rows at both sites")
-        for n in range(1, cycles + 1):
-            if minutes is not None and time.time() - nemesis.t0 > minutes * 60:
+        for n in range(report.cycles + 1, cycles + 1):
+            if minutes is not None and time.time() - started > minutes * 60:
                 break
             nemesis.cycle = n
             try:
@@ -486,5 +520,8 @@ def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int,
             timer.cancel()
         close_all()
         authority = nemesis.authority() if report.cycles else "ms"
-        pair.stop()
+        # the other site first: its ORB then holds no packet the authoritative one lacks, and a
+        # writer that goes on from it in the next part writes nothing the authority did not get
+        pair.stop(order=tuple(sorted(("ms", "bus"), key=lambda site: site == authority)))
+        windows.append((started, time.time()))
     return authority

@@ -4,6 +4,7 @@ and the result judged by the independent checker (rehearsal/checker.py).
 
     python -m rehearsal.nemesis --cycles N --seed S [--minutes M] [--json]
     make nemesis CYCLES=N SEED=S
+    python -m rehearsal.nemesis --resume --workdir DIR [--minutes M]
 
 Writers run at both sites throughout. Each cycle, drawn from
 ``random.Random(seed)``: a few seconds of normal operation under the health
@@ -30,6 +31,13 @@ of PREFECT_API_URL when that is set (the slow test's); or embedded Prefect
 of their own and SIGKILLed after a drawn change (with a server only: the
 process needs its URL). The faults on the sites are applied by simsite.
 
+A run given a ``--workdir`` can be stopped and continued: ``--minutes``
+ends it between two cycles, with the pair stopped and the run's plan and
+progress (the seed's draws included) saved there, its Prefect server's
+database kept beside; ``--resume`` goes on from there, as the run would
+have. The checker judges all its cycles, counting time without an ID server
+only while a part ran.
+
 ``--break RULE`` runs with a safety rule removed, to see whether the checker
 catches it: ``margin``, the lastid safety margin (the failover hands BUS the
 replica, raised only to BUS's own ids); ``stop-bus-dbids``, the fallback's
@@ -47,13 +55,30 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tests.servers import PrefectServer
+from tests.servers import PostgresServer, PrefectServer
 
 BREAKS = {"margin": "the lastid safety margin removed",
           "stop-bus-dbids": "the fallback's step 'stop dbids on bus' removed"}
 INCIDENTS = 0.75
 KILLED_RUNS = 0.15  # the share of procedure runs first started in a process of their own and SIGKILLed
 PREFECT_MODES = ("own-server", "embedded")
+SAVED = "nemesis-run.json"  # in the workdir: a run's plan and progress, to continue it
+
+
+class NemesisError(Exception):
+    """A run that cannot start or go on as asked; the message says why and what to do."""
+
+
+@dataclass
+class Plan:
+    """What a run does, every draw from ``seed``; saved with it, so that a
+    continued run goes on with the same."""
+    cycles: int
+    seed: int
+    incidents: float = INCIDENTS  # the share of cycles with an MS incident
+    killed_runs: float = KILLED_RUNS  # the share of procedure runs first killed in a process of their own
+    broken: str | None = None  # a key of BREAKS
+    rate: float = 5.0  # ORB packets a second at each site
 
 
 @dataclass
@@ -69,7 +94,8 @@ class NemesisReport:
     seed: int
     incidents: float  # the share of cycles drawn to have an MS incident
     cycles: int = 0
-    minutes: float = 0.0
+    minutes: float = 0.0  # while a part ran
+    parts: int = 1  # a run stopped and continued has several
     prefect: str = ""
     broken_rule: str | None = None
     faults: dict[str, int] = field(default_factory=dict)
@@ -93,17 +119,42 @@ class NemesisReport:
     fault_log: list[Fault] = field(default_factory=list)
     passed: bool = False
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> NemesisReport:
+        return cls(**{**saved, "fault_log": [Fault(**f) for f in saved["fault_log"]]})
+
+
+def saved_run(workdir: Path) -> dict:
+    """The plan and progress of the run stopped in ``workdir``."""
+    path = workdir / SAVED
+    if not path.exists():
+        raise NemesisError(f"{workdir} holds no run to continue (no {SAVED}): give the --workdir of a run "
+                           "started with --workdir, or start one without --resume")
+    saved = json.loads(path.read_text())
+    plan = Plan(**saved["plan"])
+    if saved["report"]["cycles"] >= plan.cycles:
+        raise NemesisError(f"the run in {workdir} has done all its {plan.cycles} cycles: nothing to continue")
+    if saved["prefect"] == "embedded":
+        raise NemesisError(f"the run in {workdir} ran on embedded Prefect, whose records are gone: "
+                           "only a run on a Prefect server can be continued")
+    return saved
+
 
 @contextlib.contextmanager
-def prefect_api(mode: str, workdir: Path) -> Iterator[PrefectServer | None]:
+def prefect_api(mode: str, workdir: Path, keep: bool = False) -> Iterator[PrefectServer | None]:
     """Where the flows' Prefect API is: the server of PREFECT_API_URL when it
     is set; else, for ``own-server``, ``prefect server start`` on a PostgreSQL
     cluster of its own, as docs/operating.md deploys it (yielded: the nemesis
-    restarts it); else embedded Prefect."""
+    restarts it), the cluster kept in ``workdir`` when ``keep``; else embedded
+    Prefect."""
     if os.environ.get("PREFECT_API_URL") or mode == "embedded":
         yield None
         return
-    server, saved = PrefectServer(home=workdir / "prefect-server"), dict(os.environ)
+    if keep and os.geteuid() == 0 and not all(d.stat().st_mode & 0o001 for d in (workdir, *workdir.parents)):
+        raise NemesisError(f"--workdir {workdir}: PostgreSQL runs as the postgres user, who cannot enter it; "
+                           "give a directory every user can enter (e.g. under /tmp)")
+    database = PostgresServer(keep_in=workdir / "prefect-db" if keep else None)
+    server, saved = PrefectServer(home=workdir / "prefect-server", database=database), dict(os.environ)
     try:
         server.start()
         os.environ.update(server.env())
@@ -118,7 +169,7 @@ def table(report: NemesisReport) -> str:
     durations = lambda xs: f"{min(xs):.1f} / {sorted(xs)[len(xs) // 2]:.1f} / {max(xs):.1f} s" if xs else "-"
     rows = [
         ("seed", report.seed), ("cycles", report.cycles), ("share with an MS incident", report.incidents),
-        ("minutes", report.minutes),
+        ("minutes", report.minutes), ("parts", report.parts),
         ("prefect", report.prefect), ("broken rule", report.broken_rule or "none"),
         ("faults", ", ".join(f"{k} {v}" for k, v in sorted(report.faults.items())) or "none"),
         ("failovers", report.failovers), ("failover min/median/max", durations(report.failover_s)),
@@ -145,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=10, metavar="N", help="incident cycles (default 10)")
     parser.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the faults; replays the run")
-    parser.add_argument("--minutes", type=float, metavar="M", help="start no cycle after M minutes")
+    parser.add_argument("--minutes", type=float, metavar="M",
+                        help="start no cycle after M minutes (of this part, with --resume)")
     parser.add_argument("--incidents", type=float, default=INCIDENTS, metavar="P",
                         help=f"share of cycles with an MS incident, 0 to 1 (default {INCIDENTS}); the others "
                              "have only faults that must not move authority")
@@ -153,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the procedure runs first started in a process of their own and SIGKILLed "
                              f"after a drawn change, 0 to 1 (default {KILLED_RUNS}; none on embedded Prefect)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the fault log included)")
-    parser.add_argument("--workdir", type=Path, help="where to build the pair (default: a temporary directory)")
+    parser.add_argument("--workdir", type=Path,
+                        help="where to build the pair and keep the run, to continue it (default: a temporary "
+                             "directory, removed at the end)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run stopped in --workdir, with its own plan (its seed, cycles, "
+                             "shares and broken rule); only --minutes and --json apply")
     parser.add_argument("--prefect", choices=PREFECT_MODES, default="own-server",
                         help="own-server (default): a Prefect server on PostgreSQL started for the run, "
                              "restarted as a fault; embedded: embedded Prefect (no server restart, no "
@@ -167,18 +224,47 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("incidents", "killed_runs"):
         if not 0 <= getattr(args, name) <= 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give a share from 0 to 1")
-    with tempfile.TemporaryDirectory(prefix="antelope-ha-nemesis-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        with prefect_api(args.prefect, workdir) as server:
-            from rehearsal.incidents import run  # once the API is set: Prefect reads its settings on import
-
-            report = run(workdir, args.cycles, args.seed, args.minutes, args.json, args.broken,
-                         incidents=args.incidents, server=server, killed_runs=args.killed_runs)
+    try:
+        report, workdir, cycles = run_part(args)
+    except NemesisError as exc:
+        parser.error(str(exc))
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:
         print(table(report))
+    if report.cycles < cycles and workdir is not None:
+        print(f"stopped after cycle {report.cycles} of {cycles}; to go on: "
+              f"python -m rehearsal.nemesis --resume --workdir {workdir}", file=sys.stderr)
     return 0 if report.passed else 1
+
+
+def run_part(args: argparse.Namespace) -> tuple[NemesisReport, Path | None, int]:
+    """A new run, or the next part of the one in ``--workdir``: its report, the
+    workdir it is kept in (None: a temporary one) and its cycles in all."""
+    workdir = args.workdir.resolve() if args.workdir else None
+    if args.resume:
+        if workdir is None:
+            raise NemesisError("--resume: give the --workdir of the run to continue")
+        saved, api_url = saved_run(workdir), os.environ.get("PREFECT_API_URL")
+        plan, mode = Plan(**saved["plan"]), "own-server"  # or the server of PREFECT_API_URL, checked here
+        if saved["prefect"] == "own-server" and api_url:
+            raise NemesisError(f"the run in {workdir} has a Prefect server of its own: unset PREFECT_API_URL")
+        if saved["prefect"] != "own-server" and api_url != saved["prefect"]:
+            raise NemesisError(f"the run in {workdir} ran on the Prefect server at {saved['prefect']}: "
+                               "set PREFECT_API_URL to it to continue")
+    else:
+        saved, plan, mode = None, Plan(args.cycles, args.seed, args.incidents, args.killed_runs, args.broken), \
+            args.prefect
+        if workdir is not None and ((workdir / SAVED).exists() or (workdir / "pair").exists()):
+            raise NemesisError(f"{workdir} holds a run already: --resume to continue it, or another --workdir")
+    with tempfile.TemporaryDirectory(prefix="antelope-ha-nemesis-") as tmp:
+        where = workdir or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        with prefect_api(mode, where, keep=workdir is not None) as server:
+            from rehearsal.incidents import run  # once the API is set: Prefect reads its settings on import
+
+            report = run(where, plan, args.minutes, args.json, server, saved)
+    return report, workdir, plan.cycles
 
 
 if __name__ == "__main__":

@@ -191,9 +191,10 @@ class SimPair:
             self._start_witness()
         self.wait_for(self._all_tasks_up, timeout_s, "every task set to run is running")
 
-    def stop(self) -> None:
-        """Stop everything of the pair (rtexec -k, the witness) and kill any process left."""
-        for site in SITES:
+    def stop(self, order: tuple[str, ...] = SITES) -> None:
+        """Stop everything of the pair (rtexec -k on each site in ``order``, the
+        witness) and kill any process left."""
+        for site in order:
             if self.rtexec_pid(site) is not None:
                 self.console(site).run(commands.stop_rtexec().argv, timeout_s=30)
         for host in HOSTS:

@@ -86,7 +86,8 @@ class PostgresServer:
     port: int = field(default_factory=listen_port)
     user: str = "prefect"
     database: str = "prefect"
-    directory: Path | None = None
+    keep_in: Path | None = None  # a cluster kept there between starts; else a throwaway one
+    directory: Path | None = None  # while it runs
 
     @property
     def url(self) -> str:
@@ -95,21 +96,29 @@ class PostgresServer:
     def start(self) -> None:
         # PostgreSQL refuses to run as root: then the cluster belongs to Debian's postgres user,
         # in a directory of its own (pytest's are closed to other users).
-        self.directory = Path(tempfile.mkdtemp(prefix="antelope-ha-e2e-pg-"))
+        if self.keep_in is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="antelope-ha-e2e-pg-"))
+        else:
+            self.directory = self.keep_in
+            self.directory.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres", "postgres")
         data = self.directory / "data"
-        self._run("initdb", "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        new = not (data / "PG_VERSION").exists()
+        if new:
+            self._run("initdb", "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
         self._run("pg_ctl", "-D", str(data), "-l", str(self.directory / "server.log"), "-w", "-t", "60",
                   "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database)
+        if new:
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database)
 
     def stop(self) -> None:
         if self.directory is None:
             return
         if (self.directory / "data" / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.keep_in is None:
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
 
     def query(self, sql: str) -> str:

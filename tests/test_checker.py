@@ -138,6 +138,29 @@ def test_overlapping_id_servers_are_caught_and_timed(tmp_path: Path) -> None:
     assert not report.passed
 
 
+def test_a_run_in_parts_counts_neither_its_pause_nor_the_packets_around_it(tmp_path: Path) -> None:
+    """A run stopped after 9 s (both sites down) and continued at 100 s: the
+    pause is no outage, and a packet BUS wrote after MS's writer stopped, or
+    before it started again, is not due at MS; within a part, a second without
+    an ID server is counted, and a packet MS missed is lost."""
+    pair = healthy(tmp_path)
+    pair.serving("ms", 12, T0 + 100, T0 + 105)
+    pair.serving("ms", 13, T0 + 106, T0 + 110, stop=True)
+    pair.write("bus", 5, event_rows(5, 15, 15, 15))  # part 1, after MS's last (4)
+    pair.write("bus", 99, event_rows(99, 16, 16, 16))  # part 2, before MS's first (100)
+    for seq in (100, 102):
+        pair.write("ms", seq, event_rows(seq, seq, seq, seq))
+    pair.write("bus", 101, event_rows(101, 17, 17, 17))  # between two of MS's: lost
+    pair.lastid("ms", {"evid": 200, "orid": 200, "arid": 200})
+    parts = [(T0 - 1, T0 + 9.5), (T0 + 95, T0 + 112)]  # from each start of the pair to its stop
+    report = check(pair.root, windows=parts)
+    assert report.seconds_no_id_server == 1.5 + 1.0
+    assert report.rows_lost == 4 and "packet 101 " in report.details["rows_lost"][0], report.details
+    as_one = check(pair.root)  # as one part, the pause is an outage and every packet BUS wrote in it lost
+    assert as_one.seconds_no_id_server == 1.5 + 91.0 + 1.0
+    assert as_one.rows_lost == 3 * 4
+
+
 def test_a_line_cut_by_a_kill_is_read_as_what_was_written_before(tmp_path: Path) -> None:
     pair = healthy(tmp_path)
     with open(pair.root / "bus" / "records" / "orb2dbt.written", "a") as f:

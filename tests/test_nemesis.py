@@ -1,18 +1,20 @@
 """The nemesis, short: ten cycles under faults drawn from a fixed seed, on the
-test session's Prefect server, judged by the independent checker
-(rehearsal/checker.py reads both sites' tables and the programs' own records)."""
+test session's Prefect server, in two parts (stopped after a minute and
+continued), judged by the independent checker (rehearsal/checker.py reads both
+sites' tables and the programs' own records)."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from rehearsal.incidents import run
-from rehearsal.nemesis import table
+from rehearsal.nemesis import Plan, saved_run, table
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
-SEED = 1  # MS incidents drawn in cycles 3 and 6
+SEED = 1  # MS incidents drawn in cycles 3 and 6 (the first a minute in: in the first part or the second)
 INCIDENTS = 0.2  # short cycles: two of the ten with an MS incident, the others minor faults
 # (2 ORB packets a second, not 5: less work for two busy cores)
 KILLED_RUNS = 0.5  # half the procedure runs first run in a process of their own and SIGKILLed
@@ -20,9 +22,17 @@ KILLED_RUNS = 0.5  # half the procedure runs first run in a process of their own
 
 @pytest.mark.timeout(900)
 def test_ten_cycles_under_faults_lose_nothing_and_never_serve_ids_from_two_sites(tmp_path: Path) -> None:
-    report = run(tmp_path, cycles=10, seed=SEED, quiet=True, incidents=INCIDENTS, rate=2.0, killed_runs=KILLED_RUNS)
+    plan = Plan(cycles=10, seed=SEED, incidents=INCIDENTS, killed_runs=KILLED_RUNS, rate=2.0)
+    first = run(tmp_path, plan, minutes=1.0, quiet=True)
+    assert 0 < first.cycles < 10 and first.parts == 1
+    saved = saved_run(tmp_path)
+    assert saved["plan"] == asdict(plan)
+    report = run(tmp_path, plan, quiet=True, saved=saved)
     print(table(report))
-    assert report.cycles == 10
+    assert report.cycles == 10 and report.parts == 2
+    assert report.fault_log[:len(first.fault_log)] == first.fault_log
+    # the second part went on with the seed's draws where the first left them: the incidents in their cycles
+    assert {f.cycle for f in report.fault_log if f.kind == "ms-power-off"} <= {3, 6}
     assert not report.not_brought_back
     # it did its faults, and the procedures their work
     assert {"ms-power-off", "ms-power-on", "writer-killed", "flow-run-killed"} <= set(report.faults), report.faults
