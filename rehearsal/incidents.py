@@ -467,7 +467,7 @@ def run(workdir: Path, plan: Plan, minutes: float | None = None, quiet: bool = F
     if saved is None:
         report = NemesisReport(seed=plan.seed, incidents=plan.incidents,
                                broken_rule=BREAKS[broken] if broken else None,
-                               prefect=os.environ.get("PREFECT_API_URL") or "embedded", parts=0)
+                               prefect=os.environ.get("PREFECT_API_URL") or "embedded")
         pair = SimPair.create(workdir / "pair", packet_interval_s=1.0 / plan.rate, seed=plan.seed)
     else:
         report, pair = NemesisReport.from_dict(saved["report"]), SimPair.open(workdir / "pair")

@@ -95,7 +95,7 @@ class NemesisReport:
     incidents: float  # the share of cycles drawn to have an MS incident
     cycles: int = 0
     minutes: float = 0.0  # while a part ran
-    parts: int = 1  # a run stopped and continued has several
+    parts: int = 0  # a run stopped and continued has several
     prefect: str = ""
     broken_rule: str | None = None
     faults: dict[str, int] = field(default_factory=dict)
