@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from math import inf
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,7 +159,7 @@ def due_spans(written: list[Written], authority: str, windows: list[Interval] | 
         parts: dict[Interval, list[int]] = defaultdict(list)
         for w in written:
             if w.site == authority and w.prog == prog:
-                part = next(((a, b) for a, b in windows if a <= w.t <= b), None) if windows else (0.0, 0.0)
+                part = next(((a, b) for a, b in windows or [(-inf, inf)] if a <= w.t <= b), None)
                 if part is not None:
                     parts[part].append(w.seq)
         spans[prog] = [(min(seqs), max(seqs)) for seqs in parts.values()]
