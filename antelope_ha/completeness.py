@@ -165,28 +165,114 @@ def _number(raw: bytes, kind: type, layout: _Layout, name: str, path: Path, line
                                              f"not a number: correct the record") from None
 
 
-def _records(path: Path, layout: _Layout) -> Iterator[tuple[int, bytes, tuple, float | None, float | None]]:
-    """(line number, record bytes, ids, time, until) of every record of a table file."""
-    name = layout.table.name
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if len(raw) != layout.length or not raw.endswith(b"\n"):
-                body = len(raw) - raw.endswith(b"\n")
-                raise TableFormatError(path, lineno, (
-                    f"{name} record is {body} bytes, expected {layout.length - 1} plus a newline: the line "
-                    "was cut, joined to another or written with another schema; rewrite it or restore the table"))
-            ids = tuple((n, v) for n, a, b in layout.ids
-                        if (v := _number(raw[a:b], int, layout, n, path, lineno)) > 0)
-            time = until = None
-            if layout.time:
-                t = _number(raw[slice(*layout.time)], float, layout, "time", path, lineno)
-                time = None if t <= NULL_TIME else t
-            if layout.until and time is not None:
-                (ea, eb), (sa, sb) = layout.until
-                end = _number(raw[ea:eb], float, layout, "endtime", path, lineno)
-                rate = _number(raw[sa:sb], float, layout, "samprate", path, lineno)
-                until = end + 0.5 / rate if rate > 0 and end >= time else time
-            yield lineno, raw[:-1], ids, time, until
+#: Bytes of whole records read at a time: large enough to amortise the reads, small enough to stay in cache.
+_BLOCK = 1 << 20
+
+
+class _Wanted:
+    """Id values an inventory looks for: as numbers, and as a well-formed column prints them."""
+
+    def __init__(self, values: Iterable[int]):
+        self.values = frozenset(v for v in values if v > 0)
+        self.printed = frozenset(b"%d" % v for v in self.values)
+
+
+class _TableFile:
+    """One table file, read in blocks of whole records; a field is read as a
+    column of a block, and a record is parsed whole only when it is in scope."""
+
+    def __init__(self, table: str, path: Path):
+        self.name, self.path = table, path
+        self.layout = _Layout(TABLES[table])
+        self.checked = 0  # records known to be whole lines: tables only grow while a check reads them
+
+    def blocks(self) -> Iterator[tuple[int, bytes, int]]:
+        """(line number of the first record, the records, how many) of each block."""
+        L = self.layout.length
+        size = max(1, _BLOCK // L) * L
+        first = 1
+        with open(self.path, "rb") as f:
+            while buf := f.read(size):
+                n = len(buf) // L
+                if first + n - 1 > self.checked:
+                    if len(buf) % L or buf.count(b"\n") != n or buf[L - 1::L].count(b"\n") != n:
+                        self._shape_error()
+                    self.checked = first + n - 1
+                yield first, buf, n
+                first += n
+
+    def _shape_error(self) -> typing.NoReturn:
+        """Raise the error naming the first record that is not a whole line of the table's length."""
+        L, name = self.layout.length, self.name
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if len(raw) != L or not raw.endswith(b"\n"):
+                    body = len(raw) - raw.endswith(b"\n")
+                    raise TableFormatError(self.path, lineno, (
+                        f"{name} record is {body} bytes, expected {L - 1} plus a newline: the line was cut, "
+                        "joined to another or written with another schema; rewrite it or restore the table"))
+        raise TableFormatError(self.path, None, "the file changed while it was read; check again")
+
+    def _packed(self, buf: bytes, n: int, span: tuple[int, int]) -> bytes:
+        """The field of the block's n records, each with the separator after it, gathered one
+        byte position at a time (strided copies): a well-formed column splits into n words."""
+        (a, b), L = span, self.layout.length
+        w = b - a + 1
+        packed = bytearray(n * w)
+        for k in range(w):
+            packed[k::w] = buf[a + k:n * L:L]
+        return bytes(packed)
+
+    def column(self, buf: bytes, n: int, span: tuple[int, int], kind: type, name: str, first: int,
+               packed: bytes | None = None) -> list:
+        """One numeric field of the block's n records."""
+        words = (packed or self._packed(buf, n, span)).split()
+        try:
+            if len(words) == n:
+                return list(map(kind, words))
+        except ValueError:
+            pass
+        (a, b), L = span, self.layout.length
+        for j in range(n):
+            _number(buf[j * L + a:j * L + b], kind, self.layout, name, self.path, first + j)
+        return [kind(buf[i:i + b - a]) for i in range(a, n * L, L)]
+
+    def times(self, buf: bytes, n: int, first: int) -> list[float]:
+        assert self.layout.time is not None
+        return self.column(buf, n, self.layout.time, float, "time", first)
+
+    def holding(self, buf: bytes, n: int, span: tuple[int, int], name: str, first: int,
+                wanted: _Wanted) -> list[int]:
+        """The records of the block whose id field holds one of the wanted values.
+
+        Where every id of the column is printed plainly (digits only, no sign, no leading
+        zero), the printed ids are looked up as they are, without converting each to a number."""
+        packed = self._packed(buf, n, span)
+        if not packed.translate(None, b"0123456789 \n") and b" 0" not in packed and packed[:1] != b"0":
+            words = packed.split()
+            if len(words) == n:
+                if wanted.printed.isdisjoint(words):
+                    return []
+                return [j for j, word in enumerate(words) if word in wanted.printed]
+        values = self.column(buf, n, span, int, name, first, packed)
+        return [j for j, v in enumerate(values) if v in wanted.values]
+
+    def row(self, buf: bytes, j: int, first: int) -> Row:
+        """Record j of the block, parsed whole: its ids, times and digest."""
+        layout, lineno = self.layout, first + j
+        raw = buf[j * layout.length:(j + 1) * layout.length - 1]
+        ids = tuple((n, v) for n, a, b in layout.ids
+                    if (v := _number(raw[a:b], int, layout, n, self.path, lineno)) > 0)
+        time = until = None
+        if layout.time:
+            t = _number(raw[slice(*layout.time)], float, layout, "time", self.path, lineno)
+            time = None if t <= NULL_TIME else t
+        if layout.until and time is not None:
+            (ea, eb), (sa, sb) = layout.until
+            end = _number(raw[ea:eb], float, layout, "endtime", self.path, lineno)
+            rate = _number(raw[sa:sb], float, layout, "samprate", self.path, lineno)
+            until = end + 0.5 / rate if rate > 0 and end >= time else time
+        return Row(self.name, lineno, line_digest(raw), time, until, ids)
 
 
 def table_files(db: str | os.PathLike[str]) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -210,37 +296,72 @@ def issued(ids: Iterable[tuple[str, str, int]], ranges: IdRanges) -> bool:
     return False
 
 
+#: The most ids of one key an inventory looks up as a set (a few MB); a longer range is compared.
+MAX_ID_SET = 100_000
+
+
+def _within(column: list, lo: float, hi: float) -> list[int]:
+    """The indexes of the values in [lo, hi] (most blocks hold none: ``min``/``max`` tell)."""
+    if not column or max(column) < lo or min(column) > hi:
+        return []
+    return [j for j, v in enumerate(column) if lo <= v <= hi]
+
+
 def take_inventory(db: str | os.PathLike[str], start: float, end: float, ranges: IdRanges) -> Inventory:
     """The rows of ``db`` in scope: timed in [start, end], or carrying an id of
-    ``ranges``, and every row of their units (read again until no row joins)."""
+    ``ranges``, and every row of their units.
+
+    The units are found a link at a time: each pass reads, in every table, the
+    id columns of the keys the previous pass brought in, until no row joins.
+    Only the columns a pass needs are read, and only rows in scope are parsed
+    whole: an inventory costs a few reads of the tables, not a parse of every row."""
     files, unknown = table_files(db)
-    layouts = {t: _Layout(TABLES[t]) for t, _ in files}
+    tables = [_TableFile(t, p) for t, p in files]
     inside: dict[tuple[str, int], Row] = {}
-    wanted: set[tuple[str, int]] = set()
-    first = True
-    while True:
-        added = []
-        for table, path in files:
-            layout = layouts[table]
-            if not first and not layout.ids:
-                continue
-            for lineno, raw, ids, time, until in _records(path, layout):
-                if (table, lineno) in inside:
-                    continue
-                row = Row(table, lineno, "", time, until, ids)
-                if first:
-                    take = (time is not None and start <= time <= end) or issued(row.keys(), ranges)
+
+    def take(tf: _TableFile, buf: bytes, first: int, hits: Iterable[int]) -> list[Row]:
+        rows = []
+        for j in sorted(set(hits)):
+            if (tf.name, first + j) not in inside:
+                row = inside[(tf.name, first + j)] = tf.row(buf, j, first)
+                rows.append(row)
+        return rows
+
+    # An outage's ids are looked up as sets, as the links are; a range too long for a set is compared.
+    sets = {key: _Wanted(range(lo, hi + 1)) for key, (lo, hi) in ranges.items() if hi - lo < MAX_ID_SET}
+    added: list[Row] = []
+    for tf in tables:
+        ranged = [(n, (a, b), ranges[key], sets.get(key)) for n, a, b in tf.layout.ids
+                  if (key := _FIELD_KEY[tf.name][n]) in ranges]
+        if not (tf.layout.time or ranged):
+            continue
+        for first, buf, n in tf.blocks():
+            hits: list[int] = []
+            if tf.layout.time:
+                times = tf.times(buf, n, first)
+                hits += [j for j in _within(times, start, end) if times[j] > NULL_TIME]
+            for name, span, (lo, hi), these in ranged:
+                if these is not None:
+                    hits += tf.holding(buf, n, span, name, first, these)
                 else:
-                    take = any(link in wanted for link in row.links())
-                if take:
-                    row = Row(table, lineno, line_digest(raw), time, until, ids)
-                    inside[(table, lineno)] = row
-                    added.append(row)
-        first = False
-        new = {link for r in added for link in r.links()} - wanted
-        if not new:
-            break
+                    hits += _within(tf.column(buf, n, span, int, name, first), max(lo, 1), hi)
+            added += take(tf, buf, first, hits)
+    wanted: set[tuple[str, int]] = set()
+    while new := {link for r in added for link in r.links()} - wanted:
         wanted |= new
+        by_key: dict[str, set[int]] = defaultdict(set)
+        for key, value in new:
+            by_key[key].add(value)
+        values = {key: _Wanted(these) for key, these in by_key.items()}
+        added = []
+        for tf in tables:
+            fields = [(n, (a, b), values[key]) for n, a, b in tf.layout.ids
+                      if (key := _FIELD_KEY[tf.name][n]) in values]
+            if not fields:
+                continue
+            for first, buf, n in tf.blocks():
+                hits = [j for name, span, these in fields for j in tf.holding(buf, n, span, name, first, these)]
+                added += take(tf, buf, first, hits)
     return Inventory(os.fspath(db), start, end, tuple(sorted(inside.values(), key=lambda r: (r.table, r.line))),
                      tuple(unknown))
 
@@ -269,13 +390,15 @@ def coverage_bounds(db: str | os.PathLike[str], before: float, after: float) -> 
     for table, path in files:
         if table not in RECORDING:
             continue
-        for _, _, _, time, _ in _records(path, _Layout(TABLES[table])):
-            if time is None:
-                continue
-            if time < before and (last is None or time > last):
-                last = time
-            if time > after and (first is None or time < first):
-                first = time
+        tf = _TableFile(table, path)
+        for at, buf, n in tf.blocks():
+            times = [t for t in tf.times(buf, n, at) if t > NULL_TIME]
+            early = [t for t in times if t < before]
+            late = [t for t in times if t > after]
+            if early and (last is None or max(early) > last):
+                last = max(early)
+            if late and (first is None or min(late) < first):
+                first = min(late)
     return Coverage(last, first)
 
 

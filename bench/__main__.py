@@ -2,6 +2,8 @@
 
   scan      css30.scan_ids on 1 GB and 4 GB databases, in four row orders, vs cat (read
             limit) and awk|sort|uniq
+  inventory a recovery's completeness check on the site (inventory and bounds of one outage)
+            on a 1 GB database, vs the id scan of the same tables and cat
   probe     a 4-probe health cycle over one reused SSH connection vs a new connection per probe
   failover  MS ID server crash -> BUS hands out ids, Prefect flows vs the bare Site steps (in-process)
   production  the deployed path (server on PostgreSQL, workers, setup): MS power-off -> ids,
@@ -12,7 +14,7 @@ removed at exit), set here before Prefect is imported. A missed target shows as
 NO in the table and in the last lines, not as a failed command: the figures
 depend on the machine and on what else runs on it (the load average is printed).
 
-    python -m bench [--only scan|probe|failover|production ...] [--size-mb N ...] [--repetitions N]
+    python -m bench [--only scan|inventory|probe|failover|production ...] [--size-mb N ...] [--repetitions N]
     python -m bench production [--json] [--repetitions N] [--steady-s S]
 """
 from __future__ import annotations
@@ -45,28 +47,42 @@ def scan_rows(size_mb: int) -> list[Row]:
     from bench import scan
 
     label = f"scan {size_mb // 1024} GB" if size_mb % 1024 == 0 else f"scan {size_mb} MB"
-    free_mb = shutil.disk_usage(tempfile.gettempdir()).free / 2**20
-    if free_mb < size_mb * DISK_HEADROOM:
-        return [{"figure": f"{label}: skipped, {free_mb:.0f} MB free in {tempfile.gettempdir()}, "
-                           f"needs {size_mb * DISK_HEADROOM:.0f} MB (set TMPDIR)", "met": False}]
+    if skipped := _no_room(label, size_mb):
+        return skipped
     rows = scan.run(size_mb)
-    out: list[Row] = []
-    for r in rows:
-        unit = f" {r['unit']}"
-        out.append({
-            "figure": f"{label}: {r['figure']}",
-            "measured": _num(r["value"], unit),
-            "baseline": _num(r["baseline"], unit) + (" idle" if r["unit"] == "MB" else ""),
-            "ratio": _num(r["ratio"], "x"),
-            "target": r["target"] or "",
-            "met": r["met"],
-        })
+    out = _table_rows(label, rows)
     answers = [r for r in rows if r["answer"] is not None]
     for awk, ours in zip(answers[0::2], answers[1::2]):
         same = awk["answer"] == ours["answer"]
         out.append({"figure": f"{label}: {awk['figure'].split(':')[0]}: scan answer equals awk's",
                     "measured": "yes" if same else "NO", "target": "equal", "met": same})
     return out
+
+
+def _no_room(label: str, size_mb: int) -> list[Row]:
+    """A row saying the benchmark is skipped, if the temporary directory cannot hold its database."""
+    free_mb = shutil.disk_usage(tempfile.gettempdir()).free / 2**20
+    if free_mb >= size_mb * DISK_HEADROOM:
+        return []
+    return [{"figure": f"{label}: skipped, {free_mb:.0f} MB free in {tempfile.gettempdir()}, "
+                       f"needs {size_mb * DISK_HEADROOM:.0f} MB (set TMPDIR)", "met": False}]
+
+
+def _table_rows(label: str, rows: list[dict]) -> list[Row]:
+    """The rows of a benchmark that measures figures against a baseline (bench.scan's form)."""
+    return [{"figure": f"{label}: {r['figure']}",
+             "measured": _num(r["value"], f" {r['unit']}"),
+             "baseline": _num(r["baseline"], f" {r['unit']}") + (" idle" if r["unit"] == "MB" else ""),
+             "ratio": _num(r["ratio"], "x"),
+             "target": r["target"] or "",
+             "met": r["met"]} for r in rows]
+
+
+def inventory_rows(size_mb: int) -> list[Row]:
+    from bench import inventory
+
+    label = f"recovery check {size_mb} MB"
+    return _no_room(label, size_mb) or _table_rows(label, inventory.run(size_mb))
 
 
 def probe_rows() -> list[Row]:
@@ -127,13 +143,14 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(production.main(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", choices=("scan", "probe", "failover", "production"),
+    parser.add_argument("--only", action="append",
+                        choices=("scan", "inventory", "probe", "failover", "production"),
                         help="run only this benchmark (repeatable); default all")
     parser.add_argument("--size-mb", type=int, action="append",
                         help=f"scan database size (repeatable); default {' and '.join(map(str, SCAN_SIZES_MB))}")
     parser.add_argument("--repetitions", type=int, default=3, help="failover repetitions (median reported)")
     args = parser.parse_args(argv)
-    only = set(args.only or ("scan", "probe", "failover", "production"))
+    only = set(args.only or ("scan", "inventory", "probe", "failover", "production"))
 
     started, load_at_start = time.time(), _load()
     rows: list[Row] = []
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     if "scan" in only:
         for size in args.size_mb or SCAN_SIZES_MB:
             sections.append((f"scan {size} MB", lambda size=size: rows.extend(scan_rows(size))))
+    if "inventory" in only:
+        sections.append(("inventory 1024 MB", lambda: rows.extend(inventory_rows(1024))))
     if "probe" in only:
         sections.append(("probe", lambda: rows.extend(probe_rows())))
     if "failover" in only:

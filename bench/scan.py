@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from antelope_ha.css30 import ID_OWNER, TABLES, scan_ids
@@ -53,12 +54,14 @@ ORDERS = ("rising", "shuffled", "time-sorted", "merged")
 SEED = 13
 
 
-def _template(table: str, ids: tuple[str, ...], **values: object) -> bytes:
-    """A record of ``table`` as a bytes %-template with ``%8d`` in place of each id field."""
+def _template(table: str, ids: tuple[str, ...], times: tuple[str, ...] = (), **values: object) -> bytes:
+    """A record of ``table`` as a bytes %-template with ``%8d`` in place of each id field
+    and ``%17.5f`` in place of each time field: its values go in the order of the fields."""
     t = TABLES[table]
-    line = t.format_row({**{k: 0 for k in ids}, **values}).encode("latin-1")
-    for off in sorted((t.offset(name) for name in ids), reverse=True):
-        line = line[:off] + b"%8d" + line[off + 8:]
+    line = t.format_row({**{k: 0 for k in ids + times}, **values}).encode("latin-1")
+    holes = [(t.offset(n), 8, b"%8d") for n in ids] + [(t.offset(n), 17, b"%17.5f") for n in times]
+    for off, width, hole in sorted(holes, reverse=True):
+        line = line[:off] + hole + line[off + width:]
     return line
 
 
@@ -272,14 +275,17 @@ def _print(rows: list[dict]) -> None:
               f" the awk answer: {ours['answer']}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, measure: Callable[[int, bool], list[dict]] = run,
+         doc: str = __doc__) -> None:
+    """The command line of a benchmark on generated databases of given sizes (this one's by default)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--size-mb", type=int, action="append", help="database size (repeatable); default 1024")
     parser.add_argument("--quick", action="store_true", help="one repetition per timing instead of best of 3")
     args = parser.parse_args(argv)
     for size in args.size_mb or [1024]:
-        print(f"\n== {size} MB database, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-        _print(run(size, args.quick))
+        print(f"\n== {size} MB database, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}")
+        _print(measure(size, args.quick))
     print(f"\n(maxrss of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
 

@@ -23,3 +23,12 @@ def test_scan_bench_smoke():
     merged = answers[-1]["answer"]
     assert all(stats[3] == 10 for stats in merged.values())  # the 10 duplicated rows of each table were found
     assert all(stats[3] == 0 for a in answers[:-2] for stats in a["answer"].values())
+
+
+def test_inventory_bench_smoke():
+    """The recovery check's benchmark lists exactly the outage's events (its last row says so)."""
+    from bench.inventory import run as run_inventory
+
+    rows = run_inventory(8, quick=True)
+    assert [r["figure"].split(" ")[0] for r in rows] == ["read", "id", "inventory", "bounds", "inventory", "inventory"]
+    assert rows[-1]["met"] is True and rows[-1]["value"] > 0, rows[-1]

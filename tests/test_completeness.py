@@ -3,6 +3,7 @@ CSS3.0 databases written to disk as the simulated writers write them, and on
 the real sample databases."""
 from __future__ import annotations
 
+import random
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from antelope_ha import completeness as K
 from antelope_ha import outages as O
 from antelope_ha.baseline import judge, take
-from antelope_ha.css30 import ID_KEYS, ID_OWNER, TABLES, Problem, read_table, write_table
+from antelope_ha.css30 import ID_KEYS, ID_OWNER, TABLES, Problem, read_records, read_table, write_table
 from antelope_ha.excerpt import narrow, plan_excerpts
 from antelope_ha.idscan import IdReport
 from antelope_ha.state import Authority, HAState
@@ -418,3 +419,93 @@ def test_an_older_orphan_of_ms_own_rows_is_a_note_not_a_failure(sites):
     v = assess(ms_db, bus_db)
     assert v.ok and not v.orphans
     assert any("neither site holds" in n for n in v.notes)
+
+
+# ---------------------------------------------------------------- the inventory's reading
+
+
+def scope_by_hand(db: Path, start: float, end: float, ranges: K.IdRanges) -> set[tuple[str, int]]:
+    """(table, line) of the rows an inventory must list, from the generic record parser:
+    timed in the window or carrying an id of the ranges, then every row linked to those."""
+    key_of = {(t, f): k for k, places in ID_KEYS.items() for t, f in places}
+    rows = {}
+    for table in ("event", "origin", "arrival", "assoc", "wfdisc", "netmag"):
+        path = Path(f"{db}.{table}")
+        if not path.exists():
+            continue
+        for line, (row, _) in enumerate(read_records(path, TABLES[table], deleted=True), 1):
+            if TABLES[table].is_deleted(row):
+                continue
+            ids = {(key_of[(table, f)], v) for f, v in row.items() if (table, f) in key_of and v > 0}
+            rows[(table, line)] = (row.get("time"), ids)
+    scope = {at for at, (t, ids) in rows.items()
+             if (t is not None and t > K.NULL_TIME and start <= t <= end)
+             or any(k in ranges and ranges[k][0] <= v <= ranges[k][1] for k, v in ids)}
+    while True:
+        links = {(k, v) for at in scope for k, v in rows[at][1] if k not in K.STATIC_KEYS}
+        more = {at for at, (_, ids) in rows.items() if at not in scope and ids & links}
+        if not more:
+            return scope
+        scope |= more
+
+
+def shuffled_night(db: Path, seed: int) -> Path:
+    """A night's rows in random order (as dbsort or a merge leaves them), with rows deleted
+    with dbmark, unassociated arrivals, assocs of one origin pointing at another's arrivals,
+    and some orids of assocs printed with leading zeros (a program other than Antelope's)."""
+    rng = random.Random(seed)
+    ms, bus, _, _ = night()
+    rows = {t: [dict(r) for r in bus[t] + ms[t]] for t in bus}
+    for a in rows["assoc"][::7]:
+        a["arid"] = rng.choice(rows["arrival"])["arid"]
+    rows["arrival"] += [{"sta": "STA2", "time": 1000.0 + rng.uniform(0, 40), "arid": 90_000 + i, "jdate": 2026334,
+                         "chan": "HHZ", "iphase": "P", "lddate": 0.0} for i in range(30)]
+    for table in rows:
+        rng.shuffle(rows[table])
+    write_db(db, rows)
+    for table in ("origin", "wfdisc"):
+        with open(f"{db}.{table}", "ab") as f:
+            f.write(TABLES[table].null_record * 3)
+    path, off = Path(f"{db}.assoc"), TABLES["assoc"].offset("orid")
+    lines = path.read_bytes().splitlines(keepends=True)
+    for i in range(0, len(lines), 9):
+        lines[i] = lines[i][:off] + b"%08d" % int(lines[i][off:off + 8]) + lines[i][off + 8:]
+    path.write_bytes(b"".join(lines))
+    return db
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_an_inventory_lists_exactly_the_rows_in_scope_across_many_blocks(tmp_path, monkeypatch, seed):
+    """Blocks of a few records each: a unit spread over many blocks and passes is still listed whole."""
+    db = shuffled_night(tmp_path / "db", seed)
+    monkeypatch.setattr(K, "_BLOCK", 3 * TABLES["wfdisc"].record_length)
+    rng = random.Random(seed)
+    for start, end, ranges in [(1012.0, 1013.5, {}), (0.0, 0.0, {"arid": (5001, 5004)}),
+                               (1015.0, 1016.0, {"orid": (1, 3), "wfid": (5010, 5011)}),
+                               (rng.uniform(1000, 1020), rng.uniform(1020, 1040), {"evid": (5003, 5003)}),
+                               (-1e12, 1e12, {})]:
+        listed = K.take_inventory(db, start, end, ranges).rows
+        assert {(r.table, r.line) for r in listed} == scope_by_hand(db, start, end, ranges), (start, end, ranges)
+        lines = {t: Path(f"{db}.{t}").read_bytes().splitlines() for t in {r.table for r in listed}}
+        assert all(r.digest == K.line_digest(lines[r.table][r.line - 1]) for r in listed)
+    lines = sum(len(Path(f"{db}.{t}").read_bytes().splitlines()) for t in ("event", "origin", "arrival", "assoc",
+                                                                             "wfdisc"))
+    assert len(K.take_inventory(db, -1e12, 1e12, {}).rows) == lines - 6  # every row but the deleted ones
+
+
+@pytest.mark.parametrize("table,field,bad", [("origin", "time", "1015.0x0000"), ("assoc", "orid", "12 45"),
+                                             ("arrival", "arid", "-"), ("wfdisc", "samprate", "forty")])
+def test_a_field_the_inventory_reads_that_is_not_a_number_is_named_with_its_line(tmp_path, monkeypatch, table, field,
+                                                                                  bad):
+    db = write_db(tmp_path / "db", night()[1])
+    monkeypatch.setattr(K, "_BLOCK", 4 * TABLES[table].record_length)
+    path = Path(f"{db}.{table}")
+    lines = path.read_bytes().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if i > 8 and TABLES[table].parse_row(line.decode(), i + 1, path)
+              .get("time", 1015.0) >= 1015.0)
+    t = TABLES[table]
+    off, width = t.offset(field), t.field(field).width
+    lines[at] = lines[at][:off] + bad.rjust(width).encode() + lines[at][off + width:]
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(K.TableFormatError, match=rf"db\.{table}, line {at + 1}: {table}\.{field} is"):
+        K.take_inventory(db, 1014.0, 1016.0, {"orid": (5001, 5020), "arid": (5001, 5040)})
