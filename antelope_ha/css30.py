@@ -381,6 +381,26 @@ def read_records(path: str | os.PathLike[str], table: Table,
                 yield row, raw
 
 
+def read_fields(path: str | os.PathLike[str], table: Table,
+                names: Iterable[str]) -> Iterator[tuple[dict[str, int | float | str], bytes]]:
+    """Each record with only the named fields parsed, and its exact line: for a
+    program that looks at a few fields of a big table. The line's length and the
+    named fields are checked; rows deleted with dbmark are not told apart (their
+    fields are null)."""
+    spans = [(table.field(n), table.offset(n)) for n in names]
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                raise TableFormatError(path, lineno, _partial_message(table, len(raw)))
+            if len(raw) != table.record_length:
+                raise TableFormatError(path, lineno, (
+                    f"{table.name} record is {len(raw) - 1} characters, expected {table.record_length - 1} plus "
+                    "a newline; the line was cut, joined to another or written with another schema: rewrite it "
+                    "or restore the table"))
+            yield {f.name: _parse_field(f, raw[start:start + f.width].decode("latin-1"), table.name, start, lineno,
+                                        path) for f, start in spans}, raw
+
+
 def _partial_message(table: Table, length: int) -> str:
     return (
         f"the file ends in the middle of a {table.name} record ({length} of {table.record_length} bytes, "

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from antelope_ha.css30 import TABLES, append_lines, atomic_write, read_records
+from antelope_ha.css30 import TABLES, append_lines, atomic_write, read_fields
 from antelope_ha.descriptor import parse_descriptor
 from simsite.programs.cli import Parser, fail
 
@@ -39,13 +39,22 @@ ROW_KEY: dict[str, Callable[[Row], object]] = {
     "netmag": lambda r: r["magid"],
 }
 TABLES_COPIED = tuple(ROW_KEY)
+#: The fields a time window and the keys look at; the rest of a record is copied, never read.
+FIELDS_READ: dict[str, tuple[str, ...]] = {
+    "event": ("evid", "prefor"),
+    "origin": ("time", "orid"),
+    "arrival": ("time", "arid"),
+    "assoc": ("arid", "orid"),
+    "wfdisc": ("time", "wfid"),
+    "netmag": ("magid", "orid"),
+}
 
 
 def read_db(db: Path) -> dict[str, list[Record]]:
     tables = {}
     for name in TABLES_COPIED:
         path = Path(f"{db}.{name}")
-        tables[name] = list(read_records(path, TABLES[name])) if path.exists() else []
+        tables[name] = list(read_fields(path, TABLES[name], FIELDS_READ[name])) if path.exists() else []
     return tables
 
 
