@@ -28,8 +28,8 @@ drill: deps drill-sysdeps
 # judged by an independent checker (rehearsal/; docs/reliability.md, section 7). It starts
 # a Prefect server on a PostgreSQL cluster of its own, as deployed, and restarts it as one
 # of the faults; ARGS="--prefect embedded" runs it on embedded Prefect instead. A long run
-# in parts: ARGS="--workdir DIR --minutes M" stops it after M minutes, between two cycles,
-# and ARGS="--resume --workdir DIR" goes on with it.
+# in parts: ARGS="--workdir DIR --minutes M" stops it after M minutes, between two cycles
+# (so does Ctrl-C; a second Ctrl-C stops it at once), and ARGS="--resume --workdir DIR" goes on.
 CYCLES ?= 10
 SEED   ?= 1
 nemesis: deps drill-sysdeps

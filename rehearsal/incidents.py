@@ -457,10 +457,11 @@ def rule_removed(broken: str | None) -> Iterator[PairPolicy]:
 
 
 def run(workdir: Path, plan: Plan, minutes: float | None = None, quiet: bool = False,
-        server: PrefectServer | None = None, saved: dict | None = None) -> NemesisReport:
+        server: PrefectServer | None = None, saved: dict | None = None,
+        stop: threading.Event | None = None) -> NemesisReport:
     """The run ``plan`` on a new pair under ``workdir``, or its next part when
     ``saved`` holds its progress (rehearsal/nemesis.py's ``saved_run``); a part
-    starts no cycle after ``minutes``. ``server``: the Prefect server the API
+    starts no cycle after ``minutes``, or once ``stop`` is set. ``server``: the Prefect server the API
     is on, when it is the nemesis's to restart. The run's progress is saved in
     ``workdir`` at the end, for the next part."""
     broken = plan.broken
@@ -474,7 +475,7 @@ def run(workdir: Path, plan: Plan, minutes: float | None = None, quiet: bool = F
     nemesis = Nemesis(pair, plan.seed, report, quiet, plan.incidents, server, plan.killed_runs)
     windows = nemesis.restore(saved) if saved else []
     with rule_removed(broken) as policy:
-        authority = run_cycles(pair, nemesis, policy, plan.cycles, minutes, windows)
+        authority = run_cycles(pair, nemesis, policy, plan.cycles, minutes, windows, stop)
     report.parts += 1
     report.minutes = round((time.time() - nemesis.t0) / 60, 2)
     report.faults = dict(Counter(f.kind for f in report.fault_log))
@@ -490,8 +491,8 @@ def run(workdir: Path, plan: Plan, minutes: float | None = None, quiet: bool = F
 
 
 def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int, minutes: float | None,
-               windows: list[tuple[float, float]]) -> str:
-    """Start the pair, run the cycles left (none started after ``minutes``),
+               windows: list[tuple[float, float]], stop: threading.Event | None = None) -> str:
+    """Start the pair, run the cycles left (none started after ``minutes`` or once ``stop`` is set),
     stop the pair; the site authoritative at the end. ``windows``, the times
     the pair ran in earlier parts, gets this part's. The first part starts the
     pair's record afresh; a later one finds it where the last part left it."""
@@ -506,7 +507,7 @@ def run_cycles(pair: SimPair, nemesis: Nemesis, policy: PairPolicy, cycles: int,
             save_pair(PAIR, cfg)
         SimPair.wait_for(lambda: all(origin_times(pair.paths(s).dir) for s in ("ms", "bus")), 60, "rows at both sites")
         for n in range(report.cycles + 1, cycles + 1):
-            if minutes is not None and time.time() - started > minutes * 60:
+            if (minutes is not None and time.time() - started > minutes * 60) or (stop and stop.is_set()):
                 break
             nemesis.cycle = n
             try:

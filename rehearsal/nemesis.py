@@ -32,6 +32,7 @@ of their own and SIGKILLed after a drawn change (with a server only: the
 process needs its URL). The faults on the sites are applied by simsite.
 
 A run given a ``--workdir`` can be stopped and continued: ``--minutes``
+or Ctrl-C (rehearsal/stopping.py: a second Ctrl-C interrupts it at once)
 ends it between two cycles, with the pair stopped and the run's plan and
 progress (the seed's draws included) saved there, its Prefect server's
 database kept beside; ``--resume`` goes on from there, as the run would
@@ -51,10 +52,12 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rehearsal import stopping
 from tests.servers import PostgresServer, PrefectServer
 
 BREAKS = {"margin": "the lastid safety margin removed",
@@ -192,12 +195,16 @@ def table(report: NemesisReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not stopping.in_own_session():
+        return stopping.relay([sys.executable, "-m", "rehearsal.nemesis", *argv])
     parser = argparse.ArgumentParser(prog="python -m rehearsal.nemesis", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=10, metavar="N", help="incident cycles (default 10)")
     parser.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the faults; replays the run")
     parser.add_argument("--minutes", type=float, metavar="M",
-                        help="start no cycle after M minutes (of this part, with --resume)")
+                        help="start no cycle after M minutes (of this part, with --resume); Ctrl-C also "
+                             "stops the run after the cycle it is in")
     parser.add_argument("--incidents", type=float, default=INCIDENTS, metavar="P",
                         help=f"share of cycles with an MS incident, 0 to 1 (default {INCIDENTS}); the others "
                              "have only faults that must not move authority")
@@ -225,22 +232,29 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= getattr(args, name) <= 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give a share from 0 to 1")
     try:
-        report, workdir, cycles = run_part(args)
+        with stopping.stop_requests() as stop:
+            report, workdir, cycles = run_part(args, stop)
     except NemesisError as exc:
         parser.error(str(exc))
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:
         print(table(report))
-    if report.cycles < cycles and workdir is not None:
-        print(f"stopped after cycle {report.cycles} of {cycles}; to go on: "
-              f"python -m rehearsal.nemesis --resume --workdir {workdir}", file=sys.stderr)
+    if report.cycles < cycles:
+        if workdir is None:
+            then = "it ran in a temporary directory, now removed: give --workdir to keep a run to go on with"
+        elif report.prefect == "embedded":
+            then = "a run on embedded Prefect cannot be continued: its records are gone with it"
+        else:
+            then = f"to go on: python -m rehearsal.nemesis --resume --workdir {workdir}"
+        print(f"stopped after cycle {report.cycles} of {cycles}; {then}", file=sys.stderr)
     return 0 if report.passed else 1
 
 
-def run_part(args: argparse.Namespace) -> tuple[NemesisReport, Path | None, int]:
-    """A new run, or the next part of the one in ``--workdir``: its report, the
-    workdir it is kept in (None: a temporary one) and its cycles in all."""
+def run_part(args: argparse.Namespace, stop: threading.Event) -> tuple[NemesisReport, Path | None, int]:
+    """A new run, or the next part of the one in ``--workdir`` (ended early once
+    ``stop`` is set): its report, the workdir it is kept in (None: a temporary
+    one) and its cycles in all."""
     workdir = args.workdir.resolve() if args.workdir else None
     if args.resume:
         if workdir is None:
@@ -263,7 +277,7 @@ def run_part(args: argparse.Namespace) -> tuple[NemesisReport, Path | None, int]
         with prefect_api(mode, where, keep=workdir is not None) as server:
             from rehearsal.incidents import run  # once the API is set: Prefect reads its settings on import
 
-            report = run(where, plan, args.minutes, args.json, server, saved)
+            report = run(where, plan, args.minutes, args.json, server, saved, stop)
     return report, workdir, plan.cycles
 
 
