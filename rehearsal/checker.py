@@ -331,13 +331,22 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pair", type=Path, help="the simulated pair's directory (with ms/ and bus/)")
     parser.add_argument("--authority", default="ms", choices=SITES, help="the site holding the authoritative db")
+    parser.add_argument("--parts", type=Path, metavar="FILE",
+                        help="a run stopped and continued: its nemesis-run.json, whose windows (each part's "
+                             "start to stop) the run is judged in")
     args = parser.parse_args(argv)
     missing = [str(args.pair / s / "db") for s in SITES if not (args.pair / s / "db").is_dir()]
     lastid = args.pair / args.authority / "dbids" / "dbids.lastid"
     if missing or not lastid.is_file():
         parser.error(f"{args.pair} is not a simulated pair's directory: no {', '.join(missing) or lastid}; "
                      "give the directory `python -m simsite create` made (it holds ms/ and bus/)")
-    report = check(args.pair, args.authority)
+    windows = None
+    if args.parts:
+        try:
+            windows = [(float(a), float(b)) for a, b in json.loads(args.parts.read_text())["windows"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--parts {args.parts}: not a run's nemesis-run.json with its windows ({exc})")
+    report = check(args.pair, args.authority, windows)
     print(json.dumps(report.as_dict(), indent=2))
     return 0 if report.passed else 1
 

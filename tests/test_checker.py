@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from antelope_ha.css30 import TABLES
-from rehearsal.checker import check
+from rehearsal.checker import check, main
 
 T0 = 1_800_000_000.0
 
@@ -159,6 +161,21 @@ def test_a_run_in_parts_counts_neither_its_pause_nor_the_packets_around_it(tmp_p
     as_one = check(pair.root)  # as one part, the pause is an outage and every packet BUS wrote in it lost
     assert as_one.seconds_no_id_server == 1.5 + 91.0 + 1.0
     assert as_one.rows_lost == 3 * 4
+
+
+def test_the_command_judges_a_run_in_parts_from_its_run_file(tmp_path: Path, capsys) -> None:
+    pair = healthy(tmp_path)
+    pair.serving("ms", 12, T0 + 100, T0 + 105)
+    run_file = tmp_path / "nemesis-run.json"
+    run_file.write_text(json.dumps({"windows": [[T0 - 1, T0 + 9.5], [T0 + 95, T0 + 106]]}))
+    assert main([str(pair.root), "--parts", str(run_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["seconds_no_id_server"] == 1.5
+    assert main([str(pair.root)]) == 0
+    assert json.loads(capsys.readouterr().out)["seconds_no_id_server"] == 1.5 + 91.0  # the pause counted
+    run_file.write_text("{}")
+    with pytest.raises(SystemExit):
+        main([str(pair.root), "--parts", str(run_file)])
+    assert f"--parts {run_file}: not a run's nemesis-run.json" in capsys.readouterr().err
 
 
 def test_a_line_cut_by_a_kill_is_read_as_what_was_written_before(tmp_path: Path) -> None:
