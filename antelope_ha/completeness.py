@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import typing
 from bisect import bisect_right
 from collections import defaultdict
@@ -184,25 +185,41 @@ class _TableFile:
     def __init__(self, table: str, path: Path):
         self.name, self.path = table, path
         self.layout = _Layout(TABLES[table])
-        self.checked = 0  # records known to be whole lines: tables only grow while a check reads them
+        self.checked = 0  # records known to be whole lines
+        self.count = self._whole_records()
+
+    def _whole_records(self) -> int:
+        """How many records the check reads: those in the file as it starts. A writer
+        may append more meanwhile; a record it was writing then is read once whole."""
+        for _ in range(3):
+            count, tail = divmod(self.path.stat().st_size, self.layout.length)
+            if not tail:
+                return count
+            self._raise_at_cut_line()
+            time.sleep(0.01)
+        raise TableFormatError(self.path, None, "the file keeps ending in the middle of a record: check again")
 
     def blocks(self) -> Iterator[tuple[int, bytes, int]]:
         """(line number of the first record, the records, how many) of each block."""
         L = self.layout.length
-        size = max(1, _BLOCK // L) * L
+        per = max(1, _BLOCK // L)
         first = 1
         with open(self.path, "rb") as f:
-            while buf := f.read(size):
-                n = len(buf) // L
+            while first <= self.count:
+                n = min(per, self.count - first + 1)
+                buf = f.read(n * L)
+                if len(buf) != n * L:
+                    raise TableFormatError(self.path, None, "the file shrank while it was read; check again")
                 if first + n - 1 > self.checked:
-                    if len(buf) % L or buf.count(b"\n") != n or buf[L - 1::L].count(b"\n") != n:
-                        self._shape_error()
+                    if buf.count(b"\n") != n or buf[L - 1::L].count(b"\n") != n:
+                        self._raise_at_cut_line()
+                        raise TableFormatError(self.path, None, "the file changed while it was read; check again")
                     self.checked = first + n - 1
                 yield first, buf, n
                 first += n
 
-    def _shape_error(self) -> typing.NoReturn:
-        """Raise the error naming the first record that is not a whole line of the table's length."""
+    def _raise_at_cut_line(self) -> None:
+        """Raise the error naming the first record that is not a whole line of the table's length, if any."""
         L, name = self.layout.length, self.name
         with open(self.path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
@@ -211,7 +228,6 @@ class _TableFile:
                     raise TableFormatError(self.path, lineno, (
                         f"{name} record is {body} bytes, expected {L - 1} plus a newline: the line was cut, "
                         "joined to another or written with another schema; rewrite it or restore the table"))
-        raise TableFormatError(self.path, None, "the file changed while it was read; check again")
 
     def _packed(self, buf: bytes, n: int, span: tuple[int, int]) -> bytes:
         """The field of the block's n records, each with the separator after it, gathered one
@@ -263,16 +279,16 @@ class _TableFile:
         raw = buf[j * layout.length:(j + 1) * layout.length - 1]
         ids = tuple((n, v) for n, a, b in layout.ids
                     if (v := _number(raw[a:b], int, layout, n, self.path, lineno)) > 0)
-        time = until = None
+        when = until = None
         if layout.time:
             t = _number(raw[slice(*layout.time)], float, layout, "time", self.path, lineno)
-            time = None if t <= NULL_TIME else t
-        if layout.until and time is not None:
+            when = None if t <= NULL_TIME else t
+        if layout.until and when is not None:
             (ea, eb), (sa, sb) = layout.until
             end = _number(raw[ea:eb], float, layout, "endtime", self.path, lineno)
             rate = _number(raw[sa:sb], float, layout, "samprate", self.path, lineno)
-            until = end + 0.5 / rate if rate > 0 and end >= time else time
-        return Row(self.name, lineno, line_digest(raw), time, until, ids)
+            until = end + 0.5 / rate if rate > 0 and end >= when else when
+        return Row(self.name, lineno, line_digest(raw), when, until, ids)
 
 
 def table_files(db: str | os.PathLike[str]) -> tuple[list[tuple[str, Path]], list[str]]:

@@ -509,3 +509,26 @@ def test_a_field_the_inventory_reads_that_is_not_a_number_is_named_with_its_line
     path.write_bytes(b"".join(lines))
     with pytest.raises(K.TableFormatError, match=rf"db\.{table}, line {at + 1}: {table}\.{field} is"):
         K.take_inventory(db, 1014.0, 1016.0, {"orid": (5001, 5020), "arid": (5001, 5040)})
+
+
+def test_records_a_writer_appends_while_the_inventory_reads_wait_for_the_next_check(tmp_path, monkeypatch):
+    """The inventory reads the records in the file as it starts: MS's writers run during a recovery's
+    last check, and a record half written must neither fail the check nor join it."""
+    db = write_db(tmp_path / "db", night()[1])
+    monkeypatch.setattr(K, "_BLOCK", 4 * TABLES["assoc"].record_length)
+    before = K.take_inventory(db, 1012.0, 1014.0, {})
+    line = Path(f"{db}.assoc").read_bytes().splitlines(keepends=True)[24]  # an assoc the window takes
+    blocks, appended = K._TableFile.blocks, []
+
+    def appending(self):
+        for block in blocks(self):
+            if self.name == "assoc" and not appended:
+                with open(self.path, "ab") as f:  # one more record, and half of the next
+                    f.write(line + line[:40])
+                appended.append(line)
+            yield block
+
+    monkeypatch.setattr(K._TableFile, "blocks", appending)
+    assert K.take_inventory(db, 1012.0, 1014.0, {}).rows == before.rows and appended
+    with pytest.raises(K.TableFormatError, match=r"db\.assoc, line \d+: assoc record is 40 bytes"):
+        K.take_inventory(db, 1012.0, 1014.0, {})  # a record cut short before the check began is named
