@@ -52,6 +52,10 @@ from tasks.sites import close_all
 from tasks.state import load_state
 
 CATCH_UP_S = 180.0  # how long writers may take to write what queued up while they could not
+# lastid_margin covers the ids MS may issue after the replica it is added to: at the default rate
+# (5 packets a second, 2 arids a packet and site, 20 a second) 1000 is 50 s of them. The drill
+# scales it with its rate, as a site sizes it for its own (docs/configuration.md, lastid_margin).
+MARGIN_COVER_S = 50.0
 DRILL_POLICY = PairPolicy(failures_before_failover=3, probe_interval_s=1.0, probe_timeout_s=1.0,
                           hold_down_s=3600, lastid_margin=1000, lastid_max_age_s=600,
                           approval_timeout_s=300, approval_poll_s=1)
@@ -269,7 +273,8 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
     an event with two arrivals and a waveform segment), event locations drawn
     from ``seed``."""
     report = DrillReport(seed=seed, rate=rate, probe_interval_s=probe_interval_s)
-    policy = DRILL_POLICY.model_copy(update={"probe_interval_s": probe_interval_s})
+    policy = DRILL_POLICY.model_copy(update={"probe_interval_s": probe_interval_s,
+                                             "lastid_margin": round(MARGIN_COVER_S * 4 * rate)})
     tl = Timeline(report, quiet)
     pair = SimPair.create(Path(workdir) / "pair", packet_interval_s=1.0 / rate, seed=seed)
     ms_dir, bus_dir = pair.paths("ms").dir, pair.paths("bus").dir
