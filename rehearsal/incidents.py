@@ -27,6 +27,7 @@ from prefect.client.orchestration import get_client
 from prefect.states import Crashed
 
 from antelope_ha.config import PairPolicy, SiteConfig
+from antelope_ha.decide import held
 from antelope_ha.site import Outcome
 from deployments import cli
 from flows.calling import call_flow
@@ -58,6 +59,9 @@ REPLICATE_S = 60.0  # the watcher's default replication interval
 CYCLE_LIMIT_S = 900.0  # a cycle not brought back within this is a finding
 WRITERS = ("orb2dbt", "orb2wf")
 GATE_ANSWERS = ("approve", "late", "reject", "timeout", "ms-off")
+# The failover's own gate: a lastid replica older than the policy allows asks a person first
+# (flows/failover.py); MS is already off there. A refusal holds automatic failover until an ack.
+STALE_GATE_ANSWERS = ("approve", "late", "reject", "timeout")
 # a killed run dies right after its K-th change, K drawn up to the changes a full run makes
 # (docs/reliability.md, section 1: 13 for the failover, 24 for the fallback, 11 for the recovery)
 CHANGES = {"failover": 13, "fallback": 24, "recovery": 11}
@@ -71,6 +75,8 @@ class Nemesis:
         self.pair, self.rng, self.report, self.quiet = pair, random.Random(seed), report, quiet
         # which cycles have an incident: a stream of its own, so that it depends on the seed alone
         self.incidents, self.incident_draws = incidents, random.Random(f"{seed}:incidents")
+        # the answers to the failover's stale-replica gate: a stream of its own, drawn only when it asks
+        self.gate_draws = random.Random(f"{seed}:failover-gate")
         self.server = server  # ours to restart; None when the Prefect API is embedded or someone else's
         self.killed_runs = killed_runs
         self.api_url = os.environ.get("PREFECT_API_URL")  # for a procedure in a process of its own
@@ -93,12 +99,15 @@ class Nemesis:
         return {"plan": asdict(plan), "prefect": "own-server" if own_server else self.report.prefect,
                 "report": asdict(self.report), "seconds": time.time() - self.t0, "windows": windows,
                 "random": self.rng.getstate(), "incident_random": self.incident_draws.getstate(),
+                "gate_random": self.gate_draws.getstate(),
                 "ms_off": self.ms_off, "needs_recovery": self.needs_recovery}
 
     def restore(self, saved: dict) -> list[tuple[float, float]]:
         """Go on from ``saved`` (``progress`` of the last part); the times the pair ran so far."""
-        for rng, (version, state, gauss) in ((self.rng, saved["random"]),
-                                             (self.incident_draws, saved["incident_random"])):
+        streams = [(self.rng, saved["random"]), (self.incident_draws, saved["incident_random"])]
+        if "gate_random" in saved:  # kept since the failover's gate is answered
+            streams.append((self.gate_draws, saved["gate_random"]))
+        for rng, (version, state, gauss) in streams:
             rng.setstate((version, tuple(state), gauss))
         self.t0 = time.time() - saved["seconds"]
         self.ms_off, self.needs_recovery = saved["ms_off"], saved["needs_recovery"]
@@ -246,8 +255,9 @@ class Nemesis:
                 self.say(f"health: {decision}")
                 reason = decision.split(": ", 1)[1]
                 try:
-                    self.killed_run("failover", reason=reason, by="automation")
-                    failover(pair_name=PAIR, reason=reason, by="automation")
+                    with self.answering("failover", self.stale_gate_answer):
+                        self.killed_run("failover", reason=reason, by="automation")
+                        failover(pair_name=PAIR, reason=reason, by="automation")
                 except Exception as exc:  # as for the watcher: the health asks again at the next probe
                     self.say(f"failover run failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
                 if self.authority() == "bus":
@@ -259,40 +269,59 @@ class Nemesis:
                     self.say("failed over: BUS authoritative")
             time.sleep(max(0.0, POLICY.probe_interval_s - (time.time() - started)))
 
+    @contextlib.contextmanager
+    def answering(self, flow: str, answer: Callable[[int], dict | None]) -> Iterator[None]:
+        """The operators answer each pause of ``flow``'s runs with ``answer(n)`` while the block runs."""
+        stop = threading.Event()
+        answerer = threading.Thread(target=answer_paused_runs, args=(stop, flow, answer, []), daemon=True)
+        answerer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            answerer.join(10)
+
+    def answer_gate(self, how: str, wait: float, gate: str, site: str) -> dict | None:
+        """An operator's answer to ``gate``, given ``how`` (GATE_ANSWERS) and ``wait`` s late; None: unanswered."""
+        if how == "timeout":
+            self.fault("approval-timed-out", f"{gate} left unanswered", lambda: None)
+            return None
+        if how == "late":
+            self.fault("approval-late", f"{gate} answered {wait} s late", lambda: time.sleep(wait))
+        elif how == "ms-off":
+            self.power_off_ms("ms-power-off-at-gate", f" while {gate} waits, then approved")
+        decision = "reject" if how == "reject" else "approve"
+        if how == "reject":
+            self.fault("approval-rejected", f"{gate} rejected", lambda: None)
+        return self.operators.answer(decision=decision, reason=f"nemesis cycle {self.cycle}", confirm_site=site)
+
     def answers(self, script: list[tuple[str, float]]) -> Callable[[int], dict | None]:
         """The operators' answers to the n-th pause of a fallback: (how, seconds late) from ``script``, then approve."""
         def answer(n: int) -> dict | None:
             how, wait = script[n] if n < len(script) else ("approve", 0.0)
-            gate = f"approval {n + 1} of this fallback"
-            if how == "timeout":
-                self.fault("approval-timed-out", f"{gate} left unanswered", lambda: None)
-                return None
-            if how == "late":
-                self.fault("approval-late", f"{gate} answered {wait} s late", lambda: time.sleep(wait))
-            elif how == "ms-off":
-                self.power_off_ms("ms-power-off-at-gate", f" while {gate} waits, then approved")
-            decision = "reject" if how == "reject" else "approve"
-            if how == "reject":
-                self.fault("approval-rejected", f"{gate} rejected", lambda: None)
-            return self.operators.answer(decision=decision, reason=f"nemesis cycle {self.cycle}", confirm_site="ms")
+            return self.answer_gate(how, wait, f"approval {n + 1} of this fallback", "ms")
         return answer
 
+    def stale_gate_answer(self, n: int) -> dict | None:
+        """An operator's answer to the failover's stale-replica gate, drawn when it asks."""
+        how, wait = self.gate_draws.choice(STALE_GATE_ANSWERS), round(self.gate_draws.uniform(1.5, 4.0), 1)
+        return self.answer_gate(how, wait, "the failover's approval of a stale lastid replica", "bus")
+
+    def failover_declined(self) -> bool:
+        """Automatic failover held until a person acknowledges a failover refused at its gate."""
+        state = self.on_api(lambda: load_state(PAIR))
+        found = held(state, self.pair.pair_config(POLICY), time.time())
+        return found is not None and found[0] == "declined"
+
     def run_fallback(self, script: list[tuple[str, float]]) -> None:
-        records: list[dict] = []
-        stop = threading.Event()
-        answerer = threading.Thread(target=answer_paused_runs, args=(stop, "fallback", self.answers(script), records),
-                                    daemon=True)
-        answerer.start()
         started = time.time()
         try:
-            self.killed_run("fallback", by="nemesis")
-            self.maybe_restart_during("fallback")
-            outcome = fallback(pair_name=PAIR, by="nemesis")
+            with self.answering("fallback", self.answers(script)):
+                self.killed_run("fallback", by="nemesis")
+                self.maybe_restart_during("fallback")
+                outcome = fallback(pair_name=PAIR, by="nemesis")
         except Exception as exc:  # MS powered off under it, the server restarted: the rerun converges
             outcome = f"failed: {exc}"
-        finally:
-            stop.set()
-            answerer.join(10)
         state = self.on_api(lambda: load_state(PAIR))
         if state.authority.site == "ms" and not state.fallback_in_progress:
             self.report.fallbacks += 1
@@ -366,7 +395,10 @@ class Nemesis:
                 self.run_fallback(script)
                 script = []
             elif self.ms_off:
-                self.watch(60, lambda: self.authority() == "bus")
+                self.watch(60, lambda: self.authority() == "bus" or self.failover_declined())
+                if self.failover_declined():  # as the notification asks a person to
+                    self.fault("operator-ack-declined", "an operator acknowledges the declined failover",
+                               lambda: self.operator_command("ack"))
             elif self.needs_recovery:
                 self.run_recovery()
             else:
