@@ -419,7 +419,9 @@ class SSHRunner:
         except Exception as exc:
             client.close()
             sock.close()
-            error = self._connect_error(exc, timed_out.is_set())
+            # paramiko's own timeouts end at the same deadline and may fire first, failing with
+            # another message ("No existing session"): a failure at the deadline is the timeout.
+            error = self._connect_error(exc, timed_out.is_set() or time.monotonic() >= deadline - 0.1)
             if error is None:
                 raise
             raise error from exc
