@@ -168,11 +168,7 @@ class Table:
                 path, lineno, f"control byte {ord(bad.group()):#04x} at column {bad.start() + 1} of a "
                 f"{self.name} record; {hint}")
         if len(body) != expected:
-            raise TableFormatError(
-                path, lineno,
-                f"{self.name} record is {len(body)} characters, expected {expected} plus a newline; "
-                "the line was cut, joined to another or written with another schema: rewrite it or restore the table",
-            )
+            raise TableFormatError(path, lineno, _length_message(self, len(body)))
         row: dict[str, int | float | str] = {}
         for (f, start, end), nxt in zip(self._spans, self._spans[1:] + [None]):
             text = body[start:end]
@@ -393,12 +389,14 @@ def read_fields(path: str | os.PathLike[str], table: Table,
             if not raw.endswith(b"\n"):
                 raise TableFormatError(path, lineno, _partial_message(table, len(raw)))
             if len(raw) != table.record_length:
-                raise TableFormatError(path, lineno, (
-                    f"{table.name} record is {len(raw) - 1} characters, expected {table.record_length - 1} plus "
-                    "a newline; the line was cut, joined to another or written with another schema: rewrite it "
-                    "or restore the table"))
+                raise TableFormatError(path, lineno, _length_message(table, len(raw) - 1))
             yield {f.name: _parse_field(f, raw[start:start + f.width].decode("latin-1"), table.name, start, lineno,
                                         path) for f, start in spans}, raw
+
+
+def _length_message(table: Table, length: int) -> str:
+    return (f"{table.name} record is {length} characters, expected {table.record_length - 1} plus a newline; "
+            "the line was cut, joined to another or written with another schema: rewrite it or restore the table")
 
 
 def _partial_message(table: Table, length: int) -> str:
