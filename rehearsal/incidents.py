@@ -443,7 +443,7 @@ class Nemesis:
             else:
                 self.fault("bus-witness-healed", "link bus -> witness restored",
                            lambda: self.pair.heal_link("bus", "witness"))
-        self.watch(60, lambda: self.authority() == "bus")
+        self.watch(60, lambda: self.authority() == "bus" or self.failover_declined())
         if self.authority() == "bus":
             serving_s = rng.uniform(1.0, 3.0)
             self.minor_faults(2, serving_s)
