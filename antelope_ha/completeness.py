@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from antelope_ha.css30 import ID_KEYS, ID_OWNER, REPEATS_IN_OWNER, TABLES, Table, TableFormatError
+from antelope_ha.css30 import ID_KEYS, ID_OWNER, REPEATS_IN_OWNER, TABLES, Table, TableFormatError, length_message
 
 #: Every table whose layout is known; the others are listed as not checked.
 TABLES_CHECKED: tuple[str, ...] = tuple(t for t in TABLES if t != "lastid")
@@ -220,14 +220,12 @@ class _TableFile:
 
     def _raise_at_cut_line(self) -> None:
         """Raise the error naming the first record that is not a whole line of the table's length, if any."""
-        L, name = self.layout.length, self.name
+        L = self.layout.length
         with open(self.path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
                 if len(raw) != L or not raw.endswith(b"\n"):
-                    body = len(raw) - raw.endswith(b"\n")
-                    raise TableFormatError(self.path, lineno, (
-                        f"{name} record is {body} bytes, expected {L - 1} plus a newline: the line was cut, "
-                        "joined to another or written with another schema; rewrite it or restore the table"))
+                    raise TableFormatError(self.path, lineno,
+                                           length_message(self.layout.table, len(raw) - raw.endswith(b"\n")))
 
     def _packed(self, buf: bytes, n: int, span: tuple[int, int]) -> bytes:
         """The field of the block's n records, each with the separator after it, gathered one

@@ -168,7 +168,7 @@ class Table:
                 path, lineno, f"control byte {ord(bad.group()):#04x} at column {bad.start() + 1} of a "
                 f"{self.name} record; {hint}")
         if len(body) != expected:
-            raise TableFormatError(path, lineno, _length_message(self, len(body)))
+            raise TableFormatError(path, lineno, length_message(self, len(body)))
         row: dict[str, int | float | str] = {}
         for (f, start, end), nxt in zip(self._spans, self._spans[1:] + [None]):
             text = body[start:end]
@@ -389,12 +389,13 @@ def read_fields(path: str | os.PathLike[str], table: Table,
             if not raw.endswith(b"\n"):
                 raise TableFormatError(path, lineno, _partial_message(table, len(raw)))
             if len(raw) != table.record_length:
-                raise TableFormatError(path, lineno, _length_message(table, len(raw) - 1))
+                raise TableFormatError(path, lineno, length_message(table, len(raw) - 1))
             yield {f.name: _parse_field(f, raw[start:start + f.width].decode("latin-1"), table.name, start, lineno,
                                         path) for f, start in spans}, raw
 
 
-def _length_message(table: Table, length: int) -> str:
+def length_message(table: Table, length: int) -> str:
+    """What a record of ``length`` characters (its newline not counted) in ``table``'s file is told."""
     return (f"{table.name} record is {length} characters, expected {table.record_length - 1} plus a newline; "
             "the line was cut, joined to another or written with another schema: rewrite it or restore the table")
 
@@ -701,14 +702,8 @@ class _IdColumnScan:
                 rest = f.read()
                 nl = rest.find(b"\n")
                 if nl >= 0:
-                    raise TableFormatError(self.path, full + 1, self._length_message(nl))
+                    raise TableFormatError(self.path, full + 1, length_message(self.table, nl))
                 raise TableFormatError(self.path, full + 1, _partial_message(self.table, len(rest)))
-
-    def _length_message(self, length: int) -> str:
-        return (
-            f"{self.table.name} record is {length} bytes, expected {self.L - 1} plus a newline; "
-            "every record of a table has the same length: rewrite the line or restore the table"
-        )
 
     def _column(self, buf: bytearray, n: int) -> bytearray:
         """The id field of n records, packed as 8-byte lanes, copied with strided memoryviews
@@ -786,7 +781,7 @@ class _IdColumnScan:
             rec, lineno = i * L, first + i + 1
             if buf[rec + L - 1] != 0x0A:
                 nl = buf.find(b"\n", rec)
-                raise TableFormatError(self.path, lineno, self._length_message((nl if nl >= 0 else len(buf)) - rec))
+                raise TableFormatError(self.path, lineno, length_message(self.table, (nl if nl >= 0 else len(buf)) - rec))
             line = buf[rec:rec + L - 1].decode("latin-1")
             if (off and line[off - 1] != " ") or line[off + 8] != " ":
                 raise TableFormatError(self.path, lineno, (

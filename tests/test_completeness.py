@@ -308,7 +308,7 @@ def test_a_damaged_line_is_named_with_its_file_and_line(sites):
     write_db(ms_db, ms)
     with open(f"{ms_db}.arrival", "a") as f:
         f.write("cut short\n")
-    with pytest.raises(K.TableFormatError, match=r"db\.arrival, line 41: arrival record is 9 bytes"):
+    with pytest.raises(K.TableFormatError, match=r"db\.arrival, line 41: arrival record is 9 characters"):
         K.take_inventory(ms_db, 0, 2000, {})
 
 
@@ -530,5 +530,5 @@ def test_records_a_writer_appends_while_the_inventory_reads_wait_for_the_next_ch
 
     monkeypatch.setattr(K._TableFile, "blocks", appending)
     assert K.take_inventory(db, 1012.0, 1014.0, {}).rows == before.rows and appended
-    with pytest.raises(K.TableFormatError, match=r"db\.assoc, line \d+: assoc record is 40 bytes"):
+    with pytest.raises(K.TableFormatError, match=r"db\.assoc, line \d+: assoc record is 40 characters"):
         K.take_inventory(db, 1012.0, 1014.0, {})  # a record cut short before the check began is named

@@ -417,7 +417,7 @@ def test_scan_reports_a_record_of_the_wrong_length(tmp_path, small_blocks):
     lines = path.read_bytes().splitlines(keepends=True)
     lines[9] = lines[9][:50] + lines[9][51:]  # one byte lost
     path.write_bytes(b"".join(lines))
-    with pytest.raises(TableFormatError, match=r"line 10: arrival record is 222 bytes, expected 223"):
+    with pytest.raises(TableFormatError, match=r"line 10: arrival record is 222 characters, expected 223"):
         scan_ids(tmp_path / "db", ["arrival"])
 
 
