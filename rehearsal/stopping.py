@@ -76,10 +76,15 @@ def relay(argv: list[str]) -> int:
 
 @contextlib.contextmanager
 def stop_requests() -> Iterator[threading.Event]:
-    """An event set when the relay asks this run to stop after its cycle."""
+    """An event set when the relay asks this run to stop after its cycle. The
+    relay's SIGINT raises KeyboardInterrupt here, even in a run started with
+    SIGINT ignored: a shell without job control starts ``cmd &`` so, and the
+    run would go on after SIGTERM or a second Ctrl-C to the relay."""
     event = threading.Event()
-    previous = signal.signal(STOP_SIGNAL, lambda signum, frame: event.set())
+    previous = {STOP_SIGNAL: signal.signal(STOP_SIGNAL, lambda signum, frame: event.set()),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         yield event
     finally:
-        signal.signal(STOP_SIGNAL, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

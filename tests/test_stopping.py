@@ -41,13 +41,15 @@ RUN = textwrap.dedent('''
 ''')
 
 
-def start(tmp_path: Path, run: str = RUN) -> tuple[subprocess.Popen, Path]:
+def start(tmp_path: Path, run: str = RUN, sigint_ignored: bool = False) -> tuple[subprocess.Popen, Path]:
+    """The relay of ``run``; ``sigint_ignored``: started as a shell without job control starts ``cmd &``."""
     script, out = tmp_path / "run.py", tmp_path / "out"
     script.write_text(run)
     env = {k: v for k, v in os.environ.items() if k != "ANTELOPE_HA_RUN_IN_SESSION"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     relay = subprocess.Popen([sys.executable, str(script), str(out)], env=env, start_new_session=True,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
     deadline = time.monotonic() + 30
     while not (out.exists() and out.read_text().startswith("started")):
         assert relay.poll() is None and time.monotonic() < deadline, "the run did not start"
@@ -83,9 +85,11 @@ def test_a_second_ctrl_c_interrupts_the_run_at_once(tmp_path: Path) -> None:
     assert "interrupting the run" in relay.stderr.read()
 
 
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["sigint-default", "sigint-ignored"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_terminating_the_relay_interrupts_the_run_rather_than_leaving_it(tmp_path: Path, sig: int) -> None:
-    relay, out = start(tmp_path)
+def test_terminating_the_relay_interrupts_the_run_rather_than_leaving_it(tmp_path: Path, sig: int,
+                                                                         sigint_ignored: bool) -> None:
+    relay, out = start(tmp_path, sigint_ignored=sigint_ignored)
     relay.send_signal(sig)
     assert relay.wait(timeout=30) == 130
     assert out.read_text().splitlines()[-1].startswith("interrupted")
