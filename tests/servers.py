@@ -7,6 +7,7 @@ Each is a context manager that owns its process or thread and stops it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import json
 import os
@@ -251,9 +252,21 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-            self.proc = None
+        """As its systemd unit stops it (control group): the worker, then the flow-run
+        processes it started that are still running: a run under way (a watcher's) outlives
+        the SIGINT that stops its worker."""
+        if self.proc is None:
+            return
+        started = []  # pidfds: a pid reused meanwhile is not signalled
+        for pid in process_tree(self.proc.pid)[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                started.append(os.pidfd_open(pid))
+        _stop(self.proc)
+        self.proc = None
+        for fd in started:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
 
     def kill(self) -> list[int]:
         """The worker's host lost: SIGKILL to the worker and every process it
