@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email
+import select
 import json
 import os
 import shutil
@@ -61,6 +62,12 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current := todo.pop())
         todo += children.get(current, [])
     return tree
+
+
+def _signal_all(pidfds: list[int], sig: int) -> None:
+    for fd in pidfds:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, sig)
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
@@ -252,20 +259,25 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        """As its systemd unit stops it (control group): the worker, then the flow-run
-        processes it started that are still running: a run under way (a watcher's) outlives
-        the SIGINT that stops its worker."""
+        """As its systemd unit stops it (deployments/systemd/antelope-ha-worker@.service):
+        SIGTERM to the flow-run processes first, each then records that it crashed (a
+        run under way, a watcher's, outlives its worker otherwise); then the worker;
+        SIGKILL to whatever is left."""
         if self.proc is None:
             return
-        started = []  # pidfds: a pid reused meanwhile is not signalled
+        runs = []  # pidfds: a pid reused meanwhile is not signalled
         for pid in process_tree(self.proc.pid)[1:]:
             with contextlib.suppress(ProcessLookupError):
-                started.append(os.pidfd_open(pid))
+                runs.append(os.pidfd_open(pid))
+        _signal_all(runs, signal.SIGTERM)
+        deadline, pending = time.monotonic() + 20, runs
+        while pending and (left := deadline - time.monotonic()) > 0:
+            ended, _, _ = select.select(pending, [], [], left)  # a pidfd is readable once its process ended
+            pending = [fd for fd in pending if fd not in ended]
         _stop(self.proc)
         self.proc = None
-        for fd in started:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        _signal_all(runs, signal.SIGKILL)
+        for fd in runs:
             os.close(fd)
 
     def kill(self) -> list[int]:
