@@ -15,13 +15,14 @@ row on MS references a row it lacks, or any id was used twice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from secrets import randbelow
@@ -202,6 +203,20 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
                 record["undelivered"] = str(exc)
             records.append(record)
         stop.wait(0.3)
+
+
+@contextlib.contextmanager
+def answering(flow_name: str, answer: Callable[[int], dict | None]) -> Iterator[list[dict]]:
+    """``answer_paused_runs`` in a background thread while the block runs; yields its records."""
+    records: list[dict] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=answer_paused_runs, args=(stop, flow_name, answer, records), daemon=True)
+    thread.start()
+    try:
+        yield records
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from flows.health import health
 from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from rehearsal import checker
-from rehearsal.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
+from rehearsal.drill import ScriptedOperators, answering, newest_origin, origin_times
 from rehearsal.nemesis import BREAKS, SAVED, Fault, NemesisReport, Plan
 from simsite.pair import SimPair
 from tasks import realtime
@@ -255,7 +255,7 @@ class Nemesis:
                 self.say(f"health: {decision}")
                 reason = decision.split(": ", 1)[1]
                 try:
-                    with self.answering("failover", self.stale_gate_answer):
+                    with answering("failover", self.stale_gate_answer):
                         self.killed_run("failover", reason=reason, by="automation")
                         failover(pair_name=PAIR, reason=reason, by="automation")
                 except Exception as exc:  # as for the watcher: the health asks again at the next probe
@@ -268,18 +268,6 @@ class Nemesis:
                     self.failing_since = None
                     self.say("failed over: BUS authoritative")
             time.sleep(max(0.0, POLICY.probe_interval_s - (time.time() - started)))
-
-    @contextlib.contextmanager
-    def answering(self, flow: str, answer: Callable[[int], dict | None]) -> Iterator[None]:
-        """The operators answer each pause of ``flow``'s runs with ``answer(n)`` while the block runs."""
-        stop = threading.Event()
-        answerer = threading.Thread(target=answer_paused_runs, args=(stop, flow, answer, []), daemon=True)
-        answerer.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            answerer.join(10)
 
     def answer_gate(self, how: str, wait: float, gate: str, site: str) -> dict | None:
         """An operator's answer to ``gate``, given ``how`` (GATE_ANSWERS) and ``wait`` s late; None: unanswered."""
@@ -316,7 +304,7 @@ class Nemesis:
     def run_fallback(self, script: list[tuple[str, float]]) -> None:
         started = time.time()
         try:
-            with self.answering("fallback", self.answers(script)):
+            with answering("fallback", self.answers(script)):
                 self.killed_run("fallback", by="nemesis")
                 self.maybe_restart_during("fallback")
                 outcome = fallback(pair_name=PAIR, by="nemesis")

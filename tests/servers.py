@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import email
-import select
 import json
 import os
+import select
 import shutil
 import signal
 import ssl

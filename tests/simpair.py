@@ -2,8 +2,7 @@
 block saved under a name of its own and its state reset to epoch 1."""
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from antelope_ha.completeness import Verdict
 from antelope_ha.outages import check_here
 from antelope_ha.config import PairConfig, PairPolicy
 from antelope_ha.state import HAState
-from rehearsal.drill import ScriptedOperators, answer_paused_runs, newest_origin, origin_times
+from rehearsal.drill import ScriptedOperators, newest_origin, origin_times
 from rehearsal.pair import registered_sim_pair
 from simsite.pair import SimPair
 from tasks.sites import close_all
@@ -84,20 +83,6 @@ def sim_pair(tmp: Path, name: str, policy: PairPolicy = FAST) -> Iterator[Sim]:
             yield sim
         finally:
             close_all()
-
-
-@contextmanager
-def answering(flow_name: str, answer: Callable[[int], dict | None]) -> Iterator[list[dict]]:
-    """Answer the pauses of ``flow_name`` runs in a background thread (None: leave it unanswered)."""
-    records: list[dict] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=answer_paused_runs, args=(stop, flow_name, answer, records), daemon=True)
-    thread.start()
-    try:
-        yield records
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def approve(site: str = "ms", decision: str = "approve", operator: str | None = None) -> dict:

@@ -14,7 +14,8 @@ from antelope_ha.lastid import parse_lastid
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.replicate import replicate_lastid
-from tests.simpair import Sim, answering, approve, run_artifact, sim_pair
+from rehearsal.drill import answering
+from tests.simpair import Sim, approve, run_artifact, sim_pair
 from tests.test_flows import assert_bus_authoritative, fail_over, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -45,7 +45,7 @@ import pytest
 from antelope_ha.outages import check_here
 from antelope_ha.css30 import scan_ids
 from antelope_ha.descriptor import parse_descriptor
-from rehearsal.drill import newest_origin, origin_times
+from rehearsal.drill import answering, newest_origin, origin_times
 from flows.failover import failover
 from flows.fallback import fallback
 from flows.replicate import replicate_lastid
@@ -54,7 +54,7 @@ from simsite.pair import SimPair
 from tasks.lock import release_dead_run_lock
 from rehearsal.pair import registered_sim_pair
 from tasks.state import load_state
-from tests.simpair import FAST, OPERATORS, answering, approve
+from tests.simpair import FAST, OPERATORS, approve
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

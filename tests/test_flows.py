@@ -18,7 +18,7 @@ from antelope_ha.site import StepFailed
 from antelope_ha.runner import LocalRunner
 from deployments.cli import app as cli
 from flows.calling import call_flow
-from rehearsal.drill import DrillReport, final_checks, newest_origin, origin_times
+from rehearsal.drill import DrillReport, answering, final_checks, newest_origin, origin_times
 from rehearsal.drill import main as drill_main
 from flows.failover import failover
 from flows.fallback import fallback
@@ -29,7 +29,7 @@ from simsite.pair import SimPair
 from antelope_ha.site import EpochRefused
 from tasks.authority import activate_idserver
 from tasks.pair import save_pair
-from tests.simpair import FAST, Sim, answering, approve, run_artifact, sim_pair, wrong_answer
+from tests.simpair import FAST, Sim, approve, run_artifact, sim_pair, wrong_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

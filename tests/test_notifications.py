@@ -20,7 +20,8 @@ from flows.failover import failover
 from flows.health import health
 from flows.replicate import replicate_lastid
 from tests.servers import HttpReceiver, SmtpReceiver, wait_for
-from tests.simpair import FAST, Sim, answering, approve, sim_pair
+from rehearsal.drill import answering
+from tests.simpair import FAST, Sim, approve, sim_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -22,7 +22,8 @@ from flows.fallback import fallback
 from flows.recovery import recovery
 from flows.replicate import replicate_lastid
 from tasks.sites import plans
-from tests.simpair import answering, approve, sim_pair
+from rehearsal.drill import answering
+from tests.simpair import approve, sim_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
