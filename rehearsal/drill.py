@@ -206,9 +206,11 @@ def answer_paused_runs(stop: threading.Event, flow_name: str, answer: Callable[[
 
 
 @contextlib.contextmanager
-def answering(flow_name: str, answer: Callable[[int], dict | None]) -> Iterator[list[dict]]:
-    """``answer_paused_runs`` in a background thread while the block runs; yields its records."""
-    records: list[dict] = []
+def answering(flow_name: str, answer: Callable[[int], dict | None],
+              records: list[dict] | None = None) -> Iterator[list[dict]]:
+    """``answer_paused_runs`` in a background thread while the block runs; yields
+    its records (``records``, when given, for the caller to keep)."""
+    records = [] if records is None else records
     stop = threading.Event()
     thread = threading.Thread(target=answer_paused_runs, args=(stop, flow_name, answer, records), daemon=True)
     thread.start()
@@ -336,22 +338,15 @@ def drill(workdir: str, interactive: bool = False, quiet: bool = False, probe_in
         tl.step("MS repaired and powered on (rtexec not started)", lambda: pair.power_on("ms", start_rtexec=False) or None)
         tl.step("health fences MS as soon as it is back", lambda: call_flow(health, pair_name="drill"))
 
-        stop = threading.Event()
         def answer(_: int) -> dict:
             if interactive:
                 if report.approvals and "refused" in report.approvals[-1]:
                     print(f"refused by the form: {report.approvals[-1]['refused']}", flush=True)
                 return ask_terminal(cfg.main.name, operators)
             return operators.answer(decision="approve", reason="scheduled drill", confirm_site=cfg.main.name)
-        approver = threading.Thread(target=answer_paused_runs,
-                                    args=(stop, "fallback", answer, report.approvals), daemon=True)
-        approver.start()
         t0 = time.time()
-        try:
+        with answering("fallback", answer, report.approvals):
             tl.step("fallback to MS (two approvals)", lambda: fallback(pair_name="drill", by="drill"))
-        finally:
-            stop.set()
-            approver.join(5)
         report.fallback_s = round(time.time() - t0, 2)
         t_fallback = time.time()
         # As an operator does: recover once both sites' writers have written past the fallback
