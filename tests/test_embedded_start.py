@@ -10,6 +10,7 @@ a traceback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,12 @@ pytestmark = pytest.mark.slow
 def clean_env() -> dict[str, str]:
     """A shell's environment: none of the test session's Prefect settings (its server, its home)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+
+
+def drill_settings() -> dict[str, str]:
+    """The variables `make drill` sets for embedded Prefect, read from the Makefile."""
+    recipe = (PROJECT / "Makefile").read_text().split("\ndrill:", 1)[1].split("\n\n", 1)[0]
+    return dict(re.findall(r"\b(PREFECT_[A-Z_]+)=(\S+)", recipe))
 
 
 def cold_start(home: Path, settings: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
@@ -47,6 +54,9 @@ def test_embedded_prefect_starts_cold_from_a_fresh_clone(tmp_path: Path) -> None
     assert (home / "prefect.db").exists()
     times = [took]
 
+    # the whole drill below runs with the Makefile's own home and start-up limit
+    found = drill_settings()
+    assert {"PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"} <= set(found), found
     drill_home = tmp_path / "drill" / "prefect"
     start = time.monotonic()
     drill = subprocess.run(["make", "-C", str(PROJECT), "drill", f"DRILL_HOME={drill_home}"], text=True,
