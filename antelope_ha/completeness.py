@@ -10,8 +10,10 @@ byte, if it belongs to a *unit* that
   (c) has a moment inside one of MS's gaps;
 
 and no row on MS references (by an event id) a row MS lacks that BUS holds
-(a reference to a row neither site holds is an older inconsistency, reported
-apart: real databases carry them, and no recovery can mend them); no id
+(a reference to a row neither site holds is reported apart, each row named:
+the half of a packet a writer was writing when it was killed or its site lost
+power, which it wrote again whole when it restarted, or an older
+inconsistency; real databases carry them, and no recovery can mend them); no id
 names two different rows (two on MS, or one on each site); and, from the
 whole-database scan, no id is above MS's lastid.
 
@@ -479,21 +481,25 @@ class Verdict:
             out[m.row.table] += 1
         return dict(out)
 
-    def problems(self, shown: int = 10) -> list[str]:
+    def problems(self) -> list[str]:
         """The findings in plain words: per table, what is missing and which ids."""
         out = []
         by_table: dict[str, list[Lacking]] = defaultdict(list)
         for m in self.missing:
             by_table[m.row.table].append(m)
         for table, rows in sorted(by_table.items()):
-            more = f", ... ({len(rows) - shown} more)" if len(rows) > shown else ""
-            out.append(f"{len(rows)} {table} rows missing on MS: {'; '.join(map(str, rows[:shown]))}{more}")
+            out.append(f"{len(rows)} {table} rows missing on MS: {listing(rows)}")
         for what, items in (("rows referencing a row it lacks (orphans)", self.orphans),
                             ("ids naming two different rows", self.twice)):
             if items:
-                more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
-                out.append(f"{len(items)} {what} on MS: {'; '.join(items[:shown])}{more}")
+                out.append(f"{len(items)} {what} on MS: {listing(items)}")
         return out
+
+
+def listing(items: typing.Sequence[object], first: int = 10) -> str:
+    """The first items of a finding, and how many more there are."""
+    more = f", ... ({len(items) - first} more)" if len(items) > first else ""
+    return "; ".join(map(str, items[:first])) + more
 
 
 class _Units:
@@ -619,22 +625,22 @@ def judge(bus: Inventory, ms: Inventory, since: float, ranges: IdRanges,
             verdict.units[unit] = unit_rows
 
     # No row on MS references a row MS lacks that BUS holds. A reference to a row neither site
-    # holds (MS's own, or one BUS holds the same way) is an older inconsistency, counted apart.
+    # holds (MS's own, or one BUS holds the same way) is not the recovery's: named apart.
     bus_owned = {key: r for r in bus.rows if (key := r.owned()) is not None}
-    older = 0
+    dangling = []
     for r in ms.rows:
         for key, name, value in r.keys():
             if key in STATIC_KEYS or ID_OWNER.get(key) in (r.table, None) or ID_OWNER[key] not in TABLES_CHECKED:
                 continue
             if ms_owned.get((key, value)):
                 continue
-            if (key, value) in bus_owned:
-                verdict.orphans.append(f"{r.name()}: {name} {value} has no {ID_OWNER[key]} row")
-            else:
-                older += 1
-    if older:
-        verdict.notes.append(f"{older} references on MS to rows neither site holds: older "
-                             "inconsistencies, not the recovery's")
+            found = f"{r.name()}: {name} {value} has no {ID_OWNER[key]} row"
+            (verdict.orphans if (key, value) in bus_owned else dangling).append(found)
+    if dangling:
+        verdict.notes.append(f"{len(dangling)} references on MS to rows neither site holds, not the recovery's "
+                             "to mend (the half of a packet a writer was writing when it was killed or MS lost "
+                             "power, written again whole when it restarted; or an older inconsistency): "
+                             + listing(dangling))
     # No id names two rows.
     for (key, value), owners in ms_owned.items():
         if len(owners) > 1 and key not in REPEATS_IN_OWNER:

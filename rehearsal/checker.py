@@ -27,7 +27,16 @@ The rules, each independent of how recovery decides what to merge:
   owning table, among everything the writers recorded and everything in either
   site's tables.
 - **orphans**: a row of the authoritative database whose key (evid, orid, arid,
-  wfid, ...) names no row of the key's owning table.
+  wfid, ...) names no row of the key's owning table; except a torn row.
+- **torn rows**, counted apart: such a row that no writer recorded, written
+  (its lddate) after a writer's record by a process that never recorded again:
+  the half of a packet the writer was writing when it was killed or its site
+  lost power (it appends a packet's rows table by table, as Antelope's writers
+  add rows one at a time, and records the packet after them). The writer
+  wrote that packet again, whole, when it restarted, which the rows-lost rule
+  checks; the half stays until someone removes it. A row a procedure copied
+  from the other site is in that site's writer's record, so it can never be
+  torn: an orphan the procedures made is always an orphan.
 - **ids above lastid**: a key value in either site's owning table above the
   authoritative ``dbids.lastid`` (each value once).
 - **two ID servers / none**: the union of each site's serving intervals (a
@@ -71,6 +80,7 @@ class CheckReport:
     rows_lost: int = 0
     ids_used_twice: int = 0
     orphans: int = 0
+    torn_rows: int = 0
     ids_above_lastid: int = 0
     seconds_two_id_servers: float = 0.0
     seconds_no_id_server: float = 0.0
@@ -100,6 +110,7 @@ class Written:
     prog: str
     seq: int
     t: float
+    pid: int
     idserver: str
     rows: tuple[tuple[str, str], ...]  # (table, exact line)
 
@@ -119,7 +130,7 @@ def read_written(pair_root: Path) -> list[Written]:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                out.append(Written(site, prog, rec["seq"], rec["t"], rec["idserver"],
+                out.append(Written(site, prog, rec["seq"], rec["t"], rec["pid"], rec["idserver"],
                                    tuple((t, text) for t, text in rec["rows"])))
     return out
 
@@ -211,7 +222,25 @@ def check_twice(written: list[Written], tables: dict[str, dict[str, list[tuple[d
             report.note("ids_used_twice", f"{key} {value}: {len(lines)} different rows ({', '.join(sorted(where[(key, value)]))})")
 
 
-def check_orphans(auth_tables: dict[str, list[tuple[dict, str]]], authority: str, report: CheckReport) -> None:
+def cut_short(written: list[Written], lddate: float) -> bool:
+    """Did a writer process stop mid-packet at ``lddate``: is some writer's
+    record just before it the last of its process (the next by another pid, or
+    none)?"""
+    runs: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+    for w in written:
+        runs[(w.site, w.prog)].append((w.t, w.pid))
+    for records in runs.values():
+        records.sort()
+        before = [r for r in records if r[0] < lddate]
+        after = [r for r in records if r[0] >= lddate]
+        if before and (not after or after[0][1] != before[-1][1]):
+            return True
+    return False
+
+
+def check_orphans(auth_tables: dict[str, list[tuple[dict, str]]], authority: str, written: list[Written],
+                  report: CheckReport) -> None:
+    recorded = {(table, line) for w in written for table, line in w.rows}
     for key, places in ID_KEYS.items():
         owner = ID_OWNER.get(key)
         if owner is None:
@@ -220,11 +249,18 @@ def check_orphans(auth_tables: dict[str, list[tuple[dict, str]]], authority: str
         for table, fld in places:
             if (table, fld) == (owner, key):
                 continue
-            for row, _ in auth_tables.get(table, []):
+            for row, line in auth_tables.get(table, []):
                 value = int(row[fld])
-                if value > 0 and value not in issued:
+                if value <= 0 or value in issued:
+                    continue
+                what = f"{authority} {table}.{fld} {value}: no {owner} row with {key} {value}"
+                if (table, line) not in recorded and cut_short(written, float(row["lddate"])):
+                    report.torn_rows += 1
+                    report.note("torn_rows", f"{what} (unrecorded, written {float(row['lddate']):.3f} "
+                                             "as its writer stopped mid-packet)")
+                else:
                     report.orphans += 1
-                    report.note("orphans", f"{authority} {table}.{fld} {value}: no {owner} row with {key} {value}")
+                    report.note("orphans", what)
 
 
 def check_lastid(pair_root: Path, tables: dict[str, dict[str, list[tuple[dict, str]]]], authority: str,
@@ -318,7 +354,7 @@ def check(pair_root: Path, authority: str = "ms", windows: list[Interval] | None
     report.rows_written = sum(len(w.rows) for w in written)
     check_lost(written, tables[authority], authority, report, windows)
     check_twice(written, tables, report)
-    check_orphans(tables[authority], authority, report)
+    check_orphans(tables[authority], authority, written, report)
     check_lastid(pair_root, tables, authority, report)
     check_serving(pair_root, report, windows)
     return report

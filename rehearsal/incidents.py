@@ -501,7 +501,7 @@ def run(workdir: Path, plan: Plan, minutes: float | None = None, quiet: bool = F
     report.faults = dict(Counter(f.kind for f in report.fault_log))
     (workdir / SAVED).write_text(json.dumps(nemesis.progress(plan, windows, own_server=server is not None)))
     judged = checker.check(workdir / "pair", authority, windows)
-    for name in ("rows_written", "rows_lost", "ids_used_twice", "orphans", "ids_above_lastid",
+    for name in ("rows_written", "rows_lost", "ids_used_twice", "orphans", "torn_rows", "ids_above_lastid",
                  "seconds_two_id_servers", "seconds_no_id_server"):
         setattr(report, name, getattr(judged, name))
     report.handovers = [asdict(h) for h in judged.handovers]

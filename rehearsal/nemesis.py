@@ -114,6 +114,7 @@ class NemesisReport:
     rows_lost: int = -1
     ids_used_twice: int = -1
     orphans: int = -1
+    torn_rows: int = -1  # halves of packets a writer's death cut (not failures: rehearsal/checker.py)
     ids_above_lastid: int = -1
     seconds_two_id_servers: float = -1.0
     seconds_no_id_server: float = -1.0
@@ -182,6 +183,7 @@ def table(report: NemesisReport) -> str:
         ("cycles not brought back", len(report.not_brought_back)),
         ("rows written", report.rows_written), ("rows lost", report.rows_lost),
         ("ids used twice", report.ids_used_twice), ("orphans", report.orphans),
+        ("torn rows (packets cut by a death)", report.torn_rows),
         ("ids above lastid", report.ids_above_lastid),
         ("seconds with two ID servers", report.seconds_two_id_servers),
         ("seconds with no ID server", report.seconds_no_id_server),

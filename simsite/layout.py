@@ -146,6 +146,13 @@ class SitePaths:
         return self.state / "broken"
 
     @property
+    def hold(self) -> Path:
+        """``hold/<prog>`` names a table: the writer stops itself (SIGSTOP) once it has
+        appended that table's rows of its next packet, before the others: a packet
+        caught half written (see ``SimPair.tear_packet``)."""
+        return self.state / "hold"
+
+    @property
     def witnessd_pid(self) -> Path:
         return self.logs / "witnessd.pid"
 

@@ -324,6 +324,18 @@ class SimPair:
             self.heal_link(host, other)
             self.heal_link(other, host)
 
+    def tear_packet(self, site: str, prog: str, after_table: str, timeout_s: float = 10.0) -> list[int]:
+        """Catch ``prog`` of ``site`` with a packet half written: it stops itself
+        (SIGSTOP) once it has appended ``after_table``'s rows of its next packet.
+        Returns its pids, stopped, for a crash or a power-off to finish the tear."""
+        hold = self.paths(site).hold
+        hold.mkdir(parents=True, exist_ok=True)
+        (hold / prog).write_text(f"{after_table}\n")
+        self.wait_for(lambda: not (hold / prog).exists() and all(
+            procs.is_stopped(p) for p in self.task_pids(site, prog)), timeout_s,
+            f"{prog} on {site} holds a packet after its {after_table} rows")
+        return self.task_pids(site, prog)
+
     def stall_orb(self, site: str) -> None:
         """SIGSTOP the orbserver: no new packets, latency grows, nothing dies."""
         procs.send(self._orbserver(site), signal.SIGSTOP)

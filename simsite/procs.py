@@ -15,13 +15,23 @@ from pathlib import Path
 from simsite.layout import SITE_ENV, SitePaths
 
 
-def is_running(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
+def _state(pid: int) -> str | None:
+    """The process state letter of ``pid`` (R, S, T, Z, ...), None if there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def is_running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    return _state(pid) not in (None, "Z", "X")
+
+
+def is_stopped(pid: int) -> bool:
+    """True if ``pid`` is stopped by a signal (SIGSTOP)."""
+    return _state(pid) == "T"
 
 
 def cmdline(pid: int) -> list[str]:

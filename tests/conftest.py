@@ -17,8 +17,14 @@ API_PORT = listen_port()
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{API_PORT}/api"
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 pytest_plugins = ["tests.fixtures_ssh"]
+
+# No time limit per example: Hypothesis's default 200 ms per example is a timing assert, and under
+# the suite's load an example that runs `sh` can take longer. Tests assert behaviour, never time.
+settings.register_profile("antelope-ha", deadline=None)
+settings.load_profile("antelope-ha")
 
 
 @pytest.fixture(scope="session")

@@ -42,14 +42,14 @@ class Pair:
             TABLES["lastid"].format_row({"keyname": k, "keyvalue": v, "lddate": T0}) for k, v in values.items()))
 
     def write(self, site: str, seq: int, rows: list[tuple[str, str]], *, record: bool = True,
-              on_disk: bool = True) -> None:
+              on_disk: bool = True, pid: int = 1) -> None:
         if on_disk:
             for table, line in rows:
                 with open(self.root / site / "db" / f"db.{table}", "a") as f:
                     f.write(line)
         if record:
             with open(self.root / site / "records" / "orb2dbt.written", "a") as f:
-                f.write(json.dumps({"t": T0 + seq, "pid": 1, "seq": seq, "idserver": "x:1",
+                f.write(json.dumps({"t": T0 + seq, "pid": pid, "seq": seq, "idserver": "x:1",
                                     "rows": [list(r) for r in rows]}) + "\n")
 
     def serving(self, site: str, pid: int, start: float, end: float, stop: bool = False) -> None:
@@ -102,6 +102,44 @@ def test_a_row_bus_wrote_under_its_authority_missing_on_ms_is_lost(tmp_path: Pat
     assert report.rows_lost == 1
     assert "packet 5" in report.details["rows_lost"][0]
     assert report.orphans == 1  # the assoc names the missing arrival
+    assert not report.passed
+
+
+def test_a_packet_half_written_as_its_writer_died_is_torn_not_an_orphan(tmp_path: Path) -> None:
+    """MS's writer (pid 1) recorded packet 4, wrote packet 5's event row and
+    died; its next process (pid 2) wrote packet 5 again whole, with new ids.
+    The half is counted apart, and passes; the same half from a writer that
+    went on recording (no death) is an orphan."""
+    pair = healthy(tmp_path)
+    half = event_rows(5, 70, 70, 70)[:1]  # event 70, prefor 70: no origin 70 anywhere
+    pair.write("ms", 5, half, record=False)
+    pair.write("ms", 6, event_rows(5, 71, 71, 71), pid=2)
+    pair.write("bus", 6, event_rows(6, 72, 72, 72))
+    pair.lastid("ms", {"evid": 100, "orid": 100, "arid": 100})
+    report = check(pair.root)
+    assert (report.torn_rows, report.orphans, report.rows_lost) == (1, 0, 0), report.details
+    assert report.details["torn_rows"] == [f"ms event.prefor 70: no origin row with orid 70 (unrecorded, "
+                                           f"written {T0 + 5:.3f} as its writer stopped mid-packet)"]
+    assert report.passed
+
+    went_on = healthy(tmp_path / "went-on")
+    went_on.write("ms", 5, half, record=False)
+    went_on.write("ms", 6, event_rows(5, 71, 71, 71))  # the same process: it did not die there
+    went_on.write("bus", 6, event_rows(6, 72, 72, 72))
+    report = check(went_on.root)
+    assert (report.torn_rows, report.orphans) == (0, 1) and not report.passed
+
+
+def test_a_recorded_row_whose_reference_is_gone_is_an_orphan_even_after_a_death(tmp_path: Path) -> None:
+    """An origin the authoritative database lost under a recorded event is an
+    orphan, whatever the writers did around it."""
+    pair = healthy(tmp_path)
+    rows = event_rows(5, 60, 60, 60)
+    pair.write("bus", 5, rows)
+    pair.write("ms", 5, [r for r in rows if r[0] != "origin"], record=False)  # merged without its origin
+    pair.write("ms", 6, event_rows(6, 6, 6, 6), pid=2)
+    report = check(pair.root)
+    assert report.torn_rows == 0 and report.orphans == 2  # the event's prefor and the assoc's orid
     assert not report.passed
 
 

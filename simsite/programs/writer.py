@@ -10,8 +10,15 @@ independent checker reads it: rehearsal/checker.py). The ID server is the one na
 on DB's ``dbidserver`` line, read once at start: a changed descriptor takes
 effect when the writer is restarted. If the ID server cannot give the ids,
 the writer says so, naming the dbidserver, and exits 1 (rtexec restarts it
-later): no row is ever written without an id, nor part of a packet.
-SIGTERM stops it between two packets.
+later): no row is ever written without an id. Like Antelope's writers, which
+add a packet's rows one at a time with dbadd(3), it appends a packet's rows
+table by table: a kill or a power-off between two tables leaves the packet
+half written and unrecorded, and the state file still names the packet
+before it, so the writer writes the packet again, whole and with new ids,
+when it restarts (the half is left: an event row whose origin is absent).
+``state/hold/<PROG>`` naming a table makes it stop itself (SIGSTOP) right
+after that table's rows of its next packet, for a test to catch the packet
+half written. SIGTERM stops it between two packets.
 """
 from __future__ import annotations
 
@@ -37,6 +44,14 @@ RowMaker = Callable[[Packet, list[int], ProgramSite], Rows]
 def read_state(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
+    except FileNotFoundError:
+        return None
+
+
+def held_after(path: Path) -> str | None:
+    """The table after whose rows the next packet is to be held, if one is set."""
+    try:
+        return path.read_text().strip() or None
     except FileNotFoundError:
         return None
 
@@ -107,8 +122,13 @@ def run_writer(prog: str, argv: Sequence[str], keys: Sequence[str], make_rows: R
             by_table: dict[str, list[dict[str, object]]] = {}
             for table, row in make_rows(packet, ids, site):
                 by_table.setdefault(table, []).append(row)
+            hold = held_after(site.paths.hold / prog)
             for table, rows in by_table.items():
                 append_rows(f"{db}.{table}", TABLES[table], rows)
+                if table == hold:
+                    (site.paths.hold / prog).unlink(missing_ok=True)
+                    log(prog, f"holding packet {packet.seq} half written, after its {table} rows")
+                    os.kill(os.getpid(), signal.SIGSTOP)
             record_written(site.paths.written_log(prog), packet.seq, idserver, by_table)
             atomic_write(state_file, f"{packet.seq}\n".encode(), durable=False)  # as dbids: no host crash here
     log(prog, f"stopped after packet {read_state(state_file)}")
