@@ -4,6 +4,7 @@ continued), judged by the independent checker (rehearsal/checker.py reads both
 sites' tables and the programs' own records)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from rehearsal.nemesis import Plan, saved_run, table
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
-SEED = 1  # MS incidents drawn in cycles 3 and 6 (the first a minute in: in the first part or the second)
+SEED = 1  # MS incidents drawn in cycles 3 and 6: the first part ends before cycle 5, so 6 is in the second
 INCIDENTS = 0.2  # short cycles: two of the ten with an MS incident, the others minor faults
 # (2 ORB packets a second, not 5: less work for two busy cores)
 KILLED_RUNS = 0.5  # half the procedure runs first run in a process of their own and SIGKILLed
@@ -24,8 +25,19 @@ KILLED_RUNS = 0.5  # half the procedure runs first run in a process of their own
 @pytest.mark.timeout(900)
 def test_ten_cycles_under_faults_lose_nothing_and_never_serve_ids_from_two_sites(tmp_path: Path, monkeypatch) -> None:
     plan = Plan(cycles=10, seed=SEED, incidents=INCIDENTS, killed_runs=KILLED_RUNS, rate=2.0)
-    first = run(tmp_path, plan, minutes=1.0, quiet=True)
-    assert 0 < first.cycles < 10 and first.parts == 1
+    # The first part stops as a run does after --minutes or a Ctrl-C, whichever comes first: the
+    # first cycle ending after a minute, or cycle 4 (on a fast machine a minute held cycle 6 too).
+    ctrl_c, run_cycle = threading.Event(), incidents.Nemesis.run_cycle
+
+    def run_cycle_then_stop_after_4(nemesis: incidents.Nemesis) -> None:
+        run_cycle(nemesis)
+        if nemesis.cycle == 4:
+            ctrl_c.set()
+
+    monkeypatch.setattr(incidents.Nemesis, "run_cycle", run_cycle_then_stop_after_4)
+    first = run(tmp_path, plan, minutes=1.0, quiet=True, stop=ctrl_c)
+    monkeypatch.setattr(incidents.Nemesis, "run_cycle", run_cycle)
+    assert 0 < first.cycles <= 4 and first.parts == 1
     saved = saved_run(tmp_path)
     assert saved["plan"] == asdict(plan)
     # From here on every failover finds BUS's lastid replica too old and asks a person first: the
