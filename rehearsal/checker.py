@@ -222,25 +222,24 @@ def check_twice(written: list[Written], tables: dict[str, dict[str, list[tuple[d
             report.note("ids_used_twice", f"{key} {value}: {len(lines)} different rows ({', '.join(sorted(where[(key, value)]))})")
 
 
-def cut_short(written: list[Written], lddate: float) -> bool:
-    """Did a writer process stop mid-packet at ``lddate``: is some writer's
-    record just before it the last of its process (the next by another pid, or
-    none)?"""
+def deaths(written: list[Written]) -> list[Interval]:
+    """When a writer process may have stopped mid-packet: from each process's
+    last record to the next record of that writer (by another pid), or on."""
     runs: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
     for w in written:
         runs[(w.site, w.prog)].append((w.t, w.pid))
+    spans = []
     for records in runs.values():
         records.sort()
-        before = [r for r in records if r[0] < lddate]
-        after = [r for r in records if r[0] >= lddate]
-        if before and (not after or after[0][1] != before[-1][1]):
-            return True
-    return False
+        spans += [(t, nxt) for (t, pid), (nxt, other) in zip(records, records[1:]) if other != pid]
+        spans.append((records[-1][0], inf))
+    return spans
 
 
 def check_orphans(auth_tables: dict[str, list[tuple[dict, str]]], authority: str, written: list[Written],
                   report: CheckReport) -> None:
     recorded = {(table, line) for w in written for table, line in w.rows}
+    cut_short = deaths(written)
     for key, places in ID_KEYS.items():
         owner = ID_OWNER.get(key)
         if owner is None:
@@ -254,9 +253,10 @@ def check_orphans(auth_tables: dict[str, list[tuple[dict, str]]], authority: str
                 if value <= 0 or value in issued:
                     continue
                 what = f"{authority} {table}.{fld} {value}: no {owner} row with {key} {value}"
-                if (table, line) not in recorded and cut_short(written, float(row["lddate"])):
+                lddate = float(row["lddate"])
+                if (table, line) not in recorded and any(a < lddate <= b for a, b in cut_short):
                     report.torn_rows += 1
-                    report.note("torn_rows", f"{what} (unrecorded, written {float(row['lddate']):.3f} "
+                    report.note("torn_rows", f"{what} (unrecorded, written {lddate:.3f} "
                                              "as its writer stopped mid-packet)")
                 else:
                     report.orphans += 1
